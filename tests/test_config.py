@@ -1,0 +1,55 @@
+"""Config validation: each bad value names the field, the value and what is valid."""
+
+import re
+
+import pytest
+
+from workbench.config import DistillConfig
+
+
+@pytest.mark.parametrize("field,value,valid", [
+    ("temperature", 0, "> 0"),
+    ("temperature", -2.0, "> 0"),
+    ("w_kd", -0.1, ">= 0"),
+    ("w_ce", -1, ">= 0"),
+    ("w_mse", float("nan"), "finite"),
+    ("alpha", 1.2, r"\[0, 1\]"),
+    ("alpha", -0.1, r"\[0, 1\]"),
+    ("epochs", 0, ">= 1"),
+    ("epochs", 2.5, ">= 1"),
+    ("batch_size", -8, ">= 1"),
+    ("lr", 0.0, "> 0"),
+    ("lr", -1e-3, "> 0"),
+    ("log_every", 0, ">= 1"),
+    ("optimizer", "adamax", "adam, adamw, sgd"),
+    ("scheduler", "step", "constant, cosine"),
+    ("seed", -1, ">= 0"),
+])
+def test_bad_values_name_field_value_and_range(field, value, valid):
+    with pytest.raises(ValueError) as e:
+        DistillConfig(**{field: value})
+    msg = str(e.value)
+    assert msg.startswith(f"{field}: {value!r}")
+    assert re.search(valid, msg), msg
+
+
+def test_all_zero_weights():
+    with pytest.raises(ValueError, match=r"w_ce, w_kd, w_mse, w_hint: all are 0"):
+        DistillConfig(w_ce=0, w_kd=0)
+
+
+def test_alpha_sets_weights_and_conflicts_are_refused():
+    c = DistillConfig(alpha=0.9)
+    assert (c.w_ce, c.w_kd) == (0.9, pytest.approx(0.1))
+    with pytest.raises(ValueError, match=r"w_ce: 0.5 conflicts with alpha=0.9"):
+        DistillConfig(alpha=0.9, w_ce=0.5)
+    # weights given later drop the preset; alpha given later re-derives the weights
+    assert c.replace(w_kd=2.0).alpha is None
+    assert c.replace(alpha=0.3).w_ce == 0.3
+
+
+def test_round_trip_and_unknown_fields():
+    c = DistillConfig(epochs=3, temperature=8, alpha=0.5, optimizer="sgd")
+    assert DistillConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['temp'\]"):
+        DistillConfig.from_dict({"temp": 4})

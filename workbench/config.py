@@ -1,0 +1,153 @@
+"""Typed, validated run configuration.
+
+Every field is checked on construction; a bad value raises ``ValueError`` naming the field,
+the value and what is valid, before any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from .losses import LossWeights
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("constant", "cosine")
+DEFAULT_W_CE = 0.5
+DEFAULT_W_KD = 0.5
+
+
+def _bad(name: str, value: Any, valid: str) -> ValueError:
+    return ValueError(f"{name}: {value!r} is invalid; {valid}")
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(name, value, "expected a number")
+    if not math.isfinite(value):
+        raise _bad(name, value, "expected a finite number")
+    return float(value)
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _bad(name, value, "expected an integer >= 1" + (" or None" if allow_none else ""))
+
+
+def check_weights(temperature: Any, w_ce: Any, w_kd: Any, w_mse: Any, w_hint: Any) -> None:
+    """Validate a temperature and loss weights (shared by the config and live controls)."""
+    if _number("temperature", temperature) <= 0:
+        raise _bad("temperature", temperature, "expected a number > 0 (typical: 1 to 20)")
+    ws = {"w_ce": w_ce, "w_kd": w_kd, "w_mse": w_mse, "w_hint": w_hint}
+    for name, w in ws.items():
+        if _number(name, w) < 0:
+            raise _bad(name, w, "expected a weight >= 0")
+    if all(float(w) == 0.0 for w in ws.values()):
+        raise ValueError(
+            f"w_ce, w_kd, w_mse, w_hint: all are 0 ({ws}); at least one weight must be > 0"
+        )
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """How one run trains: optimization, the loss mix, reporting and device.
+
+    Loss: ``w_ce*CE + w_kd*T^2*KL(p_t||p_s) + w_mse*MSE(s,t) + w_hint*MSE(adapter(f_s), f_t)``.
+    ``alpha`` is a preset of the weights: ``w_ce = alpha, w_kd = 1 - alpha``. A run with no
+    teacher (a teacher or a scratch baseline) trains on plain cross-entropy.
+    """
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 3e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    scheduler: str = "constant"
+    grad_clip: float | None = None
+    max_steps: int | None = None
+    temperature: float = 4.0
+    w_ce: float | None = None
+    w_kd: float | None = None
+    w_mse: float = 0.0
+    w_hint: float = 0.0
+    alpha: float | None = None
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int | None = None
+    eval_batch_size: int = 1024
+    device: str = "auto"
+    cache_teacher: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        for name in ("epochs", "batch_size", "log_every", "eval_batch_size"):
+            _positive_int(name, getattr(self, name))
+        for name in ("max_steps", "eval_every"):
+            _positive_int(name, getattr(self, name), allow_none=True)
+        if _number("lr", self.lr) <= 0:
+            raise _bad("lr", self.lr, "expected a learning rate > 0 (typical: 1e-4 to 1e-1)")
+        if _number("weight_decay", self.weight_decay) < 0:
+            raise _bad("weight_decay", self.weight_decay, "expected a number >= 0")
+        if not 0 <= _number("momentum", self.momentum) < 1:
+            raise _bad("momentum", self.momentum, "expected a number in [0, 1)")
+        if self.optimizer not in OPTIMIZERS:
+            raise _bad("optimizer", self.optimizer, f"valid: {', '.join(OPTIMIZERS)}")
+        if self.scheduler not in SCHEDULERS:
+            raise _bad("scheduler", self.scheduler, f"valid: {', '.join(SCHEDULERS)}")
+        if self.grad_clip is not None and _number("grad_clip", self.grad_clip) <= 0:
+            raise _bad("grad_clip", self.grad_clip, "expected a number > 0 or None")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise _bad("seed", self.seed, "expected an integer >= 0")
+        if not isinstance(self.device, str) or not self.device:
+            raise _bad("device", self.device, "expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if self.alpha is not None:
+            alpha = _number("alpha", self.alpha)
+            if not 0.0 <= alpha <= 1.0:
+                raise _bad("alpha", self.alpha, "expected a number in [0, 1] (alpha*CE + (1-alpha)*KD)")
+            for name, want in (("w_ce", alpha), ("w_kd", 1.0 - alpha)):
+                given = getattr(self, name)
+                if given is not None and not math.isclose(float(given), want, abs_tol=1e-12):
+                    raise ValueError(
+                        f"{name}: {given!r} conflicts with alpha={self.alpha!r} (which sets "
+                        f"{name}={want!r}); give either alpha or the weights"
+                    )
+                set_(name, want)
+        if self.w_ce is None:
+            set_("w_ce", DEFAULT_W_CE)
+        if self.w_kd is None:
+            set_("w_kd", DEFAULT_W_KD)
+        check_weights(self.temperature, self.w_ce, self.w_kd, self.w_mse, self.w_hint)
+
+    @property
+    def weights(self) -> LossWeights:
+        """The temperature and loss weights as a :class:`LossWeights`."""
+        return LossWeights(float(self.temperature), float(self.w_ce), float(self.w_kd),
+                           float(self.w_mse), float(self.w_hint))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain JSON-able dict; ``DistillConfig.from_dict(c.to_dict()) == c``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DistillConfig":
+        """Build from a dict; unknown keys raise ``ValueError`` listing the valid ones."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"config: unknown field(s) {unknown}; valid: {names}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "DistillConfig":
+        """A validated copy with some fields changed (``alpha`` re-derives the weights)."""
+        d = self.to_dict()
+        if "alpha" not in changes and ({"w_ce", "w_kd"} & set(changes)):
+            d["alpha"] = None
+        if "alpha" in changes:
+            d["w_ce"] = d["w_kd"] = None
+        d.update(changes)
+        return DistillConfig.from_dict(d)

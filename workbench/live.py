@@ -1,0 +1,179 @@
+"""LiveRun: a fit (or a sequence of fits) on a background thread, for UIs.
+
+The UI thread only reads the thread-safe :class:`EventBuffer` and sets flags (stop, pause,
+controls); nothing on the training thread touches a UI. An exception in the job never leaves a
+silently dead thread: ``status`` becomes "error" and ``error``/``traceback`` say why.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from typing import Any, Callable, Iterable
+
+from .engine import Controls, Distiller, FitResult
+from .events import FitEnd, Payload
+from .losses import LossWeights
+
+_SEVERITY = {"completed": 0, "stopped": 1, "diverged": 2, "error": 3}
+
+
+class EventBuffer:
+    """Thread-safe, append-only log of payloads; each reader keeps its own cursor."""
+
+    def __init__(self) -> None:
+        self._events: list[Payload] = []
+        self._lock = threading.Lock()
+        self._cursor = 0
+
+    def _append(self, p: Payload) -> None:
+        with self._lock:
+            self._events.append(p)
+
+    on_fit_start = on_step_end = on_eval_end = on_epoch_end = on_fit_end = _append
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def since(self, cursor: int) -> tuple[list[Payload], int]:
+        """Payloads after position ``cursor`` and the new cursor (for readers that redraw)."""
+        with self._lock:
+            new = self._events[cursor:]
+            return new, cursor + len(new)
+
+    def drain(self) -> list[Payload]:
+        """Payloads not returned by an earlier ``drain()`` (one consumer)."""
+        new, self._cursor = self.since(self._cursor)
+        return new
+
+    def all(self) -> list[Payload]:
+        with self._lock:
+            return list(self._events)
+
+
+class LiveRun:
+    """Runs ``target`` on a daemon thread: a :class:`Distiller`, or a callable ``target(run)``
+    that builds its fits with ``run.distiller(...)`` so stop, pause and controls reach each one.
+    """
+
+    def __init__(self, target: Distiller | Callable[["LiveRun"], Any], name: str = ""):
+        if not (isinstance(target, Distiller) or callable(target)):
+            raise ValueError(f"target: expected a Distiller or a callable, got {type(target).__name__}")
+        self.name = name
+        self.buffer = EventBuffer()
+        self.result: Any = None
+        self.error: str | None = None
+        self.traceback: str | None = None
+        self.controls: Controls | None = None
+        self._pending: dict[str, float] = {}
+        self._target = target
+        self._current: Distiller | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._paused = False
+        self._final_status: str | None = None
+        self._thread = threading.Thread(target=self._main, name=f"workbench-live-{name}", daemon=True)
+        if isinstance(target, Distiller):
+            target.callbacks.append(self.buffer)
+            self._adopt(target)
+
+    # -- building fits inside a job ----------------------------------------------------------
+    def distiller(self, teacher, student, data, config=None, callbacks: Iterable[Any] = (),
+                  **kwargs: Any) -> Distiller:
+        """A Distiller wired to this run (events into the buffer; stop/pause/controls apply)."""
+        d = Distiller(teacher, student, data, config, [*callbacks, self.buffer], **kwargs)
+        self._adopt(d)
+        return d
+
+    def _adopt(self, d: Distiller) -> None:
+        with self._lock:
+            if self.controls is None:
+                self.controls = Controls(d.config.weights)
+                if self._pending:
+                    self.controls.update(**self._pending)
+            d.controls = self.controls
+            self._current = d
+            if self._stopped:
+                d.stop()
+            elif self._paused:
+                d.pause()
+
+    # -- control from the UI thread ----------------------------------------------------------
+    def start(self) -> "LiveRun":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the current fit (and any later fit of this job) before its next step."""
+        with self._lock:
+            self._stopped = True
+            if self._current is not None:
+                self._current.stop()
+
+    def pause(self) -> None:
+        with self._lock:
+            self._paused = True
+            if self._current is not None:
+                self._current.pause()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            if self._current is not None:
+                self._current.resume()
+
+    def set_controls(self, **values: float) -> LossWeights | None:
+        """Change temperature / weights from the next step; a bad value raises ValueError here."""
+        with self._lock:
+            if self.controls is None:
+                probe = Controls(LossWeights())
+                probe.update(**{**self._pending, **values})  # validate now
+                self._pending.update(values)
+                return None
+            return self.controls.update(**values)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the job; True when it has finished."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def done(self) -> bool:
+        return self._final_status is not None
+
+    @property
+    def status(self) -> str:
+        """created, running, paused, or the final status: completed, stopped, diverged, error."""
+        if self._final_status is not None:
+            return self._final_status
+        if not self._thread.is_alive():
+            return "created"
+        return "paused" if self._paused else "running"
+
+    # -- the training thread -----------------------------------------------------------------
+    def _main(self) -> None:
+        status = "completed"
+        try:
+            if isinstance(self._target, Distiller):
+                self.result = self._target.fit()
+            else:
+                self.result = self._target(self)
+            if isinstance(self.result, FitResult):
+                status = self.result.status
+                if status == "error":
+                    self.error, self.traceback = self.result.message, self.result.traceback
+            else:
+                ends = [p for p in self.buffer.all() if isinstance(p, FitEnd)]
+                worst = max(ends, key=lambda p: _SEVERITY.get(p.status, 0), default=None)
+                if worst is not None and worst.status != "completed":
+                    status = worst.status
+                    if status == "error":
+                        self.error = worst.message
+                elif self._stopped:
+                    status = "stopped"
+        except BaseException as e:  # never a silently dead thread
+            status = "error"
+            self.error = f"{type(e).__name__}: {e}"
+            self.traceback = traceback.format_exc()
+        finally:
+            self._final_status = status
