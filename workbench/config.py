@@ -59,6 +59,9 @@ class DistillConfig:
     Loss: ``w_ce*CE + w_kd*T^2*KL(p_t||p_s) + w_mse*MSE(s,t) + w_hint*MSE(adapter(f_s), f_t)``.
     ``alpha`` is a preset of the weights: ``w_ce = alpha, w_kd = 1 - alpha``. A run with no
     teacher (a teacher or a scratch baseline) trains on plain cross-entropy.
+    Transfer set: CE uses a stratified ``labeled_fraction`` of the train labels; the teacher
+    labels every train input, plus the data's extra unlabeled inputs (``use_unlabeled``), mixed
+    with ``mixup_alpha`` > 0. Hints match ``hint_student`` to ``hint_teacher`` (module paths).
     """
 
     epochs: int = 20
@@ -82,6 +85,11 @@ class DistillConfig:
     eval_batch_size: int = 1024
     device: str = "auto"
     cache_teacher: bool = True
+    labeled_fraction: float = 1.0
+    use_unlabeled: bool = True
+    mixup_alpha: float = 0.0
+    hint_student: str | None = None
+    hint_teacher: str | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -117,11 +125,30 @@ class DistillConfig:
                         f"{name}={want!r}); give either alpha or the weights"
                     )
                 set_(name, want)
+        if not 0 < _number("labeled_fraction", self.labeled_fraction) <= 1:
+            raise _bad("labeled_fraction", self.labeled_fraction,
+                       "expected a fraction in (0, 1]: the share of train samples whose labels are used")
+        if _number("mixup_alpha", self.mixup_alpha) < 0:
+            raise _bad("mixup_alpha", self.mixup_alpha, "expected a number >= 0 (0 = no mixup; typical 0.2 to 1)")
+        for name in ("hint_student", "hint_teacher"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v):
+                raise _bad(name, v, "expected a layer name such as 'hidden.1' (a module path) or None")
+        if (self.hint_student is None) != (self.hint_teacher is None):
+            raise ValueError(
+                f"hint_student, hint_teacher: {self.hint_student!r}, {self.hint_teacher!r}; "
+                "give both layer names for a feature hint, or neither"
+            )
         if self.w_ce is None:
             set_("w_ce", DEFAULT_W_CE)
         if self.w_kd is None:
             set_("w_kd", DEFAULT_W_KD)
         check_weights(self.temperature, self.w_ce, self.w_kd, self.w_mse, self.w_hint)
+        if self.w_hint > 0 and self.hint_student is None:
+            raise ValueError(
+                f"w_hint: {self.w_hint!r} needs hint_student and hint_teacher (the layers to match); "
+                "set them or use w_hint=0"
+            )
 
     @property
     def weights(self) -> LossWeights:

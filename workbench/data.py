@@ -2,14 +2,14 @@
 
 The engine accepts a :class:`DataSplits`, an ``(X, y)`` pair, a dict of splits, or a
 ``torch.utils.data.DataLoader``; :func:`as_splits` turns any of them into a ``DataSplits``.
-In-memory tensors are batched by slicing a seeded random permutation (see kd-facts.md: about
-1.6x faster per epoch than ``DataLoader(TensorDataset)`` on small data).
+In-memory tensors are batched by slicing a seeded random permutation (``transfer.Cycler``;
+kd-facts.md: about 1.6x faster per epoch than ``DataLoader(TensorDataset)`` on small data).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -140,22 +140,3 @@ def as_splits(data: Any) -> DataSplits:
 def _num_classes(splits: Mapping[str, Any]) -> int:
     ys = [s.y for s in splits.values() if isinstance(s, Split)]
     return int(max(y.max().item() for y in ys)) + 1 if ys else 0
-
-
-class TensorBatcher:
-    """Yields index batches over ``n`` samples by slicing a seeded permutation each epoch."""
-
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator, drop_last: bool = False,
-                 shuffle: bool = True):
-        self.n, self.batch_size, self.generator = n, batch_size, generator
-        self.drop_last, self.shuffle = drop_last, shuffle
-
-    def __len__(self) -> int:
-        full, rest = divmod(self.n, self.batch_size)
-        return full if (self.drop_last and full > 0) or rest == 0 else full + 1
-
-    def epoch(self) -> Iterator[torch.Tensor]:
-        """Index tensors, one per step of one epoch."""
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
-        for i in range(len(self)):
-            yield order[i * self.batch_size:(i + 1) * self.batch_size]

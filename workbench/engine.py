@@ -2,7 +2,7 @@
 teacher or scratch baseline) and reports every step to callbacks.
 
 Read ``fit()`` top to bottom: each event is fired visibly in the loop body. The loop touches
-the device's host only on the steps it reports (``log_every``) and at evaluations.
+the host only on the steps it reports (``log_every``) and at evaluations.
 """
 
 from __future__ import annotations
@@ -16,56 +16,43 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
+import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .callbacks import History
 from .config import DistillConfig, check_weights
-from .data import DataSplits, Split, TensorBatcher, as_splits
+from .data import DataSplits, Split, as_splits
+from .evaluation import Evaluator, batches, logits_of
 from .events import Dispatcher, EpochEnd, EvalEnd, FitEnd, FitStart, StepEnd, frozen_map
+from .hints import FeatureTap, find_module, make_adapter
 from .losses import LossWeights, ce_loss, distill_loss
+from .transfer import Cycler, labeled_subset, mixup
 
 ROLES = ("teacher", "student", "baseline")
+__all__ = ["Controls", "Distiller", "FitResult", "distill", "train", "logits_of", "resolve_device"]
 
 
 class Diverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def logits_of(out: Any) -> torch.Tensor:
-    """Logits from a model output: a tensor, a tuple/list (first item), or ``.logits`` / ``["logits"]``."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    if isinstance(out, Mapping) and isinstance(out.get("logits"), torch.Tensor):
-        return out["logits"]
-    if isinstance(getattr(out, "logits", None), torch.Tensor):
-        return out.logits
-    raise TypeError(
-        f"model output: cannot find logits in a {type(out).__name__}; return a tensor, a tuple "
-        "whose first item is the logits, or an object/dict with a 'logits' entry"
-    )
+class _Stopped(Exception):
+    """Raised inside ``fit`` to end the run with status "stopped"."""
 
 
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` picks CUDA, then MPS, then CPU; other names are checked to exist."""
+    has_mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
     try:
         dev = torch.device(name)
     except RuntimeError as e:
         raise ValueError(f"device: {name!r} is invalid; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} is not available on this machine (no CUDA); use 'auto' or 'cpu'")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device: {name!r} is not available on this machine (no MPS); use 'auto' or 'cpu'")
+    if (dev.type == "cuda" and not torch.cuda.is_available()) or (dev.type == "mps" and not has_mps):
+        raise ValueError(f"device: {name!r} is not available on this machine; use 'auto' or 'cpu'")
     return dev
 
 
@@ -89,14 +76,14 @@ class Controls:
             if alpha is not None:
                 if w_ce is not None or w_kd is not None:
                     raise ValueError("alpha: give either alpha or w_ce/w_kd, not both")
-                w_ce, w_kd = LossWeights.from_alpha(alpha).ce, 1.0 - alpha
+                preset = LossWeights.from_alpha(alpha)
+                w_ce, w_kd = preset.ce, preset.kd
             new = dict(temperature=w.temperature if temperature is None else temperature,
                        w_ce=w.ce if w_ce is None else w_ce, w_kd=w.kd if w_kd is None else w_kd,
                        w_mse=w.mse if w_mse is None else w_mse,
                        w_hint=w.hint if w_hint is None else w_hint)
             check_weights(**new)
-            self.current = LossWeights(float(new["temperature"]), float(new["w_ce"]),
-                                       float(new["w_kd"]), float(new["w_mse"]), float(new["w_hint"]))
+            self.current = LossWeights(*(float(v) for v in new.values()))
             return self.current
 
 
@@ -112,6 +99,7 @@ class FitResult:
     model: nn.Module
     recorder: History = field(repr=False)
     traceback: str | None = field(default=None, repr=False)
+    adapter: nn.Module | None = field(default=None, repr=False)
 
     @property
     def history(self):
@@ -135,13 +123,55 @@ def _num_params(m: nn.Module | None) -> int | None:
     return None if m is None else sum(p.numel() for p in m.parameters())
 
 
-def _batches(split: Split | DataLoader, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    if isinstance(split, Split):
-        for i in range(0, len(split), batch_size):
-            yield split.x[i:i + batch_size], split.y[i:i + batch_size]
-    else:
-        for xb, yb in split:
-            yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+class _Batches:
+    """Draws the batches of a run: ``(x_ce, y_ce, x_kd, t_kd, tf_kd)`` per step.
+
+    One stream (``x_kd is None``): the CE batch is also the KD batch, with the teacher's cached
+    logits ``t_kd`` / features ``tf_kd`` (or None: query the teacher live). Two streams: a CE
+    batch from the labeled set and a KD batch from the transfer set.
+    """
+
+    def __init__(self, d: "Distiller", train: Split | DataLoader, device: torch.device,
+                 gen: torch.Generator):
+        cfg, data, teacher = d.config, d.data, d.teacher
+        self.loader = None if isinstance(train, Split) else train
+        if self.loader is not None:
+            self.steps_per_epoch, self.labeled, self.transfer = len(train), len(train.dataset), 0
+            return
+        self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)  # the same budget for every method
+        pool = labeled_subset(train.y.cpu(), cfg.labeled_fraction, cfg.seed, data.class_names).to(device)
+        self.x_ce, self.y_ce = (train.x, train.y) if len(pool) == len(train) else (train.x[pool], train.y[pool])
+        self.ce = Cycler(len(self.x_ce), cfg.batch_size, gen)
+        extra = data.unlabeled if (teacher is not None and cfg.use_unlabeled) else None
+        self.x_kd = train.x if extra is None else torch.cat([train.x, extra.to(device, torch.float32)])
+        self.one_stream = teacher is None or (self.x_kd is train.x and len(pool) == len(train)
+                                                and cfg.mixup_alpha == 0)
+        self.kd = None if self.one_stream else Cycler(len(self.x_kd), cfg.batch_size, gen)
+        self.mix = cfg.mixup_alpha
+        self.rng, self.gen = np.random.default_rng(cfg.seed), gen
+        self.labeled, self.transfer = len(self.x_ce), (0 if teacher is None else len(self.x_kd))
+        self.t_kd = self.tf_kd = None
+        if teacher is not None and cfg.cache_teacher and self.mix == 0:
+            self.t_kd, self.tf_kd = d._teacher_outputs(self.x_kd)  # once per run, indexed per step
+
+    def epoch(self, device: torch.device) -> Iterator[tuple]:
+        if self.loader is not None:
+            for xb, yb in self.loader:
+                yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True), None, None, None
+            return
+        t, tf = self.t_kd, self.tf_kd
+        for _ in range(self.steps_per_epoch):
+            i = self.ce()
+            if self.one_stream:
+                yield (self.x_ce[i], self.y_ce[i], None, None if t is None else t[i],
+                       None if tf is None else tf[i])
+                continue
+            j = self.kd()
+            if self.mix > 0:
+                yield self.x_ce[i], self.y_ce[i], mixup(self.x_kd[j], self.mix, self.rng, self.gen), None, None
+            else:
+                yield (self.x_ce[i], self.y_ce[i], self.x_kd[j], None if t is None else t[j],
+                       None if tf is None else tf[j])
 
 
 class Distiller:
@@ -177,11 +207,13 @@ class Distiller:
         self.controls = controls or Controls(self.config.weights)
         self.recorder = History()
         self.callbacks = list(callbacks)
+        self.adapter: nn.Module | None = None
         self._latest_eval: dict[str, EvalEnd] = {}
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()  # cleared while paused
-        self._check_models()
+        self._check_transfer()
+        self._hint_shapes = self._check_models()
 
     # -- control from any thread -------------------------------------------------------------
     def stop(self) -> None:
@@ -204,34 +236,57 @@ class Distiller:
         return self.controls.update(**values)
 
     # -- checks before training --------------------------------------------------------------
-    def _check_models(self) -> None:
-        """Run both models on two training samples so shape mistakes fail before training."""
-        train = self.data.train
-        if isinstance(train, Split):
-            x = train.x[:2]
-        else:
-            x = next(iter(train))[0][:2]
-        outs = {}
-        for name, m in (("student", self.student), ("teacher", self.teacher)):
-            if m is None:
-                continue
-            dev = next((p.device for p in m.parameters()), torch.device("cpu"))
-            was_training = m.training
-            m.eval()
-            try:
-                with torch.no_grad():
-                    out = logits_of(m(x.to(dev)))
-            except TypeError:
-                raise
-            except Exception as e:
-                raise ValueError(
-                    f"{name}: forward pass on inputs of shape {tuple(x.shape)} failed: {type(e).__name__}: {e}"
-                ) from e
-            finally:
-                m.train(was_training)
-            if out.ndim != 2:
-                raise ValueError(f"{name}: expected logits of shape (batch, classes), got {tuple(out.shape)}")
-            outs[name] = out.shape[1]
+    def _check_transfer(self) -> None:
+        cfg, train = self.config, self.data.train
+        if not isinstance(train, Split):
+            for name, off in (("labeled_fraction", 1.0), ("mixup_alpha", 0.0)):
+                if getattr(cfg, name) != off:
+                    raise ValueError(f"{name}: {getattr(cfg, name)!r} needs in-memory data (tensors or "
+                                     "arrays), not a DataLoader")
+        elif cfg.labeled_fraction < 1:
+            labeled_subset(train.y, cfg.labeled_fraction, cfg.seed, self.data.class_names)  # raises early
+        if self.teacher is None and cfg.hint_student is not None:
+            raise ValueError("hint_student, hint_teacher: feature hints need a teacher")
+        if cfg.mixup_alpha > 0 and self.teacher is not None and cfg.w_ce == 0 and cfg.w_kd == 0 and cfg.w_mse == 0:
+            warnings.warn("mixup_alpha: mixup only changes the KD/MSE terms, whose weights are 0", stacklevel=3)
+
+    def _check_models(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """Run both models on two training samples so shape mistakes fail before training.
+
+        Returns the per-sample shapes of the hinted student and teacher features, if any.
+        """
+        cfg, train = self.config, self.data.train
+        x = train.x[:2] if isinstance(train, Split) else next(iter(train))[0][:2]
+        taps = {}
+        if cfg.hint_student is not None and self.teacher is not None:
+            taps = {"student": FeatureTap(find_module(self.student, cfg.hint_student, "hint_student")),
+                    "teacher": FeatureTap(find_module(self.teacher, cfg.hint_teacher, "hint_teacher"))}
+        outs, shapes = {}, {}
+        try:
+            for name, m in (("student", self.student), ("teacher", self.teacher)):
+                if m is None:
+                    continue
+                dev = next((p.device for p in m.parameters()), torch.device("cpu"))
+                was_training = m.training
+                m.eval()
+                try:
+                    with torch.no_grad():
+                        out = logits_of(m(x.to(dev)))
+                except TypeError:
+                    raise
+                except Exception as e:
+                    raise ValueError(f"{name}: forward pass on inputs of shape {tuple(x.shape)} failed: "
+                                     f"{type(e).__name__}: {e}") from e
+                finally:
+                    m.train(was_training)
+                if out.ndim != 2:
+                    raise ValueError(f"{name}: expected logits of shape (batch, classes), got {tuple(out.shape)}")
+                outs[name] = out.shape[1]
+                if name in taps:
+                    shapes[name] = tuple(taps[name].value.shape[1:])
+        finally:
+            for tap in taps.values():
+                tap.remove()
         k = self.data.num_classes
         for name, c in outs.items():
             if k and c < k:
@@ -245,6 +300,7 @@ class Distiller:
                 f"teacher has {_num_params(self.teacher)} parameters, fewer than the student's "
                 f"{_num_params(self.student)}: were teacher and student swapped?", stacklevel=3
             )
+        return (shapes["student"], shapes["teacher"]) if shapes else None
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> FitResult:
@@ -258,25 +314,26 @@ class Distiller:
         final: dict[str, Any] = {}
         teacher_flags = None
         evals: dict[str, Split | DataLoader] = {}
-        teacher_eval_cache: dict[str, tuple[torch.Tensor, torch.Tensor, float] | None] = {}
+        evaluate = Evaluator(student, teacher, self.run_id, self.role, cfg.eval_batch_size)
+        self._taps: dict[str, FeatureTap] = {}
         try:
             device = resolve_device(cfg.device)
-            torch.manual_seed(cfg.seed)  # dropout and other random ops inside the models
+            torch.manual_seed(cfg.seed)  # dropout, adapter init and other random ops
             gen = torch.Generator().manual_seed(cfg.seed)  # the batch order
             student.to(device).train()
             if teacher is not None:
                 teacher.to(device).eval()
                 teacher_flags = [p.requires_grad for p in teacher.parameters()]
                 teacher.requires_grad_(False)
+            if self._hint_shapes is not None:
+                self._taps = {"student": FeatureTap(find_module(student, cfg.hint_student, "hint_student")),
+                              "teacher": FeatureTap(find_module(teacher, cfg.hint_teacher, "hint_teacher"))}
+                self.adapter = make_adapter(*self._hint_shapes).to(device)
             train = data.train.to(device) if isinstance(data.train, Split) else data.train
             evals = {n: (s.to(device) if isinstance(s, Split) else s) for n, s in data.splits().items()}
             evals["train"] = train
-            # Teacher logits on a fixed in-memory train set are computed once and indexed per step.
-            t_train = (self._teacher_logits(train, device)
-                       if teacher is not None and cfg.cache_teacher and isinstance(train, Split) else None)
-            batcher = TensorBatcher(len(train), cfg.batch_size, gen) if isinstance(train, Split) else None
-            steps_per_epoch = len(batcher) if batcher is not None else len(train)
-            steps_planned = cfg.epochs * steps_per_epoch
+            source = _Batches(self, train, device, gen)
+            steps_planned = cfg.epochs * source.steps_per_epoch
             if cfg.max_steps is not None:
                 steps_planned = min(steps_planned, cfg.max_steps)
             opt = self._optimizer()
@@ -288,10 +345,10 @@ class Distiller:
                 dataset=data.name, num_classes=data.num_classes,
                 train_size=len(train) if isinstance(train, Split) else len(train.dataset),
                 student_params=_num_params(student), teacher_params=_num_params(teacher),
-                epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, steps_planned=steps_planned,
-                started_at=time.time()))
+                epochs=cfg.epochs, steps_per_epoch=source.steps_per_epoch, steps_planned=steps_planned,
+                started_at=time.time(), labeled_size=source.labeled, transfer_size=source.transfer))
 
-            plain_ce = LossWeights(cfg.temperature, 1.0, 0.0, 0.0, 0.0)
+            plain_ce = LossWeights(cfg.temperature, 1.0, 0.0, 0.0, 0.0)  # runs without a teacher
             last_w = None
             samples = 0
             done = False
@@ -300,33 +357,22 @@ class Distiller:
                 ep_loss_sum: torch.Tensor | None = None  # summed in place: no per-step sync
                 ep_steps = 0
                 ep_reports: list[StepEnd] = []
-                batches = (((train.x[i], train.y[i], None if t_train is None else t_train[i]) for i in batcher.epoch())
-                           if batcher is not None else
-                           ((xb.to(device, non_blocking=True), yb.to(device, non_blocking=True), None) for xb, yb in train))
-                for xb, yb, tb_logits in batches:
+                for batch in source.epoch(device):
                     if not self._running.is_set():
                         self._wait_while_paused()
                     if self._stop.is_set():
                         raise _Stopped("stopped by the user")
                     w = self.controls.current if teacher is not None else plain_ce
-                    if teacher is not None and tb_logits is None:
-                        with torch.no_grad():
-                            tb_logits = logits_of(teacher(xb))
-                    s_logits = logits_of(student(xb))  # (B, K)
-                    if teacher is not None:
-                        loss, terms = distill_loss(s_logits, yb, tb_logits, w)
-                    else:
-                        loss = ce_loss(s_logits, yb)
-                        terms = {"ce": loss.detach()}
+                    loss, terms, s_logits, yb = self._loss(batch, w)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.grad_clip is not None:
-                        nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+                        nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], cfg.grad_clip)
                     opt.step()
                     if sched is not None:
                         sched.step()
                     step += 1
-                    samples += xb.shape[0]
+                    samples += yb.shape[0]
                     ep_loss_sum = loss.detach().clone() if ep_loss_sum is None else ep_loss_sum.add_(loss.detach())
                     ep_steps += 1
                     changed = last_w is not None and w is not last_w
@@ -336,18 +382,16 @@ class Distiller:
                         events("on_step_end", p)
                     last_w = w
                     if cfg.eval_every is not None and step % cfg.eval_every == 0:
-                        best = self._evaluate(evals, ("val", "test"), step, epoch, t0, events,
-                                              teacher_eval_cache, best)
+                        best = self._evaluate(evaluate, evals, step, epoch, t0, events, best)
                     if step >= steps_planned:
                         done = True
                         break
                 self._epoch_end(events, epoch, step, t0, t_epoch, ep_loss_sum, ep_steps, ep_reports)
                 if cfg.eval_every is None:
-                    best = self._evaluate(evals, ("val", "test"), step, epoch, t0, events,
-                                          teacher_eval_cache, best)
+                    best = self._evaluate(evaluate, evals, step, epoch, t0, events, best)
                 if done:
                     break
-            final = self._final_eval(evals, step, epoch, t0, events, teacher_eval_cache)
+            final = self._final_eval(evaluate, evals, step, epoch, t0, events)
         except _Stopped as e:
             status, message = "stopped", str(e)
         except Diverged as e:
@@ -358,8 +402,13 @@ class Distiller:
             if teacher is not None and teacher_flags is not None:
                 for p, flag in zip(teacher.parameters(), teacher_flags):
                     p.requires_grad_(flag)
-        if status == "stopped" and not final:
-            final = self._safe_final(evals, step, epoch, t0, events, teacher_eval_cache)
+            for tap in self._taps.values():
+                tap.remove()
+        if status == "stopped" and not final and step > 0:
+            try:
+                final = self._final_eval(evaluate, evals, step, epoch, t0, events)
+            except Exception:  # a stopped run's final numbers are a bonus
+                final = {}
         end = FitEnd(run_id=self.run_id, role=self.role, status=status, message=message, step=step,
                      epoch=epoch, seconds=time.perf_counter() - t0, best=frozen_map(best),
                      final=frozen_map(final))
@@ -372,24 +421,61 @@ class Distiller:
                    "steps": step, "epochs": epoch, "seconds": end.seconds, "dataset": data.name,
                    "student_params": _num_params(student), "teacher_params": _num_params(teacher),
                    **{f"best_{k}": v for k, v in best.items()}, **final}
-        return FitResult(self.run_id, self.role, status, message, summary, student, self.recorder, tb)
+        return FitResult(self.run_id, self.role, status, message, summary, student, self.recorder, tb,
+                         self.adapter)
 
     # -- pieces of the loop ------------------------------------------------------------------
+    def _loss(self, batch: tuple, w: LossWeights) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
+        """One step's loss: returns ``(total, terms, student logits on the CE batch, CE labels)``."""
+        x_ce, y_ce, x_kd, t_kd, tf_kd = batch
+        teacher, student = self.teacher, self.student
+        if teacher is None:
+            s = logits_of(student(x_ce))  # (B, K)
+            loss = ce_loss(s, y_ce)
+            return loss, {"ce": loss.detach()}, s, y_ce
+        taps = self._taps
+        x_teacher = x_ce if x_kd is None else x_kd
+        if t_kd is None:  # not cached (mixup, DataLoader, cache off): query the frozen teacher
+            with torch.no_grad():
+                t_kd = logits_of(teacher(x_teacher)).float()
+                tf_kd = taps["teacher"].value if taps else None
+        if x_kd is None:  # one stream: the CE batch is the KD batch
+            s_ce = s_kd = logits_of(student(x_ce))
+            fs = taps["student"].value if taps else None
+        else:  # two streams, one forward pass: [CE batch; KD batch]
+            n = x_ce.shape[0]
+            s_all = logits_of(student(torch.cat([x_ce, x_kd])))
+            s_ce, s_kd = s_all[:n], s_all[n:]
+            fs = taps["student"].value[n:] if taps else None
+        hint = self.adapter(fs) if (taps and w.hint > 0) else None
+        loss, terms = distill_loss(s_ce, y_ce, t_kd, w, student_feature=hint, teacher_feature=tf_kd,
+                                   kd_student_logits=s_kd)
+        return loss, terms, s_ce, y_ce
+
+    @torch.no_grad()
+    def _teacher_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The teacher's logits (and hinted features) on fixed transfer inputs, computed once."""
+        logits, feats = [], []
+        bs = self.config.eval_batch_size
+        for i in range(0, len(x), bs):
+            logits.append(logits_of(self.teacher(x[i:i + bs])).float())
+            if self._taps:
+                feats.append(self._taps["teacher"].value)
+        return torch.cat(logits), (torch.cat(feats) if feats else None)
+
     def _wait_while_paused(self) -> None:
         while not self._running.wait(timeout=0.1):
             pass
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        cfg, params = self.config, [p for p in self.student.parameters() if p.requires_grad]
+        cfg = self.config
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        if self.adapter is not None:
+            params += list(self.adapter.parameters())
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    @torch.no_grad()
-    def _teacher_logits(self, split: Split, device: torch.device) -> torch.Tensor:
-        outs = [logits_of(self.teacher(xb)) for xb, _ in _batches(split, self.config.eval_batch_size, device)]
-        return torch.cat(outs).float()
 
     def _step_payload(self, step, epoch, t0, opt, loss, terms, s_logits, yb, w, samples, changed) -> StepEnd:
         names = list(terms)
@@ -426,64 +512,12 @@ class Distiller:
         if reason:
             raise _Stopped(reason)
 
-    @torch.no_grad()
-    def _teacher_eval(self, split, device) -> tuple[torch.Tensor, torch.Tensor, float] | None:
-        """The teacher's log-probabilities, predictions and accuracy on an in-memory split (once)."""
-        if not isinstance(split, Split):
-            return None
-        t = torch.cat([logits_of(self.teacher(xb)).float()
-                       for xb, _ in _batches(split, self.config.eval_batch_size, device)])
-        pred = t.argmax(1)
-        return F.log_softmax(t, 1), pred, (pred == split.y).float().mean().item()
-
-    @torch.no_grad()
-    def _eval_split(self, name: str, split, step: int, epoch: int, t0: float,
-                    teacher_cache: dict) -> EvalEnd:
-        """Student accuracy/CE on one split, and the teacher's accuracy, agreement and KL."""
-        cfg, teacher, student = self.config, self.teacher, self.student
-        device = next((p.device for p in student.parameters()), torch.device("cpu"))
-        if teacher is not None and name not in teacher_cache:
-            teacher_cache[name] = self._teacher_eval(split, device)
-        cached = teacher_cache.get(name)
-        was_training = student.training
-        student.eval()
-        try:
-            n = 0
-            sums = []  # per batch: [student correct, CE sum(, agreement, KL sum, teacher correct)]
-            for xb, yb in _batches(split, cfg.eval_batch_size, device):
-                logp = F.log_softmax(logits_of(student(xb)).float(), 1)  # (B, K)
-                pred = logp.argmax(1)
-                row = [(pred == yb).sum(dtype=torch.float32), F.nll_loss(logp, yb, reduction="sum")]
-                if teacher is not None:
-                    if cached is not None:
-                        t_logp, t_pred = cached[0][n:n + xb.shape[0]], cached[1][n:n + xb.shape[0]]
-                    else:
-                        t_logp = F.log_softmax(logits_of(teacher(xb)).float(), 1)
-                        t_pred = t_logp.argmax(1)
-                    row += [(t_pred == pred).sum(dtype=torch.float32),
-                            F.kl_div(logp, t_logp, reduction="sum", log_target=True)]
-                    if cached is None:
-                        row.append((t_pred == yb).sum(dtype=torch.float32))
-                sums.append(torch.stack(row))
-                n += xb.shape[0]
-            totals = (sums[0] if len(sums) == 1 else torch.stack(sums).sum(0)).tolist()
-        finally:
-            student.train(was_training)
-        if teacher is None:
-            t_acc = agreement = kl = None
-        else:
-            t_acc = cached[2] if cached is not None else totals[4] / n
-            agreement, kl = totals[2] / n, totals[3] / n
-        return EvalEnd(run_id=self.run_id, role=self.role, step=step, epoch=epoch, split=name,
-                       acc=totals[0] / n, loss=totals[1] / n, n=n, seconds=time.perf_counter() - t0,
-                       teacher_acc=t_acc, agreement=agreement, kl=kl)
-
-    def _evaluate(self, evals, names, step, epoch, t0, events, teacher_cache, best) -> dict[str, Any]:
+    def _evaluate(self, evaluate, evals, step, epoch, t0, events, best) -> dict[str, Any]:
         """Evaluate the held-out splits; keeps the best val accuracy. Returns the updated ``best``."""
-        for name in names:
+        for name in ("val", "test"):
             if name not in evals:
                 continue
-            p = self._eval_split(name, evals[name], step, epoch, t0, teacher_cache)
+            p = evaluate(name, evals[name], step, epoch, t0)
             if not math.isfinite(p.loss) and not math.isfinite(p.acc):
                 raise Diverged(f"{name} loss became {p.loss} at step {step}")
             events("on_eval_end", p)
@@ -493,7 +527,7 @@ class Distiller:
         self._check_stop_request(events)
         return best
 
-    def _final_eval(self, evals, step, epoch, t0, events, teacher_cache) -> dict[str, Any]:
+    def _final_eval(self, evaluate, evals, step, epoch, t0, events) -> dict[str, Any]:
         """Evaluate every split at the end; returns flat ``{split}_{metric}`` numbers."""
         final: dict[str, Any] = {}
         for name in ("train", "val", "test"):
@@ -501,25 +535,12 @@ class Distiller:
                 continue
             p = self._latest_eval.get(name)
             if p is None or p.step != step:  # not evaluated at this step yet
-                p = self._eval_split(name, evals[name], step, epoch, t0, teacher_cache)
+                p = evaluate(name, evals[name], step, epoch, t0)
                 events("on_eval_end", p)
             for k in ("acc", "loss", "teacher_acc", "agreement", "kl"):
                 if getattr(p, k) is not None:
                     final[f"{name}_{k}"] = getattr(p, k)
         return final
-
-    def _safe_final(self, evals, step, epoch, t0, events, teacher_cache) -> dict[str, Any]:
-        """Final numbers of a stopped run (nothing if even that fails)."""
-        if step == 0 or not evals:
-            return {}
-        try:
-            return self._final_eval(evals, step, epoch, t0, events, teacher_cache)
-        except Exception:
-            return {}
-
-
-class _Stopped(Exception):
-    """Raised inside ``fit`` to end the run with status "stopped"."""
 
 
 def distill(teacher: nn.Module, student: nn.Module, data: Any, config: DistillConfig | None = None,

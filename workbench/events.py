@@ -61,6 +61,8 @@ class FitStart(Payload):
     steps_per_epoch: int
     steps_planned: int
     started_at: float  # Unix time
+    labeled_size: int = 0  # train samples whose labels the CE term uses
+    transfer_size: int = 0  # inputs the teacher labels for the KD terms (0 without a teacher)
 
 
 @dataclass(frozen=True)
