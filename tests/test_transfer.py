@@ -7,7 +7,7 @@ import torch.nn as nn
 from helpers import Recorder, mlp, toy_data
 from workbench import DistillConfig, Distiller, distill, train
 from workbench.data import DataSplits, Split, as_splits
-from workbench.transfer import Cycler, labeled_subset
+from workbench.transfer import Stream, labeled_subset
 
 
 def test_labeled_subset_is_stratified_seeded_and_refuses_empty_classes():
@@ -22,14 +22,16 @@ def test_labeled_subset_is_stratified_seeded_and_refuses_empty_classes():
         labeled_subset(y, 0.02, seed=0, class_names=("c0", "c1", "c2"))
 
 
-def test_cycler_is_a_plain_epoch_loop_over_whole_passes():
+def test_stream_is_a_plain_epoch_loop_over_whole_passes():
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-    c = Cycler(10, 4, g1)
-    got = [c() for _ in range(6)]  # two passes of 3 steps: 4 + 4 + 2
-    assert [len(i) for i in got] == [4, 4, 2, 4, 4, 2]
+    x = torch.arange(10) * 10
+    stream = Stream([torch.arange(10), x, None], 4, g1)
+    got = [stream() for _ in range(6)]  # two passes of 3 steps: 4 + 4 + 2
+    assert [len(b[0]) for b in got] == [4, 4, 2, 4, 4, 2]
+    assert all(b[2] is None and torch.equal(b[1], b[0] * 10) for b in got)  # tensors stay aligned
     for p in range(2):
         perm = torch.randperm(10, generator=g2)
-        assert torch.equal(torch.cat(got[3 * p:3 * p + 3]), perm)
+        assert torch.equal(torch.cat([b[0] for b in got[3 * p:3 * p + 3]]), perm)
 
 
 class Spy(nn.Module):

@@ -28,7 +28,7 @@ from .evaluation import Evaluator, batches, logits_of
 from .events import Dispatcher, EpochEnd, EvalEnd, FitEnd, FitStart, StepEnd, frozen_map
 from .hints import FeatureTap, find_module, make_adapter
 from .losses import LossWeights, ce_loss, distill_loss
-from .transfer import Cycler, labeled_subset, mixup
+from .transfer import Stream, labeled_subset, mixup
 
 ROLES = ("teacher", "student", "baseline")
 __all__ = ["Controls", "Distiller", "FitResult", "distill", "train", "logits_of", "resolve_device"]
@@ -140,38 +140,38 @@ class _Batches:
             return
         self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)  # the same budget for every method
         pool = labeled_subset(train.y.cpu(), cfg.labeled_fraction, cfg.seed, data.class_names).to(device)
-        self.x_ce, self.y_ce = (train.x, train.y) if len(pool) == len(train) else (train.x[pool], train.y[pool])
-        self.ce = Cycler(len(self.x_ce), cfg.batch_size, gen)
+        x_ce, y_ce = (train.x, train.y) if len(pool) == len(train) else (train.x[pool], train.y[pool])
         extra = data.unlabeled if (teacher is not None and cfg.use_unlabeled) else None
-        self.x_kd = train.x if extra is None else torch.cat([train.x, extra.to(device, torch.float32)])
-        self.one_stream = teacher is None or (self.x_kd is train.x and len(pool) == len(train)
+        x_kd = train.x if extra is None else torch.cat([train.x, extra.to(device, torch.float32)])
+        self.one_stream = teacher is None or (x_kd is train.x and len(pool) == len(train)
                                                 and cfg.mixup_alpha == 0)
-        self.kd = None if self.one_stream else Cycler(len(self.x_kd), cfg.batch_size, gen)
         self.mix = cfg.mixup_alpha
         self.rng, self.gen = np.random.default_rng(cfg.seed), gen
-        self.labeled, self.transfer = len(self.x_ce), (0 if teacher is None else len(self.x_kd))
-        self.t_kd = self.tf_kd = None
+        self.labeled, self.transfer = len(x_ce), (0 if teacher is None else len(x_kd))
+        t_kd = tf_kd = None
         if teacher is not None and cfg.cache_teacher and self.mix == 0:
-            self.t_kd, self.tf_kd = d._teacher_outputs(self.x_kd)  # once per run, indexed per step
+            t_kd, tf_kd = d._teacher_outputs(x_kd)  # once per run, sliced per step
+        if self.one_stream:
+            self.ce = Stream([x_ce, y_ce, t_kd, tf_kd], cfg.batch_size, gen)
+        else:
+            self.ce = Stream([x_ce, y_ce], cfg.batch_size, gen)
+            self.kd = Stream([x_kd, t_kd, tf_kd], cfg.batch_size, gen)
 
     def epoch(self, device: torch.device) -> Iterator[tuple]:
         if self.loader is not None:
             for xb, yb in self.loader:
                 yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True), None, None, None
             return
-        t, tf = self.t_kd, self.tf_kd
         for _ in range(self.steps_per_epoch):
-            i = self.ce()
             if self.one_stream:
-                yield (self.x_ce[i], self.y_ce[i], None, None if t is None else t[i],
-                       None if tf is None else tf[i])
+                x, y, t, tf = self.ce()
+                yield x, y, None, t, tf
                 continue
-            j = self.kd()
+            x, y = self.ce()
+            xk, t, tf = self.kd()
             if self.mix > 0:
-                yield self.x_ce[i], self.y_ce[i], mixup(self.x_kd[j], self.mix, self.rng, self.gen), None, None
-            else:
-                yield (self.x_ce[i], self.y_ce[i], self.x_kd[j], None if t is None else t[j],
-                       None if tf is None else tf[j])
+                xk = mixup(xk, self.mix, self.rng, self.gen)
+            yield x, y, xk, t, tf
 
 
 class Distiller:
