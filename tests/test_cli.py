@@ -25,3 +25,38 @@ def test_bad_input_exits_2_with_a_message():
     assert "alpha: 1.5 is invalid" in out.stderr and "Traceback" not in out.stderr
     out = run("demo", "--dataset", "cifar")
     assert out.returncode == 2 and "cifar" in out.stderr and "digits" in out.stderr
+
+
+def test_distill_json_and_runs_dir(tmp_path):
+    out = run("distill", "--dataset", "moons", "--teacher", "mlp:32,32", "--student", "mlp:4", "--epochs", "3",
+              "--labeled-fraction", "0.2", "--mixup", "--runs", str(tmp_path / "r"), "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert [r["role"] for r in res["runs"]] == ["teacher", "student", "baseline"]
+    assert res["config"]["labeled_fraction"] == 0.2 and res["config"]["mixup_alpha"] == 1.0
+    events = [json.loads(s) for s in (tmp_path / "r" / "events.jsonl").read_text().splitlines()]
+    assert [e["role"] for e in events if e["event"] == "fit_end"] == ["teacher", "student", "baseline"]
+
+
+def test_distill_csv(tmp_path):
+    import numpy as np
+    import pandas as pd
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame(rng.normal(size=(200, 3)), columns=["x1", "x2", "x3"])
+    df["label"] = np.where(df.x1 > 0, "yes", "no")
+    path = tmp_path / "mine.csv"
+    df.to_csv(path, index=False)
+    out = run("distill", "--csv", str(path), "--target", "label", "--epochs", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["dataset"] == "mine"
+    out = run("distill", "--csv", str(path), "--target", "nope")
+    assert out.returncode == 2 and "nope" in out.stderr and "label" in out.stderr
+
+
+def test_distill_bad_flags_name_the_flag():
+    out = run("distill", "--labeled-fraction", "0")
+    assert out.returncode == 2 and "--labeled-fraction" in out.stderr
+    out = run("distill", "--epochs", "0")
+    assert out.returncode == 2 and "--epochs" in out.stderr
+    out = run("distill", "--student", "resnet:9")
+    assert out.returncode == 2 and "student" in out.stderr and "mlp" in out.stderr

@@ -110,6 +110,10 @@ def as_split(pair: Any, name: str = "train") -> Split | DataLoader:
         )
     if x.shape[0] == 0:
         raise ValueError(f"data[{name!r}]: has 0 samples; at least 1 is needed")
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero().flatten()
+        raise ValueError(f"data[{name!r}] X: {len(bad)} sample(s) hold NaN or inf (first at row {bad[0].item()}); "
+                         "drop or impute them")
     if y.min().item() < 0:
         raise ValueError(f"data[{name!r}] y: labels must be class indices >= 0, got {y.min().item()}")
     return Split(x.contiguous(), y.contiguous())

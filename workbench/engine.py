@@ -238,6 +238,9 @@ class Distiller:
     # -- checks before training --------------------------------------------------------------
     def _check_transfer(self) -> None:
         cfg, train = self.config, self.data.train
+        if isinstance(train, Split) and len(torch.unique(train.y)) < 2:
+            raise ValueError(f"data['train'] y: has a single class ({train.y[0].item()}); "
+                             "classification needs at least 2")
         if not isinstance(train, Split):
             for name, off in (("labeled_fraction", 1.0), ("mixup_alpha", 0.0)):
                 if getattr(cfg, name) != off:

@@ -226,3 +226,19 @@ def describe(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
     """Size and cost of a model: parameters, MACs per sample, median latency (ms, batch of 1)."""
     return {"params": count_params(model), "macs": count_macs(model, input_shape),
             "latency_ms": measure_latency(model, input_shape)["median_ms"]}
+
+
+def parse_model(text: str) -> tuple[str, dict[str, Any]]:
+    """``"mlp:64,32"`` -> ``("mlp", {"hidden": (64, 32)})``; ``"cnn2d:32,64"`` -> channels;
+    a bare family name keeps its default sizes."""
+    family, _, sizes = str(text).partition(":")
+    family = family.strip()
+    if family not in FAMILIES:
+        raise _bad("model", text, f"expected FAMILY[:W1,W2,...] with FAMILY in {', '.join(FAMILIES)}, e.g. 'mlp:16'")
+    if not sizes.strip():
+        return family, {}
+    try:
+        widths = tuple(int(w) for w in sizes.split(","))
+    except ValueError:
+        raise _bad("model", text, "sizes must be integers, e.g. 'mlp:64,32' or 'cnn2d:32,64'") from None
+    return family, {("hidden" if family == "mlp" else "channels"): widths}
