@@ -34,8 +34,12 @@ def test_distill_json_and_runs_dir(tmp_path):
     res = json.loads(out.stdout)
     assert [r["role"] for r in res["runs"]] == ["teacher", "student", "baseline"]
     assert res["config"]["labeled_fraction"] == 0.2 and res["config"]["mixup_alpha"] == 1.0
-    events = [json.loads(s) for s in (tmp_path / "r" / "events.jsonl").read_text().splitlines()]
-    assert [e["role"] for e in events if e["event"] == "fit_end"] == ["teacher", "student", "baseline"]
+    run_dirs = {r["role"]: tmp_path / "r" / r["run_id"] for r in res["runs"]}
+    for role, d in run_dirs.items():
+        events = [json.loads(s) for s in (d / "metrics.jsonl").read_text().splitlines()]
+        assert events[-1]["event"] == "fit_end" and events[-1]["role"] == role
+    student_cfg = json.loads((run_dirs["student"] / "config.json").read_text())
+    assert student_cfg["teacher_run_id"] == res["runs"][0]["run_id"]
 
 
 def test_distill_csv(tmp_path):

@@ -69,7 +69,7 @@ def _positive_int(text: str) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    from .callbacks import JsonlWriter, ProgressBar
+    from .callbacks import ProgressBar
     from .config import DistillConfig
     from .datasets import from_csv, load_dataset
     from .experiment import Experiment
@@ -90,10 +90,8 @@ def _distill(args: argparse.Namespace) -> int:
     teacher_cfg = cfg.replace(labeled_fraction=1.0, mixup_alpha=0.0,
                               epochs=args.teacher_epochs or args.epochs, lr=args.teacher_lr or args.lr)
     callbacks: list = [] if (args.json or args.quiet) else [ProgressBar()]
-    exp = Experiment(data, args.teacher, args.student, cfg, teacher_cfg, callbacks=callbacks)
-    if args.runs:
-        import os
-        exp.callbacks.append(JsonlWriter(os.path.join(args.runs, "events.jsonl")))
+    exp = Experiment(data, args.teacher, args.student, cfg, teacher_cfg, callbacks=callbacks,
+                     runs=args.runs or True, retrain=args.retrain)
     result = exp.run()
     table = result.table()
     if args.json:
@@ -107,6 +105,49 @@ def _distill(args: argparse.Namespace) -> int:
               f"labeled fraction {cfg.labeled_fraction:g}, mixup {cfg.mixup_alpha:g}")
         print(table.drop(columns=["run_id"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0 if all(r.status == "completed" for r in result.fits.values()) else 1
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from .runs import list_runs
+
+    df = list_runs(args.runs)
+    if args.json:
+        print(df.to_json(orient="records"))
+        return 0
+    if not len(df):
+        print("no runs yet")
+        return 0
+    cols = [c for c in ("run_id", "role", "status", "dataset", "val_acc", "test_acc", "params", "seconds")
+            if c in df.columns]
+    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from .runs import load_run
+
+    rec = load_run(args.run, args.runs)
+    out = {"run_id": rec.run_id, "status": rec.status, "path": str(rec.path), "config": rec.config,
+           "summary": rec.summary, "events": len(rec.history)}
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    facts = export_run(args.run, args.format, args.runs, args.out)
+    print(json.dumps(facts, indent=2))
+    return 0
+
+
+def _rm(args: argparse.Namespace) -> int:
+    from .runs import remove_run
+
+    for run in args.run:
+        remove_run(run, args.runs)
+        print(f"removed {run}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,10 +189,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher-lr", type=float, default=None, help="default: --lr")
     t.add_argument("--seed", type=int, default=0)
     o = k.add_argument_group("output")
-    o.add_argument("--runs", metavar="DIR", help="write every event as JSON lines under DIR")
+    o.add_argument("--runs", metavar="DIR", help="runs folder (default: $WORKBENCH_RUNS, else ./runs)")
+    o.add_argument("--retrain", action="store_true", help="train the teacher even if it is in the cache")
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
     k.set_defaults(func=_distill)
+
+    r = sub.add_parser("runs", help="list runs, newest first")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=_runs)
+    sh = sub.add_parser("show", help="a run's config and summary")
+    sh.add_argument("run")
+    sh.set_defaults(func=_show)
+    ex = sub.add_parser("export", help="export a run's model (torch.export .pt2, or state_dict + spec)")
+    ex.add_argument("run")
+    ex.add_argument("--format", choices=["export", "state_dict"], default="export")
+    ex.add_argument("--out", help="output file (default: inside the run folder)")
+    ex.set_defaults(func=_export)
+    rm = sub.add_parser("rm", help="delete runs")
+    rm.add_argument("run", nargs="+")
+    rm.set_defaults(func=_rm)
+    for cmd in (r, sh, ex, rm):
+        cmd.add_argument("--runs", metavar="DIR", help="runs folder (default: $WORKBENCH_RUNS, else ./runs)")
     return p
 
 

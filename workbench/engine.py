@@ -149,8 +149,20 @@ class _Batches:
         self.rng, self.gen = np.random.default_rng(cfg.seed), gen
         self.labeled, self.transfer = len(x_ce), (0 if teacher is None else len(x_kd))
         t_kd = tf_kd = None
+        self.cache_hit = False
         if teacher is not None and cfg.cache_teacher and self.mix == 0:
-            t_kd, tf_kd = d._teacher_outputs(x_kd)  # once per run, sliced per step
+            # Computed once per teacher and transfer set (per run, or shared via an OutputCache).
+            key = None
+            if d.output_cache is not None and d.teacher_key is not None:
+                key = d.output_cache.key(d.teacher_key, x_kd, cfg.hint_teacher)
+                hit = d.output_cache.get(key)
+                if hit is not None:
+                    t_kd, tf_kd = (None if v is None else v.to(device) for v in hit)
+                    self.cache_hit = True
+            if t_kd is None:
+                t_kd, tf_kd = d._teacher_outputs(x_kd)
+                if key is not None:
+                    d.output_cache.put(key, t_kd, tf_kd)
         if self.one_stream:
             self.ce = Stream([x_ce, y_ce, t_kd, tf_kd], cfg.batch_size, gen)
         else:
@@ -179,13 +191,16 @@ class Distiller:
     trains on plain cross-entropy (a teacher, or a scratch baseline with ``role="baseline"``).
 
     ``stop()``, ``pause()``, ``resume()`` and ``set_controls()`` may be called from any thread
-    and take effect before the next step.
+    and take effect before the next step. With ``teacher_key`` and an ``output_cache``
+    (:class:`workbench.cache.OutputCache`) the teacher's outputs on the transfer set are shared
+    across runs and sessions.
     """
 
     def __init__(self, teacher: nn.Module | None, student: nn.Module, data: Any,
                  config: DistillConfig | Mapping[str, Any] | None = None,
                  callbacks: Iterable[Any] = (), role: str | None = None,
-                 run_id: str | None = None, controls: Controls | None = None, **overrides: Any):
+                 run_id: str | None = None, controls: Controls | None = None,
+                 teacher_key: str | None = None, output_cache: Any = None, **overrides: Any):
         if isinstance(config, Mapping):
             config = DistillConfig.from_dict(config)
         config = config or DistillConfig()
@@ -202,6 +217,7 @@ class Distiller:
         if teacher is not None and self.role != "student":
             raise ValueError(f"role: {self.role!r} trains without a teacher; pass teacher=None or role='student'")
         self.teacher, self.student = teacher, student
+        self.teacher_key, self.output_cache = teacher_key, output_cache  # shared teacher outputs
         self.data: DataSplits = as_splits(data)
         self.run_id = run_id or f"{self.role}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         self.controls = controls or Controls(self.config.weights)

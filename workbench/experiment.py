@@ -5,7 +5,8 @@ stream (payloads carry the role: teacher / student / baseline)."""
 from __future__ import annotations
 
 import copy
-import math
+import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -13,11 +14,15 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 import torch.nn as nn
 
+from .cache import OutputCache, TeacherCache, teacher_key
+from .callbacks import History
 from .config import DistillConfig
 from .data import DataSplits, Split, as_splits
-from .engine import Distiller, FitResult
+from .engine import Distiller, FitResult, resolve_device
 from .evaluation import Evaluator
+from .events import Dispatcher, FitEnd, FitStart, frozen_map
 from .models import build_model, count_params, parse_model
+from .runs import RunRecorder
 
 ModelArg = nn.Module | str | Mapping[str, Any]
 
@@ -85,14 +90,18 @@ class Experiment:
 
     ``teacher``/``student``: an ``nn.Module`` or a zoo spec (``"cnn2d"``, ``"mlp:16"``, a dict).
     A teacher given as a module is taken as trained unless ``train_teacher=True``; one given as
-    a spec is built and trained with ``teacher_config``. The baseline is a copy of the student's
-    initial weights trained on the labeled set alone with the same step budget.
+    a spec is built and trained with ``teacher_config`` -- or loaded from the teacher cache when
+    the same teacher was trained before on the same data (``retrain=True`` forces training).
+    The baseline is a copy of the student's initial weights trained on the labeled set alone
+    with the same step budget. ``runs``: a folder (or True for the default root) to record each
+    fit in; ``cache``: use the teacher and teacher-output caches.
     """
 
     def __init__(self, data: Any, teacher: ModelArg, student: ModelArg,
                  config: DistillConfig | None = None, teacher_config: DistillConfig | None = None,
                  baseline: bool = True, train_teacher: bool | None = None,
-                 callbacks: Iterable[Any] = ()):
+                 callbacks: Iterable[Any] = (), runs: str | os.PathLike | bool | None = None,
+                 cache: bool = True, retrain: bool = False, cache_dir: str | os.PathLike | None = None):
         self.data = as_splits(data)
         self.config = config or DistillConfig()
         # Fits without a teacher train on plain CE: their configs drop the KD-only settings.
@@ -108,6 +117,10 @@ class Experiment:
         self.train_teacher = (not isinstance(teacher, nn.Module)) if train_teacher is None else train_teacher
         self.baseline = baseline
         self.callbacks = list(callbacks)
+        self.runs = None if runs in (None, False) else (None if runs is True else runs)
+        self.record = runs not in (None, False)
+        self.cache, self.retrain, self.cache_dir = cache, retrain, cache_dir
+        self.teacher_key = teacher_key(self.teacher, self.teacher_config.to_dict(), self.data.spec)
         self._initial_student = copy.deepcopy(self.student) if baseline else None
 
     def run(self, make_distiller: Callable[..., Distiller] | None = None) -> ExperimentResult:
@@ -121,16 +134,62 @@ class Experiment:
         notes: list[str] = []
         teacher_res = None
         if self.train_teacher:
-            teacher_res = make(None, self.teacher, self.data, self.teacher_config, cbs, role="teacher").fit()
-            if teacher_res.status != "completed":
-                raise RuntimeError(f"teacher: training ended with status {teacher_res.status}: {teacher_res.message}")
+            teacher_res = self._cached_teacher() if (self.cache and not self.retrain) else None
+            if teacher_res is None:
+                teacher_res = make(None, self.teacher, self.data, self.teacher_config,
+                                   cbs + self._recorder(self.teacher), role="teacher").fit()
+                if teacher_res.status != "completed":
+                    raise RuntimeError(f"teacher: training ended with status {teacher_res.status}: "
+                                       f"{teacher_res.message}")
+                if self.cache and self.teacher_key is not None:
+                    TeacherCache(self.cache_dir).save(self.teacher_key, self.teacher, {
+                        "run_id": teacher_res.run_id, "summary": teacher_res.summary,
+                        "model_spec": getattr(self.teacher, "spec", None), "data_spec": dict(self.data.spec),
+                        "config": self.teacher_config.to_dict()})
         teacher_val = self._sanity_gate(teacher_res, notes)
-        student_res = make(self.teacher, self.student, self.data, self.config, cbs, role="student").fit()
+        teacher_run = teacher_res.run_id if teacher_res is not None else None
+        outputs = OutputCache(self.cache_dir) if (self.cache and self.teacher_key is not None) else None
+        student_res = make(self.teacher, self.student, self.data, self.config,
+                           cbs + self._recorder(self.student, teacher_run), role="student",
+                           teacher_key=self.teacher_key, output_cache=outputs).fit()
         baseline_res = None
         if self.baseline and student_res.status in ("completed",):
-            baseline_res = make(None, self._initial_student, self.data, self.baseline_config, cbs,
-                                role="baseline").fit()
+            baseline_res = make(None, self._initial_student, self.data, self.baseline_config,
+                                cbs + self._recorder(self._initial_student), role="baseline").fit()
         return ExperimentResult(teacher_res, student_res, baseline_res, teacher_val, notes)
+
+    def _recorder(self, model: nn.Module, teacher_run: str | None = None) -> list[Any]:
+        if not self.record:
+            return []
+        return [RunRecorder(model, self.runs, meta={"data_spec": dict(self.data.spec),
+                                                    "teacher_run_id": teacher_run})]
+
+    def _cached_teacher(self) -> FitResult | None:
+        """The teacher from the cache, announced by a fit_start / fit_end pair; None on a miss."""
+        if self.teacher_key is None:
+            return None
+        meta = TeacherCache(self.cache_dir).load(self.teacher_key, self.teacher)
+        if meta is None:
+            return None
+        self.teacher.to(resolve_device(self.config.device)).eval()
+        summary = dict(meta.get("summary") or {})
+        run_id = meta.get("run_id") or f"teacher-cached-{self.teacher_key}"
+        summary.update(cached=True, cache_key=self.teacher_key)
+        recorder = History()
+        events = Dispatcher([recorder, *self.callbacks])
+        message = f"loaded from the teacher cache (key {self.teacher_key}); retrain=True trains it again"
+        train = self.data.train
+        events("on_fit_start", FitStart(
+            run_id=run_id, role="teacher", config=frozen_map(self.teacher_config.to_dict()),
+            device=str(next(self.teacher.parameters()).device), dataset=self.data.name,
+            num_classes=self.data.num_classes, train_size=len(train.dataset) if hasattr(train, "dataset") else len(train),
+            student_params=count_params(self.teacher), teacher_params=None, epochs=0, steps_per_epoch=0,
+            steps_planned=0, started_at=time.time()))
+        final = {k: v for k, v in summary.items() if k.split("_")[0] in ("train", "val", "test")}
+        events("on_fit_end", FitEnd(run_id=run_id, role="teacher", status="completed", message=message,
+                                    step=int(summary.get("steps", 0)), epoch=int(summary.get("epochs", 0)),
+                                    seconds=0.0, best=frozen_map({}), final=frozen_map(final)))
+        return FitResult(run_id, "teacher", "completed", message, summary, self.teacher, recorder)
 
     def _sanity_gate(self, teacher_res: FitResult | None, notes: list[str]) -> float | None:
         """Report the teacher's validation accuracy; warn when it is no better than chance."""

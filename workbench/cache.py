@@ -1,0 +1,142 @@
+"""Caches shared by notebooks, the app and the CLI: trained teachers, and teacher outputs on
+fixed transfer sets. Both live in ``$WORKBENCH_CACHE``, else the platform's user cache folder.
+
+A teacher is stored under a key made from its model spec, its training config and the data
+spec (seed included), so nothing trains the same teacher twice. Writes go to a temporary
+folder that is renamed into place: two processes caching the same teacher never mix files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from .runs import atomic_save, load_checkpoint
+
+# Fields of a config that do not change what a teacher learns.
+_NOT_IN_KEY = {"log_every", "eval_every", "eval_batch_size", "device", "cache_teacher"}
+
+
+def cache_root(root: str | os.PathLike | None = None) -> Path:
+    """``root``, else ``$WORKBENCH_CACHE``, else the platform's user cache folder + ``kd-workbench``."""
+    if root or os.environ.get("WORKBENCH_CACHE"):
+        return Path(root or os.environ["WORKBENCH_CACHE"])
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    elif os.name == "nt":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "kd-workbench"
+
+
+def digest(obj: Any) -> str:
+    """A short, stable hash of JSON-able data."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """A short hash of a tensor's shape, dtype and values."""
+    h = hashlib.sha256(f"{tuple(t.shape)}{t.dtype}".encode())
+    h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def teacher_key(model: nn.Module, config: Mapping[str, Any], data_spec: Mapping[str, Any]) -> str | None:
+    """The cache key of a zoo teacher trained on reproducible data, else None (not cacheable)."""
+    spec = getattr(model, "spec", None)
+    if spec is None or not data_spec:
+        return None
+    cfg = {k: v for k, v in dict(config).items() if k not in _NOT_IN_KEY}
+    return digest({"model": spec, "config": cfg, "data": dict(data_spec), "torch": torch.__version__.split("+")[0]})
+
+
+class TeacherCache:
+    """Trained teachers on disk: ``<cache>/teachers/<key>/{model.pt, meta.json}``."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = cache_root(root) / "teachers"
+
+    def load(self, key: str, model: nn.Module) -> dict[str, Any] | None:
+        """Load the cached weights into ``model``; returns the stored metadata, or None on a miss."""
+        folder = self.root / key
+        meta_path = folder / "meta.json"
+        if not meta_path.exists():
+            return None
+        try:
+            model.load_state_dict(load_checkpoint(folder / "model.pt"))
+            return json.loads(meta_path.read_text(encoding="utf-8"))
+        except (ValueError, RuntimeError, OSError) as e:  # a corrupt entry is a miss, not a crash
+            import warnings
+            warnings.warn(f"teacher cache: entry {key} is unreadable ({e}); training again", stacklevel=2)
+            return None
+
+    def save(self, key: str, model: nn.Module, meta: Mapping[str, Any]) -> Path:
+        """Store a trained teacher (the first writer of a key wins; later writers keep it)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}."))
+        torch.save(model.state_dict(), tmp / "model.pt")
+        (tmp / "meta.json").write_text(json.dumps(dict(meta), indent=2, default=str), encoding="utf-8")
+        try:
+            os.replace(tmp, self.root / key)
+        except OSError:  # another process stored it first
+            shutil.rmtree(tmp, ignore_errors=True)
+        return self.root / key
+
+
+class OutputCache:
+    """Teacher logits (and hinted features) on fixed transfer inputs, in memory and on disk,
+    reused across epochs, students and sessions. Keyed by teacher key + input hash + layer."""
+
+    _memory: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, root: str | os.PathLike | None = None, disk: bool = True):
+        self.root = cache_root(root) / "outputs"
+        self.disk = disk
+
+    @staticmethod
+    def key(teacher: str, inputs: torch.Tensor, layer: str | None) -> str:
+        return digest({"teacher": teacher, "inputs": tensor_digest(inputs), "layer": layer})
+
+    def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        with self._lock:
+            if key in self._memory:
+                return self._memory[key]
+        path = self.root / f"{key}.pt"
+        if self.disk and path.exists():
+            try:
+                d = load_checkpoint(path)
+                value = (d["logits"], d.get("features"))
+            except (ValueError, KeyError):
+                return None
+            with self._lock:
+                self._memory[key] = value
+            return value
+        return None
+
+    def put(self, key: str, logits: torch.Tensor, features: torch.Tensor | None) -> None:
+        value = (logits.detach(), None if features is None else features.detach())
+        with self._lock:
+            self._memory[key] = value
+        if self.disk:
+            self.root.mkdir(parents=True, exist_ok=True)
+            d = {"logits": value[0].cpu()}
+            if value[1] is not None:
+                d["features"] = value[1].cpu()
+            atomic_save(d, self.root / f"{key}.pt")
+
+    @classmethod
+    def clear_memory(cls) -> None:
+        with cls._lock:
+            cls._memory.clear()
