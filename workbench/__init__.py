@@ -41,6 +41,18 @@ _EXPORTS = {
     "count_macs": "models",
     "measure_latency": "models",
     "describe": "models",
+    "parse_model": "models",
+    "Experiment": "experiment",
+    "ExperimentResult": "experiment",
+    "Settings": "settings",
+    "list_runs": "runs",
+    "load_run": "runs",
+    "remove_run": "runs",
+    "RunRecorder": "runs",
+    "load_checkpoint": "runs",
+    "export_run": "export",
+    "export_model": "export",
+    "Dashboard": "ui.widgets",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -5,6 +5,7 @@ stream (payloads carry the role: teacher / student / baseline)."""
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 import warnings
@@ -55,7 +56,7 @@ class ExperimentResult:
     """The three fits of an experiment and a side-by-side table."""
 
     teacher: FitResult | None
-    student: FitResult
+    student: FitResult | None  # None when the run was stopped while training the teacher
     baseline: FitResult | None
     teacher_val_acc: float | None
     warnings: list[str] = field(default_factory=list)
@@ -121,31 +122,22 @@ class Experiment:
         self.record = runs not in (None, False)
         self.cache, self.retrain, self.cache_dir = cache, retrain, cache_dir
         self.teacher_key = teacher_key(self.teacher, self.teacher_config.to_dict(), self.data.spec)
+        self.teacher_result: FitResult | None = None
         self._initial_student = copy.deepcopy(self.student) if baseline else None
 
-    def run(self, make_distiller: Callable[..., Distiller] | None = None) -> ExperimentResult:
+    def run(self, live: Any = None) -> ExperimentResult:
         """Train (or check) the teacher, then distill the student, then the scratch baseline.
 
-        ``make_distiller`` builds each fit (default: :class:`Distiller`; a ``LiveRun`` passes
-        ``run.distiller`` so stop, pause and live controls reach every fit).
+        ``live``: the :class:`~workbench.live.LiveRun` this runs on (``LiveRun(exp.run)``), so
+        its buffer gets every event and stop, pause and live controls reach every fit.
         """
-        make = make_distiller or Distiller
+        make = live.distiller if live is not None else Distiller
         cbs = self.callbacks
         notes: list[str] = []
-        teacher_res = None
-        if self.train_teacher:
-            teacher_res = self._cached_teacher() if (self.cache and not self.retrain) else None
-            if teacher_res is None:
-                teacher_res = make(None, self.teacher, self.data, self.teacher_config,
-                                   cbs + self._recorder(self.teacher), role="teacher").fit()
-                if teacher_res.status != "completed":
-                    raise RuntimeError(f"teacher: training ended with status {teacher_res.status}: "
-                                       f"{teacher_res.message}")
-                if self.cache and self.teacher_key is not None:
-                    TeacherCache(self.cache_dir).save(self.teacher_key, self.teacher, {
-                        "run_id": teacher_res.run_id, "summary": teacher_res.summary,
-                        "model_spec": getattr(self.teacher, "spec", None), "data_spec": dict(self.data.spec),
-                        "config": self.teacher_config.to_dict()})
+        teacher_res = self.prepare_teacher(live)
+        teacher_res = teacher_res or self.teacher_result
+        if teacher_res is not None and teacher_res.status == "stopped":
+            return ExperimentResult(teacher_res, None, None, None, notes)
         teacher_val = self._sanity_gate(teacher_res, notes)
         teacher_run = teacher_res.run_id if teacher_res is not None else None
         outputs = OutputCache(self.cache_dir) if (self.cache and self.teacher_key is not None) else None
@@ -158,13 +150,36 @@ class Experiment:
                                 cbs + self._recorder(self._initial_student), role="baseline").fit()
         return ExperimentResult(teacher_res, student_res, baseline_res, teacher_val, notes)
 
+    def prepare_teacher(self, live: Any = None) -> FitResult | None:
+        """Train the teacher, or load it from the cache; None when it was given trained."""
+        if not self.train_teacher:
+            return self.teacher_result
+        make = live.distiller if live is not None else Distiller
+        teacher_res = None
+        if self.cache and not self.retrain:
+            teacher_res = self._cached_teacher([live.buffer] if live is not None else [])
+        if teacher_res is None:
+            teacher_res = make(None, self.teacher, self.data, self.teacher_config,
+                               self.callbacks + self._recorder(self.teacher), role="teacher").fit()
+            if teacher_res.status not in ("completed", "stopped"):
+                raise RuntimeError(f"teacher: training ended with status {teacher_res.status}: "
+                                   f"{teacher_res.message}")
+            if self.cache and self.teacher_key is not None and teacher_res.status == "completed":
+                TeacherCache(self.cache_dir).save(self.teacher_key, self.teacher, {
+                    "run_id": teacher_res.run_id, "summary": teacher_res.summary,
+                    "model_spec": getattr(self.teacher, "spec", None), "data_spec": dict(self.data.spec),
+                    "config": self.teacher_config.to_dict()})
+        self.train_teacher = teacher_res.status != "completed"  # trained: a second run() distills at once
+        self.teacher_result = teacher_res
+        return teacher_res
+
     def _recorder(self, model: nn.Module, teacher_run: str | None = None) -> list[Any]:
         if not self.record:
             return []
         return [RunRecorder(model, self.runs, meta={"data_spec": dict(self.data.spec),
                                                     "teacher_run_id": teacher_run})]
 
-    def _cached_teacher(self) -> FitResult | None:
+    def _cached_teacher(self, extra_callbacks: list[Any]) -> FitResult | None:
         """The teacher from the cache, announced by a fit_start / fit_end pair; None on a miss."""
         if self.teacher_key is None:
             return None
@@ -176,7 +191,7 @@ class Experiment:
         run_id = meta.get("run_id") or f"teacher-cached-{self.teacher_key}"
         summary.update(cached=True, cache_key=self.teacher_key)
         recorder = History()
-        events = Dispatcher([recorder, *self.callbacks])
+        events = Dispatcher([recorder, *self.callbacks, *extra_callbacks])
         message = f"loaded from the teacher cache (key {self.teacher_key}); retrain=True trains it again"
         train = self.data.train
         events("on_fit_start", FitStart(
@@ -202,9 +217,16 @@ class Experiment:
             device = next((p.device for p in self.teacher.parameters()), torch.device("cpu"))
             acc = ev(split, data.to(device) if isinstance(data, Split) else data, 0, 0, 0.0).acc
         k = self.data.num_classes or 2
-        if acc <= 1.0 / k + 0.5 * (1.0 / k):
-            msg = (f"teacher: {split} accuracy {acc:.3f} is no better than chance (1/{k} = {1 / k:.3f}); "
-                   "is it trained? distilling it will teach the student noise")
+        labels = self.data.splits()[split]
+        if isinstance(labels, Split):  # chance = always guessing the most common class
+            chance = torch.bincount(labels.y).max().item() / len(labels)
+            n = len(labels)
+        else:
+            chance, n = 1.0 / k, 1000
+        margin = 2 * math.sqrt(chance * (1 - chance) / n)  # two standard errors of a guess
+        if acc <= chance + margin:
+            msg = (f"teacher: {split} accuracy {acc:.3f} is no better than chance ({chance:.3f}, the most "
+                   "common class); is it trained? distilling it will teach the student noise")
             warnings.warn(msg, stacklevel=3)
             notes.append(msg)
         if count_params(self.student) > count_params(self.teacher):

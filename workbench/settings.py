@@ -1,0 +1,122 @@
+"""What a user picks in a UI, as one validated object: dataset, teacher, student, loss mix,
+transfer set and optimization. Both UIs (Jupyter and Streamlit) build their runs from it, and
+``to_code()`` gives the Python that reproduces it ("copy as code")."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .config import DistillConfig
+from .data import DataSplits
+
+DEFAULT_TEACHERS = {"digits": "mlp:256,256", "digits-images": "cnn2d:32,64", "mnist1d": "cnn1d:64,64,64",
+                    "moons": "mlp:64,64", "spirals": "mlp:128,128"}
+DEFAULT_STUDENTS = {"digits": "mlp:16", "digits-images": "mlp:16", "mnist1d": "mlp:128,128",
+                    "moons": "mlp:4", "spirals": "mlp:16"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A run as a UI describes it. ``alpha`` (None to use the four weights) is the usual preset."""
+
+    dataset: str = "digits"
+    teacher: str = "mlp:256,256"
+    student: str = "mlp:16"
+    temperature: float = 4.0
+    alpha: float | None = 0.5
+    w_ce: float = 0.5
+    w_kd: float = 0.5
+    w_mse: float = 0.0
+    w_hint: float = 0.0
+    hint_student: str | None = None
+    hint_teacher: str | None = None
+    labeled_fraction: float = 1.0
+    extra_unlabeled: int = 0
+    mixup: bool = False
+    epochs: int = 20
+    teacher_epochs: int | None = None
+    batch_size: int = 64
+    lr: float = 3e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    seed: int = 0
+    log_every: int = 5
+
+    def __post_init__(self) -> None:
+        if isinstance(self.extra_unlabeled, bool) or not isinstance(self.extra_unlabeled, int) or self.extra_unlabeled < 0:
+            raise ValueError(f"extra_unlabeled: {self.extra_unlabeled!r} is invalid; expected an integer >= 0")
+        if self.teacher_epochs is not None and (not isinstance(self.teacher_epochs, int) or self.teacher_epochs < 1):
+            raise ValueError(f"teacher_epochs: {self.teacher_epochs!r} is invalid; expected an integer >= 1 or None")
+        self.config()  # every training field is checked by DistillConfig
+
+    @classmethod
+    def for_dataset(cls, dataset: str, **changes: Any) -> "Settings":
+        """Settings with the dataset's default teacher and student."""
+        return cls(dataset=dataset, teacher=DEFAULT_TEACHERS.get(dataset, "mlp:256,256"),
+                   student=DEFAULT_STUDENTS.get(dataset, "mlp:16"), **changes)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def weights(self) -> dict[str, Any]:
+        if self.alpha is not None:
+            return {"alpha": self.alpha}
+        return {"w_ce": self.w_ce, "w_kd": self.w_kd, "w_mse": self.w_mse, "w_hint": self.w_hint}
+
+    def config(self) -> DistillConfig:
+        """The student's config."""
+        hints = {"hint_student": self.hint_student, "hint_teacher": self.hint_teacher} if self.hint_student else {}
+        return DistillConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
+                             weight_decay=self.weight_decay, temperature=self.temperature, seed=self.seed,
+                             labeled_fraction=self.labeled_fraction, mixup_alpha=1.0 if self.mixup else 0.0,
+                             log_every=self.log_every, **self.weights(), **hints)
+
+    def teacher_config(self) -> DistillConfig:
+        """The teacher's config: all labels, plain CE, its own epochs."""
+        return DistillConfig(epochs=self.teacher_epochs or self.epochs, batch_size=self.batch_size, lr=self.lr,
+                             optimizer=self.optimizer, weight_decay=self.weight_decay, seed=self.seed,
+                             log_every=self.log_every, w_ce=1.0, w_kd=0.0)
+
+    def data(self) -> DataSplits:
+        from .datasets import load_dataset
+
+        return load_dataset(self.dataset, seed=self.seed, n_unlabeled=self.extra_unlabeled)
+
+    def experiment(self, data: DataSplits | None = None, teacher: Any = None, student: Any = None,
+                   callbacks: Iterable[Any] = (), **kwargs: Any):
+        """The :class:`~workbench.experiment.Experiment` these settings describe (models and
+        data given from Python take the place of the zoo specs and the built-in dataset)."""
+        from .experiment import Experiment
+
+        return Experiment(data if data is not None else self.data(),
+                          teacher if teacher is not None else self.teacher,
+                          student if student is not None else self.student,
+                          self.config(), self.teacher_config(), callbacks=list(callbacks), **kwargs)
+
+    def to_code(self) -> str:
+        """Python that reproduces these settings with the public API."""
+        cfg, tcfg = self.config(), self.teacher_config()
+        default = DistillConfig()
+
+        def args(c: DistillConfig, always: tuple[str, ...]) -> str:
+            d = c.to_dict()
+            skip = {"w_ce", "w_kd"} if d["alpha"] is not None else set()  # alpha sets them
+            return ", ".join(f"{k}={v!r}" for k, v in d.items()
+                             if k not in skip and (k in always or v != getattr(default, k)))
+
+        data_args = f"{self.dataset!r}, seed={self.seed}"
+        if self.extra_unlabeled:
+            data_args += f", n_unlabeled={self.extra_unlabeled}"
+        return "\n".join([
+            "import workbench as wb",
+            "",
+            f"data = wb.load_dataset({data_args})",
+            f"config = wb.DistillConfig({args(cfg, ('epochs', 'temperature'))})",
+            f"teacher_config = wb.DistillConfig({args(tcfg, ('epochs', 'w_ce', 'w_kd'))})",
+            f"experiment = wb.Experiment(data, teacher={self.teacher!r}, student={self.student!r},",
+            "                           config=config, teacher_config=teacher_config)",
+            "result = experiment.run()",
+            "print(result.table())",
+        ])

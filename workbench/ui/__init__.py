@@ -1,0 +1,1 @@
+"""User interfaces: everything that imports ipywidgets or streamlit lives here."""
