@@ -1,0 +1,98 @@
+"""A server-wide registry of live jobs for web UIs (no UI import here).
+
+The Streamlit app keeps one :class:`JobRegistry` in ``st.cache_resource``; a browser session
+keeps only a job id (in the page URL), so a page refresh finds its running job again. The
+registry caps concurrent jobs and drops finished or abandoned ones after a while.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .live import LiveRun
+
+
+class TooManyJobs(RuntimeError):
+    """The server already runs as many jobs as it allows."""
+
+
+@dataclass
+class Job:
+    """One job: its LiveRun, what it was started with, and when it was last looked at."""
+
+    job_id: str
+    run: LiveRun
+    label: str
+    context: dict[str, Any] = field(default_factory=dict)  # e.g. the Settings and the Experiment
+    created: float = field(default_factory=time.time)
+    seen: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def touch(self) -> None:
+        self.seen = time.time()
+        if self.run.done and self.finished is None:
+            self.finished = time.time()
+
+
+class JobRegistry:
+    """Thread-safe map of job id -> :class:`Job` with a cap on jobs running at once.
+
+    ``keep_finished`` seconds after a job ends, and ``abandon_after`` seconds after a running job
+    was last looked at (its page closed), the job is stopped and dropped.
+    """
+
+    def __init__(self, max_running: int | None = None, keep_finished: float = 3600.0,
+                 abandon_after: float = 600.0):
+        self.max_running = max_running or int(os.environ.get("WORKBENCH_MAX_JOBS", "4"))
+        self.keep_finished, self.abandon_after = keep_finished, abandon_after
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def running(self) -> list[Job]:
+        with self._lock:
+            return [j for j in self._jobs.values() if not j.run.done]
+
+    def start(self, target: Callable[[LiveRun], Any], label: str = "", **context: Any) -> Job:
+        """Start ``target`` on a LiveRun; raises :class:`TooManyJobs` past the cap."""
+        self.cleanup()
+        with self._lock:
+            busy = sum(not j.run.done for j in self._jobs.values())
+            if busy >= self.max_running:
+                raise TooManyJobs(f"the server is running {busy} jobs, its limit (WORKBENCH_MAX_JOBS="
+                                  f"{self.max_running}); try again when one finishes")
+            job = Job(secrets.token_urlsafe(8), LiveRun(target, name=label), label, dict(context))
+            self._jobs[job.job_id] = job
+        job.run.start()
+        return job
+
+    def get(self, job_id: str | None) -> Job | None:
+        """The job, marked as seen; None when unknown or already cleaned up."""
+        if not job_id:
+            return None
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is not None:
+            job.touch()
+        return job
+
+    def cleanup(self, now: float | None = None) -> list[str]:
+        """Stop and drop finished jobs past ``keep_finished`` and unseen ones past ``abandon_after``."""
+        now = now or time.time()
+        dropped = []
+        with self._lock:
+            for job_id, job in list(self._jobs.items()):
+                if job.run.done and job.finished is None:
+                    job.finished = now
+                expired = job.finished is not None and now - job.finished > self.keep_finished
+                abandoned = not job.run.done and now - job.seen > self.abandon_after
+                if abandoned:
+                    job.run.stop()
+                if expired or abandoned:
+                    del self._jobs[job_id]
+                    dropped.append(job_id)
+        return dropped
