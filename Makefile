@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch first, pinned to the CPU wheel these machines carry; override e.g. TORCH='torch>=2.4'.
 TORCH ?= torch==2.13.0
 
-.PHONY: install app demo test test-fast bench clean
+.PHONY: install browser app demo test test-fast bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,35 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-## Start the workbench (for now: the command-line demo; the Streamlit app replaces it).
+## Browser tests drive Debian's Chromium through the Python playwright package (a dev extra).
+## Installs the `chromium` apt package when /usr/bin/chromium is missing (as root, or with sudo).
+## Never `playwright install`: it downloads its own browser and fails on these machines.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then \
+	  echo "browser: $(CHROMIUM) present"; \
+	else \
+	  echo "browser: $(CHROMIUM) missing; installing Debian's chromium with apt-get"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "ERROR: $(CHROMIUM) is missing and installing it needs root or sudo (apt-get install chromium)" >&2; exit 1; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "ERROR: $(CHROMIUM) is missing and apt-get is not available; install Chromium at $(CHROMIUM)" >&2; exit 1; }; \
+	  $$SUDO apt-get update && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || \
+	    { echo "ERROR: apt-get install chromium failed; browser tests cannot run" >&2; exit 1; }; \
+	  [ -x $(CHROMIUM) ] || { echo "ERROR: $(CHROMIUM) still missing after apt-get install chromium" >&2; exit 1; }; \
+	fi
+
+## Start the Streamlit app on http://127.0.0.1:8501 (workbench app --address 0.0.0.0 serves a network).
 app: install
+	$(BIN)/workbench app
+
+## The command-line demo: teacher vs scratch vs distilled student, printed as a table.
+demo: install
 	$(BIN)/workbench demo
 
-demo: app
-
-## Run every test: unit, engine, notebooks and browser tests.
-test: install
+## Run every test: unit, engine, notebooks and browser tests (a missing browser fails them).
+test: install browser
 	$(BIN)/python -m pytest
 
 ## A quick subset for the edit loop (skips slow and browser tests).
@@ -34,6 +55,8 @@ test-fast: install
 
 bench: install
 	$(BIN)/python bench/engine_overhead.py
+	$(BIN)/python bench/teacher_cache.py
+	$(BIN)/python bench/dashboard_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

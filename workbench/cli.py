@@ -1,5 +1,6 @@
 """The ``workbench`` command.
 
+    workbench app [--address 127.0.0.1] [--port 8501]
     workbench demo [--dataset digits] [--epochs 30] [--json]
     workbench distill --dataset digits --teacher cnn2d --student mlp:16 --temperature 4 --alpha 0.5
                       --epochs 20 [--labeled-fraction 0.1] [--extra-unlabeled N] [--mixup]
@@ -150,6 +151,20 @@ def _rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _app(args: argparse.Namespace) -> int:
+    """Start the Streamlit app on this machine only (``--address 0.0.0.0`` serves a network)."""
+    import pathlib
+    import subprocess
+
+    script = pathlib.Path(__file__).resolve().parent.parent / "app.py"
+    if not script.exists():  # installed without the repository: run the packaged entry
+        script = pathlib.Path(__file__).resolve().parent / "ui" / "streamlit_entry.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", args.address,
+           "--server.port", str(args.port), "--server.headless", "true" if args.headless else "false",
+           "--browser.gatherUsageStats", "false"]
+    return subprocess.call(cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description="KD Workbench: knowledge distillation you can watch.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -194,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
     k.set_defaults(func=_distill)
+
+    a = sub.add_parser("app", help="start the Streamlit app (bound to 127.0.0.1)")
+    a.add_argument("--address", default="127.0.0.1", help="0.0.0.0 serves every network interface: do it deliberately")
+    a.add_argument("--port", type=int, default=8501)
+    a.add_argument("--headless", action="store_true", help="do not open a browser")
+    a.set_defaults(func=_app)
 
     r = sub.add_parser("runs", help="list runs, newest first")
     r.add_argument("--json", action="store_true")

@@ -16,14 +16,17 @@ from typing import Any
 import ipywidgets as w
 import plotly.graph_objects as go
 
+import pandas as pd
+
 from .. import plots
+from ..callbacks import flat_row
 from ..datasets import list_datasets, load_dataset
 from ..events import FitEnd, FitStart, StepEnd
 from ..live import LiveRun
 from ..models import FAMILIES, models_for
 from ..settings import Settings
 
-REDRAW_SECONDS = 0.25  # at most four redraws a second
+REDRAW_SECONDS = 0.5  # at most two redraws a second: drawing shares the GIL with training
 
 
 class Dashboard(w.VBox):
@@ -41,6 +44,8 @@ class Dashboard(w.VBox):
         self.experiment = None
         self._teacher = None  # the trained teacher, for the temperature explorer
         self._drawer: threading.Thread | None = None
+        self._rows: list[dict] = []  # flat event rows drawn so far (appended, never rebuilt)
+        self._cursor = 0
         style = {"description_width": "110px"}
         lay = w.Layout(width="330px")
         names = ["(your data)"] if data is not None else list_datasets()
@@ -234,6 +239,7 @@ class Dashboard(w.VBox):
 
     # -- drawing (its own thread) -------------------------------------------------------------
     def _draw_loop(self, job: LiveRun) -> None:
+        self._rows, self._cursor = [], 0
         while True:
             finished = job.done
             self.redraw(job)
@@ -247,6 +253,11 @@ class Dashboard(w.VBox):
         if job is None:
             return
         events = job.buffer.all()
+        new = events[self._cursor:]
+        if not new and not job.done:
+            return  # nothing happened since the last redraw
+        self._cursor = len(events)
+        self._rows.extend(flat_row(p) for p in new if p.event in ("step", "eval", "epoch"))
         starts = [p for p in events if isinstance(p, FitStart)]
         steps = [p for p in events if isinstance(p, StepEnd)]
         if starts:
@@ -257,7 +268,7 @@ class Dashboard(w.VBox):
             if not job.done and last is not None:
                 self._say(f"{cur.role}: step {last.step}/{cur.steps_planned}, loss {last.loss:.4f}, "
                           f"T={last.temperature:g}" + (" (paused)" if job.status == "paused" else ""))
-        history = plots.as_frame(events)
+        history = pd.DataFrame(self._rows)
         with self.accuracy_fig.batch_update():
             plots.apply_traces(self.accuracy_fig, plots.accuracy_traces(history))
         with self.loss_fig.batch_update():
