@@ -99,13 +99,15 @@ def settings_ui(dataset: str, shape: tuple[int, ...]) -> Settings:
                             disabled=dataset not in GENERATED, help="mnist1d, moons and spirals only")
     mixup = sb.checkbox("mixup the transfer inputs", key="mixup")
     sb.subheader("Optimization")
-    epochs = sb.number_input("epochs", 1, 2000, 20, key="epochs")
+    epochs = sb.number_input("epochs", 1, 10_000, 20, key="epochs", help="student and baseline")
+    teacher_epochs = sb.number_input("teacher epochs", 1, 10_000, 20, key="teacher_epochs",
+                                     help="a teacher trained once is cached and reused")
     batch = sb.selectbox("batch size", [16, 32, 64, 128, 256], index=2, key="batch")
     lr = sb.select_slider("learning rate", LEARNING_RATES, value=3e-3, key="lr")
     seed = sb.number_input("seed", 0, 2**31 - 1, 0, key="seed")
     return Settings(dataset=dataset, teacher=teacher, student=student, temperature=float(temperature),
                     labeled_fraction=float(labeled), extra_unlabeled=int(extra) if dataset in GENERATED else 0,
-                    mixup=bool(mixup), epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed),
+                    mixup=bool(mixup), epochs=int(epochs), teacher_epochs=int(teacher_epochs), batch_size=int(batch), lr=float(lr), seed=int(seed),
                     **weights)
 
 
@@ -129,6 +131,8 @@ def explore_page() -> None:
     run, pause, stop = controls_ui(job, can_run=settings is not None)
     if run and settings is not None:
         job = start_job(reg, settings, uploaded)
+        if job is not None:
+            st.rerun()  # a full rerun carries the new job id into the page URL
     if job is not None:
         if pause:
             job.run.resume() if job.run.status == "paused" else job.run.pause()
@@ -166,7 +170,7 @@ def start_job(reg: JobRegistry, settings: Settings, uploaded: Any) -> Job | None
     except (ValueError, RuntimeError) as e:
         st.error(str(e))
         return None
-    st.query_params["job"] = job.job_id
+    st.query_params.from_dict({"job": job.job_id})
     return job
 
 
