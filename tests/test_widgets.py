@@ -143,3 +143,13 @@ def test_models_and_data_from_python():
     d.wait(60)
     assert d.job.status == "completed"
     assert [p.role for p in d.job.buffer.all() if isinstance(p, FitEnd)] == ["teacher"]
+
+
+def test_hiding_the_weight_sliders_hides_nothing_else():
+    d = Dashboard()
+    assert d.mode.value == "alpha"
+    assert all(s.layout.display == "none" for s in d.w.values())
+    for widget in (d.dataset, d.teacher, d.student, d.temperature, d.alpha, d.labeled_fraction, d.epochs, d.lr):
+        assert widget.layout.display is None, widget.description
+    layouts = [id(x.layout) for x in (d.dataset, d.teacher, d.alpha, *d.w.values())]
+    assert len(set(layouts)) == len(layouts)

@@ -202,9 +202,9 @@ def live_ui(job_id: str) -> None:
         last = next((p for p in reversed(steps) if p.run_id == cur.run_id), None)
         done = last.step if last else 0
         text = f"{cur.role}: step {done}/{cur.steps_planned}" if cur.steps_planned else f"{cur.role}: loaded"
-        st.progress(min(done / max(cur.steps_planned, 1), 1.0), text=f"{status} — {text}")
+        st.progress(min(done / max(cur.steps_planned, 1), 1.0), text=f"{status} — {text} · job {job_id}")
     else:
-        st.progress(0.0, text=f"{status} — preparing data and models")
+        st.progress(0.0, text=f"{status} — preparing data and models · job {job_id}")
     if status == "error":
         st.error(f"the run failed: {job.run.error}")
     for p in events:

@@ -47,38 +47,41 @@ class Dashboard(w.VBox):
         self._rows: list[dict] = []  # flat event rows drawn so far (appended, never rebuilt)
         self._cursor = 0
         style = {"description_width": "110px"}
-        lay = w.Layout(width="330px")
+
+        def lay() -> w.Layout:  # one Layout per widget: hiding one must not hide the others
+            return w.Layout(width="330px")
+
         names = ["(your data)"] if data is not None else list_datasets()
         self.dataset = w.Dropdown(options=names, value=names[0] if data is not None else s.dataset,
-                                  description="dataset", style=style, layout=lay)
-        self.teacher = w.Text(value=s.teacher, description="teacher", style=style, layout=lay,
+                                  description="dataset", style=style, layout=lay())
+        self.teacher = w.Text(value=s.teacher, description="teacher", style=style, layout=lay(),
                               placeholder="family:sizes, e.g. cnn2d:32,64")
-        self.student = w.Text(value=s.student, description="student", style=style, layout=lay,
+        self.student = w.Text(value=s.student, description="student", style=style, layout=lay(),
                               placeholder="e.g. mlp:16 or mlp:64,32")
         self.fits = w.HTML()
         self.temperature = w.FloatLogSlider(value=s.temperature, base=10, min=0, max=1.30103, step=0.01,
-                                            description="temperature", style=style, layout=lay)
+                                            description="temperature", style=style, layout=lay())
         self.mode = w.ToggleButtons(options=["alpha", "weights"], value="alpha" if s.alpha is not None else "weights",
                                     description="loss", style=style)
         self.alpha = w.FloatSlider(value=s.alpha if s.alpha is not None else 0.5, min=0, max=1, step=0.05,
-                                   description="alpha (CE)", style=style, layout=lay)
+                                   description="alpha (CE)", style=style, layout=lay())
         self.w = {k: w.FloatSlider(value=getattr(s, k), min=0, max=2, step=0.05, description=k, style=style,
-                                   layout=lay) for k in ("w_ce", "w_kd", "w_mse", "w_hint")}
+                                   layout=lay()) for k in ("w_ce", "w_kd", "w_mse", "w_hint")}
         self.labeled_fraction = w.FloatSlider(value=s.labeled_fraction, min=0.01, max=1, step=0.01,
-                                              description="labeled frac.", style=style, layout=lay)
+                                              description="labeled frac.", style=style, layout=lay())
         self.extra_unlabeled = w.BoundedIntText(value=s.extra_unlabeled, min=0, max=100_000, step=1000,
-                                                description="extra inputs", style=style, layout=lay)
+                                                description="extra inputs", style=style, layout=lay())
         self.mixup = w.Checkbox(value=s.mixup, description="mixup transfer inputs", indent=False)
-        self.epochs = w.BoundedIntText(value=s.epochs, min=1, max=10_000, description="epochs", style=style, layout=lay)
+        self.epochs = w.BoundedIntText(value=s.epochs, min=1, max=10_000, description="epochs", style=style, layout=lay())
         self.batch_size = w.Dropdown(options=[16, 32, 64, 128, 256, 512], value=s.batch_size, description="batch",
-                                     style=style, layout=lay)
+                                     style=style, layout=lay())
         self.lr = w.FloatLogSlider(value=s.lr, base=10, min=-5, max=-0.5, step=0.1, description="lr", style=style,
-                                   layout=lay)
+                                   layout=lay())
         self.optimizer = w.Dropdown(options=["adam", "adamw", "sgd"], value=s.optimizer, description="optimizer",
-                                    style=style, layout=lay)
+                                    style=style, layout=lay())
         self.weight_decay = w.BoundedFloatText(value=s.weight_decay, min=0, max=1, step=1e-4,
-                                               description="weight decay", style=style, layout=lay)
-        self.seed = w.BoundedIntText(value=s.seed, min=0, max=2**31 - 1, description="seed", style=style, layout=lay)
+                                               description="weight decay", style=style, layout=lay())
+        self.seed = w.BoundedIntText(value=s.seed, min=0, max=2**31 - 1, description="seed", style=style, layout=lay())
         self.train_button = w.Button(description="Train teacher", icon="graduation-cap")
         self.distill_button = w.Button(description="Distill", button_style="primary", icon="play")
         self.pause_button = w.Button(description="Pause", icon="pause", disabled=True)
@@ -87,7 +90,7 @@ class Dashboard(w.VBox):
         self.status = w.HTML(value="<b>ready</b>")
         self.progress = w.IntProgress(value=0, min=0, max=1, description="", layout=w.Layout(width="330px"))
         self.code = w.Textarea(layout=w.Layout(width="100%", height="170px", display="none"))
-        self.sample = w.IntSlider(value=0, min=0, max=9, description="test input", style=style, layout=lay)
+        self.sample = w.IntSlider(value=0, min=0, max=9, description="test input", style=style, layout=lay())
         self.accuracy_fig = go.FigureWidget(plots.accuracy_figure(None))
         self.loss_fig = go.FigureWidget(plots.loss_figure(None))
         self.explorer_fig = go.FigureWidget(plots.softmax_figure([0.0, 0.0], s.temperature))
@@ -118,7 +121,7 @@ class Dashboard(w.VBox):
         buttons = w.HBox([self.train_button, self.distill_button, self.pause_button, self.stop_button,
                           self.code_button])
         charts = w.VBox([self.accuracy_fig, self.loss_fig, w.HTML("<b>Temperature explorer</b>"), self.sample,
-                         self.explorer_fig], layout=w.Layout(width="640px"))
+                         self.explorer_fig], layout=w.Layout(width="600px"))
         super().__init__([buttons, w.HBox([self.status, self.progress]), w.HBox([controls, charts]), self.code])
 
     # -- settings ------------------------------------------------------------------------------
