@@ -91,9 +91,15 @@ def _distill(args: argparse.Namespace) -> int:
     teacher_cfg = cfg.replace(labeled_fraction=1.0, mixup_alpha=0.0,
                               epochs=args.teacher_epochs or args.epochs, lr=args.teacher_lr or args.lr)
     callbacks: list = [] if (args.json or args.quiet) else [ProgressBar()]
+    if args.device or args.precision:
+        cfg = cfg.replace(**{k: v for k, v in (("device", args.device), ("precision", args.precision)) if v})
+        teacher_cfg = teacher_cfg.replace(**{k: v for k, v in (("device", args.device), ("precision", args.precision)) if v})
     exp = Experiment(data, args.teacher, args.student, cfg, teacher_cfg, callbacks=callbacks,
                      runs=args.runs or True, retrain=args.retrain)
     result = exp.run()
+    from . import distributed
+    if not distributed.is_main():  # under torchrun only rank 0 reports
+        return 0 if all(r.status == "completed" for r in result.fits.values()) else 1
     table = result.table()
     if args.json:
         print(json.dumps({"dataset": data.name, "config": cfg.to_dict(), "teacher_val_acc": result.teacher_val_acc,
@@ -203,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--teacher-lr", type=float, default=None, help="default: --lr")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
+    t.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None, help="default fp32")
     o = k.add_argument_group("output")
     o.add_argument("--runs", metavar="DIR", help="runs folder (default: $WORKBENCH_RUNS, else ./runs)")
     o.add_argument("--retrain", action="store_true", help="train the teacher even if it is in the cache")

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from .losses import LossWeights
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULERS = ("constant", "cosine")
 DEFAULT_W_CE = 0.5
 DEFAULT_W_KD = 0.5
@@ -90,6 +91,8 @@ class DistillConfig:
     mixup_alpha: float = 0.0
     hint_student: str | None = None
     hint_teacher: str | None = None
+    precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -105,6 +108,8 @@ class DistillConfig:
             raise _bad("momentum", self.momentum, "expected a number in [0, 1)")
         if self.optimizer not in OPTIMIZERS:
             raise _bad("optimizer", self.optimizer, f"valid: {', '.join(OPTIMIZERS)}")
+        if self.precision not in PRECISIONS:
+            raise _bad("precision", self.precision, f"valid: {', '.join(PRECISIONS)} (fp16 needs a CUDA device)")
         if self.scheduler not in SCHEDULERS:
             raise _bad("scheduler", self.scheduler, f"valid: {', '.join(SCHEDULERS)}")
         if self.grad_clip is not None and _number("grad_clip", self.grad_clip) <= 0:

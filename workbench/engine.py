@@ -21,6 +21,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from contextlib import nullcontext
+
+from . import distributed
 from .callbacks import History
 from .config import DistillConfig, check_weights
 from .data import DataSplits, Split, as_splits
@@ -174,16 +177,17 @@ class _Batches:
             for xb, yb in self.loader:
                 yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True), None, None, None
             return
+        sh = distributed.shard  # under DDP each rank takes its share of every global batch
         for _ in range(self.steps_per_epoch):
             if self.one_stream:
                 x, y, t, tf = self.ce()
-                yield x, y, None, t, tf
+                yield sh(x), sh(y), None, sh(t), sh(tf)
                 continue
             x, y = self.ce()
             xk, t, tf = self.kd()
             if self.mix > 0:
                 xk = mixup(xk, self.mix, self.rng, self.gen)
-            yield x, y, xk, t, tf
+            yield sh(x), sh(y), sh(xk), sh(t), sh(tf)
 
 
 class Distiller:
@@ -225,6 +229,9 @@ class Distiller:
         self.callbacks = list(callbacks)
         self.adapter: nn.Module | None = None
         self._latest_eval: dict[str, EvalEnd] = {}
+        self._net: nn.Module = student
+        self._ddp = False
+        self._device = torch.device("cpu")
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()  # cleared while paused
@@ -254,6 +261,9 @@ class Distiller:
     # -- checks before training --------------------------------------------------------------
     def _check_transfer(self) -> None:
         cfg, train = self.config, self.data.train
+        if cfg.precision == "fp16" and resolve_device(cfg.device).type != "cuda":
+            raise ValueError(f"precision: 'fp16' needs a CUDA device (device={cfg.device!r} resolves to "
+                             f"{resolve_device(cfg.device).type}); use 'bf16' or 'fp32' on this machine")
         if isinstance(train, Split) and len(torch.unique(train.y)) < 2:
             raise ValueError(f"data['train'] y: has a single class ({train.y[0].item()}); "
                              "classification needs at least 2")
@@ -325,7 +335,6 @@ class Distiller:
     def fit(self) -> FitResult:
         """Train; returns a :class:`FitResult`. Errors inside the run end it with status "error"."""
         cfg, data, teacher, student = self.config, self.data, self.teacher, self.student
-        events = Dispatcher([self.recorder, *self.callbacks])
         t0 = time.perf_counter()
         step = epoch = 0
         status, message, tb = "completed", "", None
@@ -335,8 +344,12 @@ class Distiller:
         evals: dict[str, Split | DataLoader] = {}
         evaluate = Evaluator(student, teacher, self.run_id, self.role, cfg.eval_batch_size)
         self._taps: dict[str, FeatureTap] = {}
+        device = resolve_device(cfg.device)
+        self._ddp = distributed.init(device)  # under torchrun: a process group, one rank per process
+        device = distributed.local_device(device)
+        # Only rank 0 calls the user's callbacks (and so writes runs and draws).
+        events = Dispatcher([self.recorder, *self.callbacks] if distributed.is_main() else [self.recorder])
         try:
-            device = resolve_device(cfg.device)
             torch.manual_seed(cfg.seed)  # dropout, adapter init and other random ops
             gen = torch.Generator().manual_seed(cfg.seed)  # the batch order
             student.to(device).train()
@@ -344,7 +357,10 @@ class Distiller:
                 teacher.to(device).eval()
                 teacher_flags = [p.requires_grad for p in teacher.parameters()]
                 teacher.requires_grad_(False)
+            self._net = self._wrap(student, device)
             if self._hint_shapes is not None:
+                if self._ddp:
+                    raise ValueError("hint_student, hint_teacher: feature hints are not supported under DDP yet")
                 self._taps = {"student": FeatureTap(find_module(student, cfg.hint_student, "hint_student")),
                               "teacher": FeatureTap(find_module(teacher, cfg.hint_teacher, "hint_teacher"))}
                 self.adapter = make_adapter(*self._hint_shapes).to(device)
@@ -356,6 +372,9 @@ class Distiller:
             if cfg.max_steps is not None:
                 steps_planned = min(steps_planned, cfg.max_steps)
             opt = self._optimizer()
+            autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+                        if cfg.precision != "fp32" else nullcontext())
+            scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
             sched = (torch.optim.lr_scheduler.LambdaLR(
                 opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, steps_planned) / steps_planned)))
                 if cfg.scheduler == "cosine" else None)
@@ -379,15 +398,24 @@ class Distiller:
                 for batch in source.epoch(device):
                     if not self._running.is_set():
                         self._wait_while_paused()
-                    if self._stop.is_set():
+                    if self._stop.is_set() and not self._ddp:  # under DDP: agreed at reported steps
                         raise _Stopped("stopped by the user")
                     w = self.controls.current if teacher is not None else plain_ce
-                    loss, terms, s_logits, yb = self._loss(batch, w)
+                    with autocast:
+                        loss, terms, s_logits, yb = self._loss(batch, w)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if scaler is None:
+                        loss.backward()
+                    else:
+                        scaler.scale(loss).backward()
+                        scaler.unscale_(opt)
                     if cfg.grad_clip is not None:
                         nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], cfg.grad_clip)
-                    opt.step()
+                    if scaler is None:
+                        opt.step()
+                    else:
+                        scaler.step(opt)
+                        scaler.update()
                     if sched is not None:
                         sched.step()
                     step += 1
@@ -399,6 +427,8 @@ class Distiller:
                         p = self._step_payload(step, epoch, t0, opt, loss, terms, s_logits, yb, w, samples, changed)
                         ep_reports.append(p)
                         events("on_step_end", p)
+                        if self._ddp and distributed.any_rank(self._stop.is_set(), device):
+                            raise _Stopped("stopped by the user")
                     last_w = w
                     if cfg.eval_every is not None and step % cfg.eval_every == 0:
                         best = self._evaluate(evaluate, evals, step, epoch, t0, events, best)
@@ -447,9 +477,9 @@ class Distiller:
     def _loss(self, batch: tuple, w: LossWeights) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
         """One step's loss: returns ``(total, terms, student logits on the CE batch, CE labels)``."""
         x_ce, y_ce, x_kd, t_kd, tf_kd = batch
-        teacher, student = self.teacher, self.student
+        teacher = self.teacher
         if teacher is None:
-            s = logits_of(student(x_ce))  # (B, K)
+            s = logits_of(self._net(x_ce))  # (B, K)
             loss = ce_loss(s, y_ce)
             return loss, {"ce": loss.detach()}, s, y_ce
         taps = self._taps
@@ -458,12 +488,13 @@ class Distiller:
             with torch.no_grad():
                 t_kd = logits_of(teacher(x_teacher)).float()
                 tf_kd = taps["teacher"].value if taps else None
+        net = self._net  # the student, or its DDP / compiled wrapper
         if x_kd is None:  # one stream: the CE batch is the KD batch
-            s_ce = s_kd = logits_of(student(x_ce))
+            s_ce = s_kd = logits_of(net(x_ce))
             fs = taps["student"].value if taps else None
         else:  # two streams, one forward pass: [CE batch; KD batch]
             n = x_ce.shape[0]
-            s_all = logits_of(student(torch.cat([x_ce, x_kd])))
+            s_all = logits_of(net(torch.cat([x_ce, x_kd])))
             s_ce, s_kd = s_all[:n], s_all[n:]
             fs = taps["student"].value[n:] if taps else None
         hint = self.adapter(fs) if (taps and w.hint > 0) else None
@@ -482,6 +513,20 @@ class Distiller:
                 feats.append(self._taps["teacher"].value)
         return torch.cat(logits), (torch.cat(feats) if feats else None)
 
+    def _wrap(self, student: nn.Module, device: torch.device) -> nn.Module:
+        """The module the loop calls: the student, wrapped in DDP and/or torch.compile."""
+        self._device = device
+        net: nn.Module = student
+        if self._ddp:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
+        if self.config.compile:
+            if not hasattr(torch, "compile"):
+                raise ValueError(f"compile: torch {torch.__version__} has no torch.compile; use compile=False")
+            net = torch.compile(net)
+        return net
+
     def _wait_while_paused(self) -> None:
         while not self._running.wait(timeout=0.1):
             pass
@@ -499,7 +544,7 @@ class Distiller:
     def _step_payload(self, step, epoch, t0, opt, loss, terms, s_logits, yb, w, samples, changed) -> StepEnd:
         names = list(terms)
         acc = (s_logits.detach().argmax(1) == yb).sum(dtype=torch.float32) / yb.shape[0]
-        values = torch.stack([loss.detach().float(), acc, *(terms[n].float() for n in names)]).tolist()
+        values = distributed.mean(torch.stack([loss.detach().float(), acc, *(terms[n].float() for n in names)])).tolist()
         if not math.isfinite(values[0]):
             raise Diverged(f"loss became {values[0]} at step {step}; try a lower lr (now "
                            f"{opt.param_groups[0]['lr']:g}) or grad_clip")
@@ -514,7 +559,7 @@ class Distiller:
         averaged over the epoch's reported steps (they are synced only when reported)."""
         if not n_steps:
             return
-        loss = loss_sum.item() / n_steps
+        loss = distributed.mean(loss_sum).item() / n_steps
         if not math.isfinite(loss):
             raise Diverged(f"loss became {loss} during epoch {epoch} (by step {step}); try a lower lr or grad_clip")
         names = sorted({n for p in reports for n in p.terms})
@@ -527,7 +572,9 @@ class Distiller:
         self._check_stop_request(events)
 
     def _check_stop_request(self, events: Dispatcher) -> None:
-        reason = events.stop_request()
+        reason = events.stop_request()  # only rank 0 has the user's callbacks: ranks agree here
+        if self._ddp and distributed.any_rank(reason is not None, self._device):
+            raise _Stopped(reason or "stopped on rank 0")
         if reason:
             raise _Stopped(reason)
 

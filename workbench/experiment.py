@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 import torch.nn as nn
 
+from . import distributed
 from .cache import OutputCache, TeacherCache, teacher_key
 from .callbacks import History
 from .config import DistillConfig
@@ -156,7 +157,9 @@ class Experiment:
             return self.teacher_result
         make = live.distiller if live is not None else Distiller
         teacher_res = None
-        if self.cache and not self.retrain:
+        device = resolve_device(self.config.device)
+        distributed.init(device)  # under torchrun every rank must take the same path below
+        if self.cache and not self.retrain and distributed.all_ranks(self._cache_has_teacher(), device):
             teacher_res = self._cached_teacher([live.buffer] if live is not None else [])
         if teacher_res is None:
             teacher_res = make(None, self.teacher, self.data, self.teacher_config,
@@ -164,7 +167,8 @@ class Experiment:
             if teacher_res.status not in ("completed", "stopped"):
                 raise RuntimeError(f"teacher: training ended with status {teacher_res.status}: "
                                    f"{teacher_res.message}")
-            if self.cache and self.teacher_key is not None and teacher_res.status == "completed":
+            if (self.cache and self.teacher_key is not None and teacher_res.status == "completed"
+                    and distributed.is_main()):
                 TeacherCache(self.cache_dir).save(self.teacher_key, self.teacher, {
                     "run_id": teacher_res.run_id, "summary": teacher_res.summary,
                     "model_spec": getattr(self.teacher, "spec", None), "data_spec": dict(self.data.spec),
@@ -173,8 +177,11 @@ class Experiment:
         self.teacher_result = teacher_res
         return teacher_res
 
+    def _cache_has_teacher(self) -> bool:
+        return self.teacher_key is not None and (TeacherCache(self.cache_dir).root / self.teacher_key).is_dir()
+
     def _recorder(self, model: nn.Module, teacher_run: str | None = None) -> list[Any]:
-        if not self.record:
+        if not self.record or not distributed.is_main():  # only rank 0 writes runs
             return []
         return [RunRecorder(model, self.runs, meta={"data_spec": dict(self.data.spec),
                                                     "teacher_run_id": teacher_run})]
