@@ -9,7 +9,7 @@ import pytest
 import torch.nn as nn
 
 from helpers import mlp, toy_data
-from workbench import DistillConfig, Distiller, LiveRun, train
+from workbench import DistillConfig, Distiller, LiveRun
 from workbench.events import FitEnd, StepEnd
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from helpers import mlp, toy_data
-from workbench import DistillConfig, Distiller, distill, load_dataset, train
-from workbench.cache import OutputCache, TeacherCache
+from workbench import DistillConfig, Distiller, load_dataset, train
+from workbench.cache import OutputCache
 from workbench.experiment import Experiment
 from workbench.export import export_model, export_run, load_exported
 from workbench.runs import RunRecorder, list_runs, load_checkpoint, load_run, remove_run

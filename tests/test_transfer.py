@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from helpers import Recorder, mlp, toy_data
 from workbench import DistillConfig, Distiller, distill, train
-from workbench.data import DataSplits, Split, as_splits
+from workbench.data import as_splits
 from workbench.transfer import Stream, labeled_subset
 
 

@@ -7,7 +7,7 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
-from .events import EpochEnd, EvalEnd, FitEnd, FitStart, Payload, StepEnd
+from .events import EvalEnd, FitEnd, FitStart, Payload, StepEnd
 
 if TYPE_CHECKING:  # pandas is imported only when a frame is asked for
     import pandas as pd

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .runs import _read_json, atomic_write_json, load_run, runs_root
+from .runs import _read_json, atomic_write_json, load_run
 
 FORMATS = ("export", "state_dict")
 

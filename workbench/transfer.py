@@ -11,10 +11,14 @@ gets the same optimizer-step budget.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
+
+from . import distributed
+from .data import Split
 
 
 def labeled_subset(y: torch.Tensor, fraction: float, seed: int,
@@ -74,3 +78,67 @@ def mixup(x: torch.Tensor, alpha: float, rng: np.random.Generator, generator: to
     lam = lam.view(b, *([1] * (x.ndim - 1)))
     perm = torch.randperm(b, generator=generator).to(x.device)
     return lam * x + (1 - lam) * x[perm]
+
+
+class BatchSource:
+    """Draws the batches of a run: ``(x_ce, y_ce, x_kd, t_kd, tf_kd)`` per step.
+
+    One stream (``x_kd is None``): the CE batch is also the KD batch, with the teacher's cached
+    logits ``t_kd`` / features ``tf_kd`` (or None: query the teacher live). Two streams: a CE
+    batch from the labeled set and a KD batch from the transfer set.
+    """
+
+    def __init__(self, d: Any, train: Split | DataLoader, device: torch.device,
+                 gen: torch.Generator):
+        cfg, data, teacher = d.config, d.data, d.teacher
+        self.loader = None if isinstance(train, Split) else train
+        if self.loader is not None:
+            self.steps_per_epoch, self.labeled, self.transfer = len(train), len(train.dataset), 0
+            return
+        self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)  # the same budget for every method
+        pool = labeled_subset(train.y.cpu(), cfg.labeled_fraction, cfg.seed, data.class_names).to(device)
+        x_ce, y_ce = (train.x, train.y) if len(pool) == len(train) else (train.x[pool], train.y[pool])
+        extra = data.unlabeled if (teacher is not None and cfg.use_unlabeled) else None
+        x_kd = train.x if extra is None else torch.cat([train.x, extra.to(device, torch.float32)])
+        self.one_stream = teacher is None or (x_kd is train.x and len(pool) == len(train)
+                                                and cfg.mixup_alpha == 0)
+        self.mix = cfg.mixup_alpha
+        self.rng, self.gen = np.random.default_rng(cfg.seed), gen
+        self.labeled, self.transfer = len(x_ce), (0 if teacher is None else len(x_kd))
+        t_kd = tf_kd = None
+        self.cache_hit = False
+        if teacher is not None and cfg.cache_teacher and self.mix == 0:
+            # Computed once per teacher and transfer set (per run, or shared via an OutputCache).
+            key = None
+            if d.output_cache is not None and d.teacher_key is not None:
+                key = d.output_cache.key(d.teacher_key, x_kd, cfg.hint_teacher)
+                hit = d.output_cache.get(key)
+                if hit is not None:
+                    t_kd, tf_kd = (None if v is None else v.to(device) for v in hit)
+                    self.cache_hit = True
+            if t_kd is None:
+                t_kd, tf_kd = d._teacher_outputs(x_kd)
+                if key is not None:
+                    d.output_cache.put(key, t_kd, tf_kd)
+        if self.one_stream:
+            self.ce = Stream([x_ce, y_ce, t_kd, tf_kd], cfg.batch_size, gen)
+        else:
+            self.ce = Stream([x_ce, y_ce], cfg.batch_size, gen)
+            self.kd = Stream([x_kd, t_kd, tf_kd], cfg.batch_size, gen)
+
+    def epoch(self, device: torch.device) -> Iterator[tuple]:
+        if self.loader is not None:
+            for xb, yb in self.loader:
+                yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True), None, None, None
+            return
+        sh = distributed.shard  # under DDP each rank takes its share of every global batch
+        for _ in range(self.steps_per_epoch):
+            if self.one_stream:
+                x, y, t, tf = self.ce()
+                yield sh(x), sh(y), None, sh(t), sh(tf)
+                continue
+            x, y = self.ce()
+            xk, t, tf = self.kd()
+            if self.mix > 0:
+                xk = mixup(xk, self.mix, self.rng, self.gen)
+            yield sh(x), sh(y), sh(xk), sh(t), sh(tf)
