@@ -169,3 +169,18 @@ def test_import_workbench_is_lazy():
     code = "import sys, workbench; print('torch' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_stop_hooks_reach_work_that_is_not_a_fit():
+    import threading as th
+    halted = th.Event()
+
+    def job(run):
+        run.on_stop(halted.set)
+        halted.wait(20)
+        return "halted" if halted.is_set() else "timeout"
+
+    run = LiveRun(job).start()
+    time.sleep(0.1)
+    run.stop()
+    assert run.join(10) and run.result == "halted" and run.status == "stopped"

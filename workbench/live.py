@@ -72,6 +72,7 @@ class LiveRun:
         self._stopped = False
         self._paused = False
         self._final_status: str | None = None
+        self._stop_hooks: list[Callable[[], Any]] = []
         self._thread = threading.Thread(target=self._main, name=f"workbench-live-{name}", daemon=True)
         if isinstance(target, Distiller):
             target.callbacks.append(self.buffer)
@@ -103,12 +104,27 @@ class LiveRun:
         self._thread.start()
         return self
 
+    def on_stop(self, hook: Callable[[], Any]) -> None:
+        """Call ``hook`` when the job is stopped (e.g. a sweep's own ``stop``)."""
+        with self._lock:
+            self._stop_hooks.append(hook)
+            stopped = self._stopped
+        if stopped:
+            hook()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
     def stop(self) -> None:
         """Stop the current fit (and any later fit of this job) before its next step."""
         with self._lock:
             self._stopped = True
             if self._current is not None:
                 self._current.stop()
+            hooks = list(self._stop_hooks)
+        for hook in hooks:
+            hook()
 
     def pause(self) -> None:
         with self._lock:
