@@ -146,3 +146,26 @@ def test_good_csv_runs(at):
     at.button(key="run").click().run()
     job = wait_done(at)
     assert job.run.status == "completed" and not at.exception
+
+
+def test_compare_page_runs_a_tiny_sweep():
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    app.switch_page("workbench/ui/compare_entry.py").run()
+    assert not app.exception and app.title[0].value == "Compare student sizes"
+    app.selectbox(key="sw_dataset").set_value("moons")
+    app.multiselect(key="sw_students").set_value(["mlp:2", "mlp:4"])
+    app.number_input(key="sw_seeds").set_value(2)
+    app.number_input(key="sw_epochs").set_value(2)
+    app.button[0].click().run()  # the form's "Run sweep"
+    from workbench.ui.app import registry
+    job = registry().get(app.query_params.get("sweep"))
+    assert job is not None
+    assert job.run.join(180) and job.run.status == "completed"
+    app.run()
+    assert not app.exception
+    rows = job.run.result
+    assert len(rows) == 2 * 2 * 2 and set(rows["method"]) == {"scratch", "kd"}
+    charts = app.get("plotly_chart")
+    assert len(charts) >= 2  # accuracy vs size with the Pareto front, and the paired gain
+    assert any("Pareto front" in c.value for c in app.caption)

@@ -64,3 +64,19 @@ def test_distill_bad_flags_name_the_flag():
     assert out.returncode == 2 and "--epochs" in out.stderr
     out = run("distill", "--student", "resnet:9")
     assert out.returncode == 2 and "student" in out.stderr and "mlp" in out.stderr
+
+
+def test_compare_end_to_end(tmp_path):
+    out = run("compare", "--dataset", "moons", "--teacher", "mlp:16", "--students", "mlp:2,mlp:4",
+              "--methods", "scratch,kd", "--seeds", "2", "--epochs", "2", "--workers", "1",
+              "--runs", str(tmp_path / "runs"), "--csv", str(tmp_path / "sweep.csv"), "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["rows"] == 8 and len(res["summary"]) == 4
+    import pandas as pd
+    df = pd.read_csv(tmp_path / "sweep.csv")
+    assert len(df) == 8 and set(df.student) == {"mlp:2", "mlp:4"}
+    again = run("compare", "--dataset", "moons", "--teacher", "mlp:16", "--students", "mlp:2,mlp:4",
+                "--methods", "scratch,kd", "--seeds", "2", "--epochs", "2", "--workers", "1",
+                "--runs", str(tmp_path / "runs"), "--json")
+    assert json.loads(again.stdout)["rows"] == 8  # resumed: every cell was already saved

@@ -114,6 +114,58 @@ def _distill(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "completed" for r in result.fits.values()) else 1
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import Sweep, paired_gain, summarize
+    from .config import DistillConfig
+    from .settings import DEFAULT_TEACHERS
+
+    students = [s.strip() for s in args.students.split(";" if ";" in args.students else ",") if s.strip()]
+    if ";" not in args.students:  # "mlp:4,mlp:16": re-join sizes split at their commas
+        joined: list[str] = []
+        for part in students:
+            if ":" in part or not joined:
+                joined.append(part)
+            else:
+                joined[-1] += "," + part
+        students = joined
+    temps = [float(t) for t in args.temperatures.split(",")] if args.temperatures else None
+    cfg = DistillConfig(epochs=args.epochs, lr=args.lr, temperature=args.temperature, alpha=args.alpha,
+                        labeled_fraction=args.labeled_fraction)
+    sweep = Sweep(args.dataset, args.teacher or DEFAULT_TEACHERS.get(args.dataset, "mlp:256,256"), students,
+                  [m.strip() for m in args.methods.split(",")], args.seeds, temps, cfg,
+                  workers=args.workers, runs=args.runs, name=args.name)
+    bar = None
+    if not (args.json or args.quiet):
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(sweep.cells), desc="sweep", unit="fit")
+
+    def progress(p: dict) -> None:
+        if bar is not None:
+            bar.total = p["total"]
+            bar.update(1)
+
+    df = sweep.run(on_progress=progress)
+    if bar is not None:
+        bar.close()
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+    summary = summarize(df)
+    if args.json:
+        print(json.dumps({"sweep": sweep.name, "saved": str(sweep.path), "summary": json.loads(summary.to_json(orient="records")),
+                          "rows": len(df)}, indent=2))
+        return 0 if not sweep.stopped else 1
+    cols = [c for c in summary.columns if c in ("student", "method", "temperature", "params", "n")
+            or c.endswith("_mean") or c.endswith("_std")]
+    print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    methods = set(df["method"])
+    if {"kd", "scratch"} <= methods and df["seed"].nunique() > 1:
+        gain = paired_gain(df)
+        print("\nKD - scratch on test accuracy (paired over seeds, 95% interval):")
+        print(gain[["student", "n", "gain", "ci_low", "ci_high"]].to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
+    print(f"\nsaved to {sweep.path}")
+    return 0
+
+
 def _runs(args: argparse.Namespace) -> int:
     from .runs import list_runs
 
@@ -217,6 +269,27 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
     k.set_defaults(func=_distill)
+
+    c = sub.add_parser("compare", help="sweep student sizes x methods x seeds sharing one teacher")
+    c.add_argument("--dataset", default="digits")
+    c.add_argument("--teacher", default=None, help="zoo spec (default: the dataset's default teacher)")
+    c.add_argument("--students", default="mlp:4,mlp:16,mlp:64",
+                   help="zoo specs, e.g. mlp:4,mlp:16,mlp:64 (use ';' between specs with several sizes: mlp:64,32;mlp:8)")
+    c.add_argument("--methods", default="scratch,kd", help="scratch, kd, mse (comma-separated)")
+    c.add_argument("--seeds", type=_positive_int, default=3)
+    c.add_argument("--temperatures", default=None, help="e.g. 1,2,4,8 (KD methods)")
+    c.add_argument("--temperature", type=float, default=4.0)
+    c.add_argument("--alpha", type=float, default=0.5)
+    c.add_argument("--labeled-fraction", type=_fraction, default=1.0)
+    c.add_argument("--epochs", type=_positive_int, default=20)
+    c.add_argument("--lr", type=float, default=3e-3)
+    c.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    c.add_argument("--name", default=None, help="sweep name (resuming uses the same name)")
+    c.add_argument("--runs", metavar="DIR", help="runs folder (default: $WORKBENCH_RUNS, else ./runs)")
+    c.add_argument("--csv", metavar="PATH", help="also write the result table here")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=_compare)
 
     a = sub.add_parser("app", help="start the Streamlit app (bound to 127.0.0.1)")
     a.add_argument("--address", default="127.0.0.1", help="0.0.0.0 serves every network interface: do it deliberately")

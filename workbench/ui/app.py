@@ -5,6 +5,7 @@ widgets and return values; training runs on LiveRun threads held by a server-wid
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -39,7 +40,10 @@ def _input_shape(dataset: str) -> tuple[int, ...]:
 
 def main() -> None:
     st.set_page_config(page_title="KD Workbench", page_icon=":material/school:", layout="wide")
-    explore_page()
+    here = Path(__file__).resolve().parent
+    pages = [st.Page(str(here / "explore_entry.py"), title="Explore", icon=":material/science:", default=True),
+             st.Page(str(here / "compare_entry.py"), title="Compare", icon=":material/leaderboard:")]
+    st.navigation(pages).run()
 
 
 # -- sidebar: what to run ------------------------------------------------------------------------

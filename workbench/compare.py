@@ -1,0 +1,552 @@
+"""Sweeps: student sizes x methods x seeds (x temperatures) sharing one teacher -> a tidy DataFrame.
+
+"How small can my student be, and what does distillation buy at each size?" The teacher is trained
+(or loaded from the teacher cache) once, in the parent. Each cell -- (student, method, seed,
+temperature) -- is one fit, run by :func:`run_cell` in spawned worker processes with one torch
+thread each, or in-process (``workers=1``, same thread count). A cell is seeded from its seed alone,
+so serial and parallel sweeps give the same numbers. Rows are appended to
+``<runs>/sweeps/<name>.csv`` as cells finish; the same sweep started again skips the cells saved
+there. The analysis functions at the end are pure functions of the results frame.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import re
+import secrets
+import threading
+import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from .cache import OutputCache, TeacherCache, digest, tensor_digest
+from .config import DEFAULT_W_KD, DistillConfig
+from .data import DataSplits, Split, as_splits
+from .datasets import load_dataset
+from .engine import Distiller
+from .evaluation import logits_of
+from .experiment import Experiment, make_model
+from .hints import find_module
+from .models import build_model_from_spec, count_macs, count_params, measure_latency
+from .runs import RunRecorder, atomic_write_json, load_run, runs_root
+
+if TYPE_CHECKING:  # pandas is imported where used: workers never load it (0.25 s each)
+    import pandas as pd
+
+__all__ = ["Method", "Sweep", "run_cell", "summarize", "paired_gain", "pareto_front", "nondominated",
+           "best_temperature", "t_quantile", "run_histories", "COLUMNS"]
+
+COLUMNS = ("student", "method", "seed", "temperature", "params", "macs", "latency_ms", "val_acc",
+           "test_acc", "test_agreement", "seconds", "status", "message", "run_id")
+KEY = ("student", "method", "seed", "temperature")
+METRICS = ("val_acc", "test_acc", "test_agreement", "seconds")
+_NO_HINTS = {"w_hint": 0.0, "hint_student": None, "hint_teacher": None}
+# Built-in methods as DistillConfig overrides ("kd" and "hints" take the base config's CE/KD weights).
+BUILTINS: dict[str, dict[str, Any]] = {
+    "scratch": {"w_ce": 1.0, "w_kd": 0.0, "w_mse": 0.0, "mixup_alpha": 0.0, **_NO_HINTS},
+    "kd": {"w_mse": 0.0, **_NO_HINTS},
+    "mse": {"w_ce": 0.5, "w_kd": 0.0, "w_mse": 1.0, **_NO_HINTS},
+    "hints": {"w_mse": 0.0, "w_hint": 1.0},
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named way to train a student: DistillConfig overrides, with or without the teacher."""
+
+    name: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    teacher: bool = True
+
+    @classmethod
+    def parse(cls, spec: str | Mapping[str, Any] | Method, base: DistillConfig) -> Method:
+        """A built-in name, a ``{"name": ..., **overrides}`` dict (``"teacher": False``: none) or a Method."""
+        if isinstance(spec, Method):
+            return spec
+        spec = {"name": spec} if isinstance(spec, str) else spec
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str) or not spec["name"]:
+            raise ValueError(f"methods: {spec!r} is invalid; expected one of {', '.join(BUILTINS)} or a "
+                             "dict like {'name': 'my-kd', 'w_kd': 1.0, 'w_ce': 0.0}")
+        name, user = spec["name"], {k: v for k, v in spec.items() if k not in ("name", "teacher")}
+        if name == "hints" and not user.get("hint_student"):
+            raise ValueError("methods: 'hints' needs the layers to match, e.g. {'name': 'hints', "
+                             "'hint_student': 'hidden.0', 'hint_teacher': 'features.2'}")
+        merged = dict(BUILTINS.get(name, {}))
+        if name in ("kd", "hints"):
+            merged.update(w_ce=base.w_ce, w_kd=base.w_kd or DEFAULT_W_KD)
+        if "alpha" in user:  # the user's alpha sets both weights
+            merged = {k: v for k, v in merged.items() if k not in ("w_ce", "w_kd")}
+        method = cls(name, {**merged, **user}, bool(spec.get("teacher", name != "scratch")))
+        method.config(base, 0, None)  # a bad override fails here, before any training
+        return method
+
+    def config(self, base: DistillConfig, seed: int, temperature: float | None) -> DistillConfig:
+        """The config of one cell of this method (``temperature=None`` keeps the method's own)."""
+        changes = dict(self.overrides, seed=seed)
+        if temperature is not None:
+            changes["temperature"] = temperature
+        try:
+            return base.replace(**changes)
+        except ValueError as e:
+            raise ValueError(f"methods[{self.name!r}]: {e}") from None
+
+    def uses_temperature(self, base: DistillConfig) -> bool:
+        """True when the loss has a KD term (the only one that depends on T)."""
+        return self.teacher and self.config(base, 0, None).w_kd > 0
+
+
+# -- one cell ------------------------------------------------------------------------------------
+class _Context:
+    """What the cells of one process share: the data, the teacher, its predictions on test."""
+
+    def __init__(self, data: DataSplits, teacher: nn.Module, key: str | None, cache_dir: Any):
+        self.data, self.teacher, self.teacher_key = data, teacher.eval(), key
+        self.outputs = OutputCache(cache_dir) if key else None  # teacher logits, shared across cells
+        self.teacher_test = _predict(teacher, data.test.x) if isinstance(data.test, Split) else None
+
+
+_CONTEXT: _Context | None = None  # set in each worker process by _init_worker
+_ACTIVE: set[str] = set()  # sweep files being written by this process (two app sessions, one sweep)
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _predict(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    dev, was_training = next(model.parameters()).device, model.training
+    model.eval()
+    with torch.no_grad():
+        out = torch.cat([logits_of(model(x[i:i + batch].to(dev))).argmax(1).cpu() for i in range(0, len(x), batch)])
+    model.train(was_training)
+    return out
+
+
+def _init_worker(data: DataSplits, teacher: Mapping[str, Any], threads: int) -> None:
+    """Worker initializer: set the torch threads, load the teacher (never train it)."""
+    global _CONTEXT
+    torch.set_num_threads(threads)
+    if "module" in teacher:
+        model = teacher["module"]
+    else:
+        model = build_model_from_spec(teacher["spec"])
+        if "state" in teacher:
+            model.load_state_dict(teacher["state"])
+        elif TeacherCache(teacher["cache_dir"]).load(teacher["key"], model) is None:
+            raise RuntimeError(f"teacher: key {teacher['key']} is missing from the teacher cache")
+    _CONTEXT = _Context(data, model, teacher.get("key"), teacher.get("cache_dir"))
+
+
+def run_cell(cell: Mapping[str, Any]) -> dict[str, Any]:
+    """Fit one cell in a worker process (after :func:`_init_worker`); returns its row."""
+    return _fit_cell(_CONTEXT, cell)
+
+
+def _fit_cell(ctx: _Context, cell: Mapping[str, Any]) -> dict[str, Any]:
+    row = {k: cell[k] for k in (*KEY, "run_id")}
+    try:
+        student = make_model(cell["student"], ctx.data, "student", cell["seed"])  # same init for every method
+        teacher = ctx.teacher if cell["teacher"] else None
+        meta = {"sweep": cell["sweep"], "data_spec": dict(ctx.data.spec)}
+        cbs = [RunRecorder(student, cell["runs"], meta=meta)] if cell["record"] else []
+        res = Distiller(teacher, student, ctx.data, cell["config"], cbs, role="student" if teacher else "baseline",
+                        run_id=cell["run_id"], teacher_key=ctx.teacher_key if teacher else None,
+                        output_cache=ctx.outputs if teacher else None).fit()
+        agree = None
+        if ctx.teacher_test is not None and res.status == "completed":  # for scratch students too
+            agree = (_predict(student, ctx.data.test.x) == ctx.teacher_test).float().mean().item()
+        s = res.summary
+        row.update(val_acc=s.get("val_acc"), test_acc=s.get("test_acc"), test_agreement=agree,
+                   seconds=s.get("seconds"), status=res.status, message=res.message)
+    except Exception as e:  # a bad cell is a row with status "error", not a dead sweep
+        row.update(status="error", message=f"{type(e).__name__}: {e}")
+    return row
+
+
+def _key(row: Mapping[str, Any]) -> tuple:
+    t = row.get("temperature")
+    t = None if t is None or t != t else round(float(t), 6)  # NaN (read from CSV) is "no temperature"
+    return str(row["student"]), str(row["method"]), int(row["seed"]), t
+
+
+class _StopFlag:
+    """A callback that asks the teacher's fit to stop once the sweep is stopped."""
+
+    stop_reason = "the sweep was stopped"
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    @property
+    def should_stop(self) -> bool:
+        return self.event.is_set()
+
+    def on_fit_end(self, p: Any) -> None:
+        pass
+
+
+# -- the sweep -----------------------------------------------------------------------------------
+class Sweep:
+    """Students x methods x seeds (x temperatures) distilled from one teacher; see the module doc.
+
+    ``data``: a dataset name, a ``load_dataset`` spec dict, or anything ``as_splits`` takes.
+    ``teacher``: a zoo spec (trained once, or loaded from the cache) or a trained module.
+    ``methods``: built-in names (scratch, kd, mse, hints) or ``{"name": ..., **config overrides}``.
+    ``workers``: processes (default: the CPU count; 0 or 1 runs in-process); ``threads``: torch
+    threads per cell (the in-process path sets them too, for the duration of the run). ``name``:
+    the saved file (default: a hash of data, teacher, config and methods: the same sweep resumes).
+    ``record``: also write each fit to the runs folder (its ``run_id``); ``save``: write the CSV.
+    """
+
+    def __init__(self, data: Any, teacher: Any, students: Sequence[str], methods: Iterable[Any] = ("scratch", "kd"),
+                 seeds: int | Sequence[int] = 3, temperatures: Sequence[float] | None = None,
+                 config: DistillConfig | None = None, teacher_config: DistillConfig | None = None,
+                 workers: int | None = None, threads: int = 1, name: str | None = None, runs: Any = None,
+                 save: bool = True, record: bool = True, cache_dir: Any = None):
+        if isinstance(data, str):
+            data = load_dataset(data)
+        elif isinstance(data, Mapping) and "name" in data and "train" not in data:
+            data = load_dataset(**data)
+        self.data, self.config = as_splits(data), config or DistillConfig()
+        if isinstance(students, str) or not students:
+            raise ValueError(f"students: {students!r} is invalid; expected a list of specs like ['mlp:8', 'mlp:32']")
+        self.students = [str(s) for s in students]
+        with torch.random.fork_rng(devices=[]):  # a bad spec fails here, before any training
+            models = [make_model(s, self.data, "students", 0) for s in self.students]
+        self.seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+        if not self.seeds or min(self.seeds) < 0 or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: {seeds!r} is invalid; expected a count >= 1 or distinct integers >= 0")
+        self.temperatures = None if temperatures is None else [float(t) for t in temperatures]
+        if self.temperatures is not None and (not self.temperatures or min(self.temperatures) <= 0):
+            raise ValueError(f"temperatures: {temperatures!r} is invalid; expected numbers > 0 or None")
+        self.methods = [Method.parse(m, self.config) for m in methods]
+        names = [m.name for m in self.methods]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(f"methods: names {names} must be distinct and at least one")
+        self._stop = threading.Event()
+        self.experiment = Experiment(self.data, teacher, self.students[0], self.config, teacher_config,
+                                     baseline=False, callbacks=[_StopFlag(self._stop)],
+                                     runs=(runs or True) if record else None, cache_dir=cache_dir)
+        for m in self.methods:  # hinted layers must exist in the teacher and in every student
+            cfg = m.config(self.config, 0, None)
+            if m.teacher and cfg.hint_student is not None:
+                find_module(self.experiment.teacher, cfg.hint_teacher, "hint_teacher")
+                for model in models:
+                    find_module(model, cfg.hint_student, "hint_student")
+        self.workers = (os.cpu_count() or 1) if workers is None else int(workers)
+        self.threads, self.runs, self.save, self.record, self.cache_dir = threads, runs, save, record, cache_dir
+        teacher_id = self.experiment.teacher_key or digest(
+            [tensor_digest(v) for v in self.experiment.teacher.state_dict().values()])
+        self.meta = {"data": _data_id(self.data), "teacher": teacher_id, "config": self.config.to_dict(),
+                     "methods": {m.name: [dict(m.overrides), m.teacher] for m in self.methods}}
+        self.name = name or f"{self.data.name}-{digest(self.meta)[:8]}"
+        self.path = runs_root(runs) / "sweeps" / f"{self.name}.csv"
+        self.teacher_summary: dict[str, Any] = {}
+        self.sizes: dict[str, dict[str, float]] = {}
+        self.stopped = False
+        self.results: pd.DataFrame | None = None
+
+    @property
+    def cells(self) -> list[dict[str, Any]]:
+        """Every cell as a plain, picklable dict (the argument of :func:`run_cell`; fresh run ids)."""
+        out = []
+        for student in self.students:
+            for m in self.methods:
+                own = m.config(self.config, 0, None).temperature
+                temps = (self.temperatures or [own]) if m.uses_temperature(self.config) else [None]
+                for t in temps:
+                    for seed in self.seeds:
+                        label = f"{student}-{m.name}-s{seed}" + (f"-T{t:g}" if t else "")
+                        slug = re.sub(r"[^A-Za-z0-9.-]+", "_", label)  # a folder name on every OS
+                        out.append({"student": student, "method": m.name, "seed": seed, "temperature": t,
+                                    "teacher": m.teacher, "config": m.config(self.config, seed, t).to_dict(),
+                                    "run_id": f"{self.name}-{slug}-{secrets.token_hex(3)}", "sweep": self.name,
+                                    "record": self.record, "runs": None if self.runs is None else str(self.runs)})
+        return out
+
+    def stop(self) -> None:
+        """End the sweep after the cells now running (or the teacher's epoch); callable from any thread."""
+        self._stop.set()
+
+    def run(self, on_progress: Callable[[dict[str, Any]], None] | None = None) -> pd.DataFrame:
+        """Run the cells not saved yet; ``on_progress({"done", "total", "skipped", "row"})`` after each."""
+        key = str(self.path) if self.save else secrets.token_hex(8)  # unsaved sweeps never clash
+        with _ACTIVE_LOCK:
+            if key in _ACTIVE:
+                raise ValueError(f"name: sweep {self.name!r} is already running in this process; wait for it "
+                                 "or pass another name")
+            _ACTIVE.add(key)
+        try:
+            return self._run(on_progress)
+        finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(key)
+
+    def _run(self, on_progress: Callable[[dict[str, Any]], None] | None) -> pd.DataFrame:
+        self._stop.clear()
+        res = self.experiment.prepare_teacher()
+        teacher_stopped = res is not None and res.status == "stopped"
+        if res is not None and res.status not in ("completed", "stopped"):
+            raise RuntimeError(f"teacher: training ended with status {res.status}: {res.message}")
+        self.teacher_summary = dict(res.summary) if res is not None else {}
+        rows = self._load_saved()
+        saved = {_key(r) for r in rows}
+        cells = [] if teacher_stopped else sorted(
+            (c for c in self.cells if _key(c) not in saved),
+            key=lambda c: -self._size(c["student"])["macs"])  # biggest first: the last wave is short
+        skipped, done = len(self.cells) - len(cells), 0
+
+        def emit(row: dict[str, Any]) -> None:
+            nonlocal done
+            row.update(self._size(row["student"]))
+            self._append(row)
+            rows.append(row)
+            done += 1
+            if on_progress is not None:
+                on_progress({"done": done, "total": len(cells), "skipped": skipped, "row": dict(row)})
+
+        workers = min(self.workers, len(cells))
+        if workers > 1 and self._parallel_ok():
+            self._run_pool(cells, emit, workers)
+        else:
+            self._run_serial(cells, emit)
+        self.stopped = self._stop.is_set() and (teacher_stopped or done < len(cells))
+        mine = {_key(c) for c in self.cells}  # the file may hold other cells (e.g. more seeds)
+        self.results = _frame(r for r in rows if _key(r) in mine)
+        return self.results
+
+    def _run_serial(self, cells: list[dict], emit: Callable) -> None:
+        ctx = _Context(self.data, self.experiment.teacher, self._cached_key(), self.cache_dir)
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)  # as in the workers: the same numbers either way
+        try:
+            for cell in cells:
+                if self._stop.is_set():
+                    break
+                emit(_fit_cell(ctx, cell))
+        finally:
+            torch.set_num_threads(before)
+
+    def _run_pool(self, cells: list[dict], emit: Callable, workers: int) -> None:
+        # The splits travel as tensors: rebuilding MNIST-1D from its spec took 2.3 s per worker.
+        args = (self.data, self._teacher_payload(), self.threads)
+        todo, running, broken = iter(cells), set(), None
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                 initargs=args) as pool:
+            while True:  # at most `workers` cells in flight: stop() leaves nothing queued
+                while len(running) < workers and not self._stop.is_set() and broken is None:
+                    cell = next(todo, None)
+                    if cell is None:
+                        break
+                    running.add(pool.submit(run_cell, cell))
+                if not running:
+                    break
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    if f.exception() is not None:  # cells catch their own errors: the pool itself broke
+                        broken = broken or f.exception()
+                    else:
+                        emit(f.result())
+        if broken is not None:
+            raise RuntimeError(f"workers: the process pool failed ({type(broken).__name__}: {broken}); finished "
+                               "cells are saved. A script must start the sweep under `if __name__ == "
+                               "'__main__':` (spawned workers import it), or pass workers=1") from broken
+
+    def _size(self, student: str) -> dict[str, float]:
+        if student not in self.sizes:  # measured once per spec, in the parent, batch 1
+            with torch.random.fork_rng(devices=[]):
+                m = make_model(student, self.data, "students", 0)
+            shape = self.data.input_shape
+            self.sizes[student] = {"params": count_params(m), "macs": count_macs(m, shape),
+                                   "latency_ms": measure_latency(m, shape, batch_size=1)["median_ms"]}
+        return self.sizes[student]
+
+    def _cached_key(self) -> str | None:
+        key = self.experiment.teacher_key
+        return key if key and (TeacherCache(self.cache_dir).root / key / "meta.json").exists() else None
+
+    def _teacher_payload(self) -> dict[str, Any]:
+        """How a worker gets the teacher: by cache key, else as weights, else the pickled module."""
+        t, key = self.experiment.teacher, self._cached_key()
+        spec = getattr(t, "spec", None)
+        if spec is None:
+            return {"module": copy.deepcopy(t).cpu()}
+        if key is None:
+            return {"spec": spec, "state": {k: v.detach().cpu() for k, v in t.state_dict().items()}}
+        return {"spec": spec, "key": key, "cache_dir": None if self.cache_dir is None else str(self.cache_dir)}
+
+    def _parallel_ok(self) -> bool:
+        teacher = self.experiment.teacher
+        why = ("data: not in memory (DataLoader splits)" if not self.data.in_memory else
+               "teacher: its class is defined in __main__, which spawned workers cannot import"
+               if getattr(teacher, "spec", None) is None and type(teacher).__module__ == "__main__" else None)
+        if why:
+            warnings.warn(f"workers: running the sweep in-process; {why}", stacklevel=4)
+        return why is None
+
+    def _load_saved(self) -> list[dict[str, Any]]:
+        """Completed rows already saved; failed ones are dropped from the file (they run again)."""
+        if not self.save:
+            return []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        meta_path = self.path.with_suffix(".json")
+        if meta_path.exists() and self.path.exists():
+            old = json.loads(meta_path.read_text(encoding="utf-8"))
+            diff = [k for k in self.meta if digest(old.get(k)) != digest(self.meta[k])]
+            if diff:
+                raise ValueError(f"name: sweep {self.name!r} in {str(self.path)!r} was run with another "
+                                 f"{', '.join(diff)}; pass another name, or delete the file to start over")
+        atomic_write_json(meta_path, self.meta)
+        if not self.path.exists():
+            return []
+        import pandas as pd
+
+        df = pd.read_csv(self.path)
+        rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+                for r in df[df["status"] == "completed"].to_dict("records")]
+        if len(rows) < len(df):  # rewritten without the failed cells, atomically
+            tmp = self.path.with_suffix(".csv.tmp")
+            tmp.unlink(missing_ok=True)
+            for r in rows:
+                self._append(r, tmp)
+            os.replace(tmp, self.path)
+        return rows
+
+    def _append(self, row: Mapping[str, Any], path: Path | None = None) -> None:
+        if not self.save:
+            return
+        path = path or self.path
+        new = not path.exists()
+        with open(path, "a", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+
+
+def _data_id(data: DataSplits) -> str:
+    parts = [data.spec.get("name")]
+    for s in (data.train, data.val, data.test):
+        parts += [tensor_digest(s.x), tensor_digest(s.y)] if isinstance(s, Split) else [repr(type(s))]
+    return digest(parts + [None if data.unlabeled is None else tensor_digest(data.unlabeled)])
+
+
+def _frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    df = pd.DataFrame(list(rows), columns=list(COLUMNS))
+    df["temperature"] = pd.to_numeric(df["temperature"])
+    return df.sort_values(["params", "method", "temperature", "seed"], kind="stable").reset_index(drop=True)
+
+
+# -- analysis: pure functions of the results frame (completed cells only) ---------------------------
+# Two-sided 95% t quantiles t_{0.975, dof} for dof = 1..30.
+_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
+         2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
+         2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
+GAIN_COLUMNS = ("student", "temperature", "params", "method", "baseline", "metric", "n", "gain", "std",
+                "ci_low", "ci_high", "method_mean", "baseline_mean")
+
+
+def t_quantile(dof: int) -> float:
+    """``t_{0.975}`` with ``dof`` degrees of freedom: the table to 30, then a Cornish-Fisher expansion."""
+    if dof < 1:
+        raise ValueError(f"dof: {dof!r} is invalid; expected an integer >= 1")
+    if dof <= len(_T975):
+        return _T975[dof - 1]
+    z = 1.959963984540054
+    return z + (z ** 3 + z) / (4 * dof) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * dof ** 2)
+
+
+def _completed(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "completed"] if "status" in df else df
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (n - 1) and n of each metric per (student, method[, temperature])."""
+    df = _completed(df)
+    has_t = "temperature" in df and df["temperature"].notna().any()
+    keys = ["student", "method"] + (["temperature"] if has_t else [])
+    g = df.groupby(keys, dropna=False, sort=False)
+    out = g[[c for c in ("params", "macs", "latency_ms") if c in df]].first()
+    out["n"] = g.size()
+    for m in (m for m in METRICS if m in df):
+        out[f"{m}_mean"], out[f"{m}_std"] = g[m].mean(), g[m].std()
+    out = out.reset_index()
+    return out.sort_values([c for c in ("params", "method", "temperature") if c in out], kind="stable"
+                           ).reset_index(drop=True)
+
+
+def paired_gain(df: pd.DataFrame, method: str = "kd", baseline: str = "scratch",
+                metric: str = "test_acc") -> pd.DataFrame:
+    """Per student (and temperature): mean ``method - baseline`` over the seeds both ran, 95% t-interval."""
+    import pandas as pd
+
+    df = _completed(df)
+    a, b = df[df["method"] == method], df[df["method"] == baseline]
+    for field_name, name, part in (("method", method, a), ("baseline", baseline, b)):
+        if part.empty:
+            raise ValueError(f"{field_name}: no completed rows of {name!r}; "
+                             f"methods present: {sorted(df['method'].unique())}")
+    both_t = a["temperature"].notna().any() and b["temperature"].notna().any()
+    on = ["student", "seed"] + (["temperature"] if both_t else [])
+    pairs = a.merge(b[on + [metric]], on=on, suffixes=("", "_base"))  # same seed: same initial weights
+    pairs["gain"] = pairs[metric] - pairs[f"{metric}_base"]
+    rows = []
+    for (student, temp), p in pairs.groupby(["student", "temperature"], dropna=False, sort=False):
+        n, mean = len(p), p["gain"].mean()
+        std = p["gain"].std() if n > 1 else math.nan
+        half = t_quantile(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+        rows.append(dict(student=student, temperature=temp, params=p["params"].iloc[0] if "params" in p else None,
+                         method=method, baseline=baseline, metric=metric, n=n, gain=mean, std=std,
+                         ci_low=mean - half, ci_high=mean + half, method_mean=p[metric].mean(),
+                         baseline_mean=p[f"{metric}_base"].mean()))
+    out = pd.DataFrame(rows, columns=list(GAIN_COLUMNS))
+    return out.sort_values(["params", "temperature"], kind="stable").reset_index(drop=True)
+
+
+def nondominated(xs: Sequence[float], ys: Sequence[float]) -> list[bool]:
+    """True for each point no other beats: x as small or smaller and y as large or larger, one strictly."""
+    pts = list(zip(xs, ys))
+    return [not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for x2, y2 in pts) for x, y in pts]
+
+
+def pareto_front(df: pd.DataFrame, x: str = "params", y: str = "test_acc") -> pd.DataFrame:
+    """The per-cell means (from rows or a ``summarize`` frame) that none beats on lower ``x`` and higher ``y``."""
+    summary = df if f"{y}_mean" in df else summarize(df)
+    if x not in summary:
+        raise ValueError(f"x: {x!r} is not a column; expected 'params', 'macs' or 'latency_ms'")
+    keep = nondominated(summary[x].tolist(), summary[f"{y}_mean"].tolist())
+    return summary[keep].sort_values(x, kind="stable").reset_index(drop=True)
+
+
+def best_temperature(df: pd.DataFrame, method: str | None = None) -> pd.DataFrame:
+    """Per student (and method) the temperature with the best mean val_acc: chosen on val, never test."""
+    df = _completed(df)
+    df = df[df["temperature"].notna() & ((df["method"] == method) if method else True)]
+    if df.empty:
+        raise ValueError("temperature: no completed rows with a temperature"
+                         + (f" for method {method!r}" if method else ""))
+    m = (df.groupby(["student", "method", "temperature"])
+         .agg(params=("params", "first"), n=("seed", "size"), val_acc=("val_acc", "mean"),
+              test_acc=("test_acc", "mean"))
+         .reset_index())
+    best = m.loc[m.groupby(["student", "method"])["val_acc"].idxmax()]
+    return best.sort_values(["params", "method"], kind="stable").reset_index(drop=True)
+
+
+def run_histories(rows: pd.DataFrame, root: Any = None) -> dict[str, pd.DataFrame]:
+    """The histories of recorded cells by label, for :func:`workbench.plots.overlay_figure`."""
+    out = {}
+    for r in rows.to_dict("records"):
+        t = r.get("temperature")
+        label = f"{r['student']} {r['method']} s{r['seed']}" + ("" if t is None or t != t else f" T={t:g}")
+        out[label] = load_run(r["run_id"], root).history
+    return out

@@ -1,0 +1,101 @@
+"""Plotly figures of a sweep (:mod:`workbench.compare`): pure functions of its DataFrames.
+
+Run curves of chosen cells: ``plots.overlay_figure(compare.run_histories(rows))``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from .compare import best_temperature, nondominated, summarize
+from .plots import PALETTE, _layout
+
+X_TITLES = {"params": "parameters", "macs": "multiply-accumulates per sample", "latency_ms": "latency (ms, batch 1)"}
+
+
+def _label(method: str, temperature: float | None) -> str:
+    return method if temperature is None else f"{method} T={temperature:g}"
+
+
+def _by_temperature(rows: pd.DataFrame) -> list[tuple[float | None, pd.DataFrame]]:
+    """(temperature or None, rows) in order of appearance; NaN temperatures form one group."""
+    temps = rows["temperature"] if "temperature" in rows else pd.Series(math.nan, index=rows.index)
+    keys = [None if t != t else float(t) for t in temps.tolist()]
+    return [(k, rows[[x == k for x in keys]]) for k in dict.fromkeys(keys)]
+
+
+def _series(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(label, rows) per method, and per temperature where the method has several."""
+    return [(_label(method, t), rows) for method in dict.fromkeys(summary["method"])
+            for t, rows in _by_temperature(summary[summary["method"] == method])]
+
+
+def accuracy_vs_size(summary_df: pd.DataFrame, x: str = "params", y: str = "test_acc",
+                     log_x: bool = True) -> go.Figure:
+    """Mean ``y`` vs student size per method, std error bars, and the Pareto front as a dashed line."""
+    s = summary_df if f"{y}_mean" in summary_df else summarize(summary_df)
+    if x not in s:
+        raise ValueError(f"x: {x!r} is not a column; expected one of {', '.join(X_TITLES)}")
+    fig = go.Figure()
+    for i, (label, rows) in enumerate(_series(s)):
+        rows = rows.sort_values(x)
+        fig.add_trace(go.Scatter(
+            x=rows[x].tolist(), y=rows[f"{y}_mean"].tolist(), name=label, mode="lines+markers",
+            error_y=dict(type="data", array=rows[f"{y}_std"].fillna(0).tolist(), visible=True),
+            line=dict(color=PALETTE[i % len(PALETTE)]), text=rows["student"].tolist(),
+            hovertemplate="%{text}<br>%{x}<br>%{y:.4f}<extra>" + label + "</extra>"))
+    front = s[nondominated(s[x].tolist(), s[f"{y}_mean"].tolist())].sort_values(x)
+    fig.add_trace(go.Scatter(
+        x=front[x].tolist(), y=front[f"{y}_mean"].tolist(), name="Pareto front", mode="lines",
+        line=dict(color="black", dash="dash", width=1), hoverinfo="skip"))
+    _layout(fig, f"{y} vs student size (mean ± std over seeds)", X_TITLES.get(x, x), y, f"sweep-size-{x}-{y}")
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+def gain_figure(gain_df: pd.DataFrame) -> go.Figure:
+    """Bars of the mean paired gain per student with 95% confidence intervals (``compare.paired_gain``)."""
+    fig = go.Figure()
+    for i, (t, rows) in enumerate(_by_temperature(gain_df)):
+        label = _label(f"{rows['method'].iloc[0]} - {rows['baseline'].iloc[0]}", t)
+        fig.add_trace(go.Bar(
+            x=rows["student"].tolist(), y=rows["gain"].tolist(), name=label, marker_color=PALETTE[i % len(PALETTE)],
+            error_y=dict(type="data", symmetric=False, visible=True,
+                         array=(rows["ci_high"] - rows["gain"]).fillna(0).tolist(),
+                         arrayminus=(rows["gain"] - rows["ci_low"]).fillna(0).tolist()),
+            customdata=rows["n"].tolist(),
+            hovertemplate="%{x}: %{y:+.4f} (n=%{customdata})<extra>" + label + "</extra>"))
+    fig.add_hline(y=0, line=dict(color="gray", width=1))
+    metric = gain_df["metric"].iloc[0] if "metric" in gain_df and len(gain_df) else "accuracy"
+    _layout(fig, f"paired gain in {metric} (mean, 95% CI over seeds)", "student", f"Δ {metric}", "sweep-gain")
+    fig.update_layout(barmode="group")
+    return fig
+
+
+def temperature_heatmap(df: pd.DataFrame, method: str | None = None, metric: str = "val_acc") -> go.Figure:
+    """Mean ``metric`` (val by default) per temperature x student; the best T per student is marked."""
+    d = df[df["temperature"].notna()]
+    d = d[d["status"] == "completed"] if "status" in d else d
+    methods = list(dict.fromkeys(d["method"]))
+    if not methods:
+        raise ValueError("df: no rows with a temperature; run a sweep with temperatures=[...]")
+    method = method or ("kd" if "kd" in methods else methods[0])
+    d = d[d["method"] == method]
+    students = d.groupby("student")["params"].first().sort_values().index.tolist()
+    grid = d.pivot_table(index="temperature", columns="student", values=metric, aggfunc="mean")[students]
+    fig = go.Figure(go.Heatmap(z=grid.to_numpy().tolist(), x=students, y=[f"{t:g}" for t in grid.index],
+                               colorscale="Viridis", colorbar=dict(title=metric),
+                               hovertemplate="%{x}, T=%{y}: %{z:.4f}<extra></extra>"))
+    if metric == "val_acc":
+        best = best_temperature(d, method)
+        star = dict(symbol="star", size=14, color="white", line=dict(color="black", width=1))
+        fig.add_trace(go.Scatter(x=best["student"].tolist(), y=[f"{t:g}" for t in best["temperature"]],
+                                 mode="markers", name="best T (val)", marker=star))
+    _layout(fig, f"{method}: mean {metric} by temperature and student", "student", "temperature",
+            f"sweep-temperature-{method}-{metric}")
+    fig.update_yaxes(type="category")
+    return fig

@@ -1,0 +1,5 @@
+"""The Explore page (a Streamlit page script)."""
+
+from workbench.ui.app import explore_page
+
+explore_page()
