@@ -207,3 +207,19 @@ def test_cli_runs_show_export_rm(tmp_path):
     assert rm.returncode == 0
     gone = subprocess.run(py + ["show", student, "--runs", runs], capture_output=True, text=True, timeout=120)
     assert gone.returncode == 2 and "is not in" in gone.stderr
+
+
+def test_teachers_given_as_modules_never_share_cached_outputs():
+    from workbench.models import build_model
+    data = load_dataset("moons")
+    cfg = DistillConfig(epochs=2, alpha=0.0)
+    torch.manual_seed(0)
+    trained = build_model("mlp", data, hidden=(64,))
+    train(trained, data, DistillConfig(epochs=5))
+    torch.manual_seed(0)
+    untrained = build_model("mlp", data, hidden=(64,))
+    a = Experiment(data, trained, "mlp:4", cfg, baseline=False).run()
+    b = Experiment(data, untrained, "mlp:4", cfg, baseline=False).run()
+    assert a.student.summary["test_agreement"] != b.student.summary["test_agreement"] or \
+        not all(torch.equal(p, q) for p, q in zip(a.student.model.parameters(), b.student.model.parameters()))
+    assert Experiment(data, trained, "mlp:4", cfg).teacher_key != Experiment(data, untrained, "mlp:4", cfg).teacher_key

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from . import distributed
-from .cache import OutputCache, TeacherCache, teacher_key
+from .cache import OutputCache, TeacherCache, digest, teacher_key, tensor_digest
 from .callbacks import History
 from .config import DistillConfig
 from .data import DataSplits, Split, as_splits
@@ -123,6 +123,10 @@ class Experiment:
         self.record = runs not in (None, False)
         self.cache, self.retrain, self.cache_dir = cache, retrain, cache_dir
         self.teacher_key = teacher_key(self.teacher, self.teacher_config.to_dict(), self.data.spec)
+        if self.teacher_key is not None and isinstance(teacher, nn.Module):
+            # A module given from Python: its weights (trained or initial) are part of what it is.
+            weights = [tensor_digest(v) for v in self.teacher.state_dict().values()]
+            self.teacher_key = digest([self.teacher_key, weights])
         self.teacher_result: FitResult | None = None
         self._initial_student = copy.deepcopy(self.student) if baseline else None
 
