@@ -46,6 +46,8 @@ class Dashboard(w.VBox):
         self._drawer: threading.Thread | None = None
         self._rows: list[dict] = []  # flat event rows drawn so far (appended, never rebuilt)
         self._cursor = 0
+        self._start_p: FitStart | None = None  # the latest fit_start drawn, and its latest step
+        self._last_step: StepEnd | None = None
         style = {"description_width": "110px"}
 
         def lay() -> w.Layout:  # one Layout per widget: hiding one must not hide the others
@@ -242,7 +244,7 @@ class Dashboard(w.VBox):
 
     # -- drawing (its own thread) -------------------------------------------------------------
     def _draw_loop(self, job: LiveRun) -> None:
-        self._rows, self._cursor = [], 0
+        self._rows, self._cursor, self._start_p, self._last_step = [], 0, None, None
         while True:
             finished = job.done
             self.redraw(job)
@@ -255,17 +257,17 @@ class Dashboard(w.VBox):
         job = job or self.job
         if job is None:
             return
-        events = job.buffer.all()
-        new = events[self._cursor:]
+        new, self._cursor = job.buffer.since(self._cursor)  # only what arrived since the last redraw
         if not new and not job.done:
-            return  # nothing happened since the last redraw
-        self._cursor = len(events)
+            return
+        for p in new:
+            if isinstance(p, FitStart):
+                self._start_p, self._last_step = p, None
+            elif isinstance(p, StepEnd) and self._start_p is not None and p.run_id == self._start_p.run_id:
+                self._last_step = p
         self._rows.extend(flat_row(p) for p in new if p.event in ("step", "eval", "epoch"))
-        starts = [p for p in events if isinstance(p, FitStart)]
-        steps = [p for p in events if isinstance(p, StepEnd)]
-        if starts:
-            cur = starts[-1]
-            last = next((p for p in reversed(steps) if p.run_id == cur.run_id), None)
+        cur, last = self._start_p, self._last_step
+        if cur is not None:
             self.progress.max = max(cur.steps_planned, 1)
             self.progress.value = last.step if last else 0
             if not job.done and last is not None:
@@ -277,7 +279,7 @@ class Dashboard(w.VBox):
         with self.loss_fig.batch_update():
             plots.apply_traces(self.loss_fig, plots.loss_traces(history))
         if job.done:
-            self._finish(job, events)
+            self._finish(job, job.buffer.all())
 
     def _finish(self, job: LiveRun, events: list) -> None:
         self.pause_button.disabled = self.stop_button.disabled = True
