@@ -216,6 +216,9 @@ def serve_streamlit(script_path, env=None, timeout=60, cwd=None):
         "--server.address", "127.0.0.1",
         "--server.port", str(port),
         "--browser.gatherUsageStats", "false",
+        # tests write files under the repo (venv, caches): never watch or rerun on them
+        "--server.fileWatcherType", "none",
+        "--server.runOnSave", "false",
     ]
     base = f"http://127.0.0.1:{port}"
     try:

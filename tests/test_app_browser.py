@@ -39,6 +39,12 @@ def set_epochs(page, n):
     page.wait_for_timeout(800)
 
 
+def button(page, name):
+    """A button of the app itself: Streamlit's own status widget shows a "Stop"
+    button in the header while a script reruns, so scope to the main block."""
+    return page.get_by_test_id("stMainBlockContainer").get_by_role("button", name=name)
+
+
 def no_exception(page):
     assert page.locator('[data-testid="stException"]').count() == 0
 
@@ -55,7 +61,7 @@ def test_run_reload_stop_and_two_sessions(tmp_path):
             page.goto(url)
             page.get_by_role("heading", name="Knowledge distillation, live").wait_for()
             # 1. defaults: Run, the accuracy chart gains student points, the run finishes
-            page.get_by_role("button", name="Run").click()
+            button(page, "Run").click()
             wait_until(lambda: student_points(page) > 0, 90, "student points")
             page.get_by_text("student test accuracy").wait_for(timeout=90_000)
             no_exception(page)
@@ -63,7 +69,7 @@ def test_run_reload_stop_and_two_sessions(tmp_path):
             # 2. a long run: reload the page mid-run and find the job again, then stop it
             set_epochs(page, 1000)  # the teacher (20 epochs) comes from the cache
             first_url = url_of(page)
-            page.get_by_role("button", name="Run").click()
+            button(page, "Run").click()
             wait_until(lambda: "job=" in url_of(page) and url_of(page) != first_url, 30, "a new job id in the URL")
             job_url = url_of(page)
             wait_until(lambda: student_points(page) > 1, 90, "student points of the long run")
@@ -79,13 +85,13 @@ def test_run_reload_stop_and_two_sessions(tmp_path):
             other.get_by_role("heading", name="Knowledge distillation, live").wait_for()
             other.wait_for_timeout(1500)
             assert student_points(other) == 0 and "job=" not in url_of(other)
-            other.get_by_role("button", name="Run").click()
+            button(other, "Run").click()
             wait_until(lambda: "job=" in url_of(other), 30, "the second job id")
             assert url_of(other).split("job=")[1] != job_url.split("job=")[1]
             other.get_by_text("student test accuracy").wait_for(timeout=90_000)
             screenshot(other, "app_second_session")
             # the first session still shows its own long run; Stop ends it
-            page.get_by_role("button", name="Stop").click()
+            button(page, "Stop").click()
             page.get_by_text(re.compile(r"^stopped — ")).wait_for(timeout=30_000)
             no_exception(page)
             no_exception(other)
@@ -109,7 +115,7 @@ def test_compare_page_runs_a_tiny_sweep(tmp_path):
             page.get_by_role("heading", name="Compare student sizes").wait_for()
             page.get_by_label("seeds").fill("2")
             page.get_by_label("epochs per fit").fill("2")
-            page.get_by_role("button", name="Run sweep").click()
+            button(page, "Run sweep").click()
             page.get_by_text(re.compile(r"^completed — 12/12 fits")).wait_for(timeout=180_000)
             page.locator(".js-plotly-plot").first.wait_for()
             assert page.get_by_text(re.compile("Pareto front")).count() >= 1
