@@ -18,7 +18,7 @@ from workbench.datasets import from_arrays, from_csv, from_dataframe, list_datas
 EXPECTED = {  # name -> (input_shape, num_classes, total rows)
     "digits": ((64,), 10, 1797),
     "digits-images": ((1, 8, 8), 10, 1797),
-    "mnist1d": ((40,), 10, 5000),
+    "mnist1d": ((40,), 10, 5750),  # the published 4000 train / 1000 test, plus 750 generated val rows
     "moons": ((2,), 2, 1000),
     "spirals": ((2,), 3, 1000),
 }
@@ -57,7 +57,10 @@ def test_shapes_dtypes_and_metadata(name):
         assert tuple(s.x.shape[1:]) == shape and s.y.shape == (len(s),)
         assert set(s.y.unique().tolist()) == set(range(k))
     assert sum(len(s) for s in _splits(d)) == rows
-    assert len(d.val) == pytest.approx(0.15 * rows, abs=1) and len(d.test) == pytest.approx(0.2 * rows, abs=1)
+    if name == "mnist1d":
+        assert (len(d.train), len(d.val), len(d.test)) == (4000, 750, 1000)
+    else:
+        assert len(d.val) == pytest.approx(0.15 * rows, abs=1) and len(d.test) == pytest.approx(0.2 * rows, abs=1)
     assert d.unlabeled is None
     assert json.loads(json.dumps(d.spec)) == d.spec  # plain JSON
 
@@ -66,7 +69,7 @@ def test_shapes_dtypes_and_metadata(name):
 def test_same_seed_same_tensors_other_seed_other_split(name):
     a, b, c = load_dataset(name, seed=0), load_dataset(name, seed=0), load_dataset(name, seed=1)
     assert _same(a, b)
-    assert not torch.equal(a.train.y, c.train.y) or not torch.equal(a.train.x, c.train.x)
+    assert not _same(a, c)
 
 
 @pytest.mark.parametrize("name,kwargs", [("digits", {}), ("moons", {"noise": 0.1}), ("spirals", {"classes": 4}),
@@ -114,12 +117,15 @@ def test_mnist1d_matches_make_dataset_reference():
     d = load_dataset("mnist1d")
     assert torch.equal(d.test.x, torch.from_numpy(ref["x_test"].astype(np.float32)))
     assert torch.equal(d.test.y, torch.from_numpy(ref["y_test"].astype(np.int64)))
-    # train and val together are exactly make_dataset's 4000 train rows
-    ours = torch.cat([d.train.x, d.val.x]).double()
-    theirs = torch.from_numpy(ref["x"].astype(np.float32)).double()
-    assert ours.shape == theirs.shape == (4000, 40)
-    key = torch.arange(1, 41, dtype=torch.float64)
-    torch.testing.assert_close((ours @ key).sort().values, (theirs @ key).sort().values)
+    # every one of make_dataset's 4000 train rows is a train row (the paper's setting) ...
+    assert torch.equal(d.train.x, torch.from_numpy(ref["x"].astype(np.float32)))
+    assert torch.equal(d.train.y, torch.from_numpy(ref["y"].astype(np.int64)))
+    # ... and the 750 val rows are generated apart: balanced classes, none of them a train/test row
+    assert len(d.val) == 750 and d.val.y.bincount(minlength=10).tolist() == [75] * 10
+    seen = {tuple(r) for r in torch.cat([d.train.x, d.test.x]).tolist()}
+    assert not any(tuple(r) in seen for r in d.val.x.tolist())
+    other = load_dataset("mnist1d", seed=1)
+    assert torch.equal(other.train.x, d.train.x) and not torch.equal(other.val.x, d.val.x)
 
 
 def test_mnist1d_restores_global_rng_state():

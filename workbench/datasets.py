@@ -6,8 +6,10 @@ Splits are seeded and stratified; standardization is fitted on the train split o
 applied to val, test and the unlabeled transfer inputs.
 
 MNIST-1D: ``data_seed`` (42: the published set) fixes the data, ``test_fraction`` sets
-make_dataset's ``train_split`` (0.2: its 4000/1000 split), ``seed`` picks the val rows carved
-from train, and unlabeled inputs come from ``unlabeled_seed`` (default ``data_seed + 1``).
+make_dataset's ``train_split`` (0.2: its 4000/1000 split, all 4000 kept for training as in the
+paper), ``val_fraction * num_samples`` validation rows are generated from a seed derived from
+(``data_seed``, ``seed``), and unlabeled inputs come from ``unlabeled_seed`` (default
+``data_seed + 1``).
 make_dataset already standardizes its output, so no further scaling is applied.
 """
 
@@ -166,15 +168,25 @@ def _mnist1d(seed: int, vf: float, tf: float, n_unlabeled: int, spec: dict, *, n
     unlabeled_seed = data_seed + 1 if unlabeled_seed is None else _int_at_least("unlabeled_seed", unlabeled_seed, 0)
     if n_unlabeled and unlabeled_seed == data_seed:
         raise _bad("unlabeled_seed", unlabeled_seed, f"expected a seed other than data_seed={data_seed}")
-    # The published split (4000 train / 1000 test) is test_fraction=0.2: keep it, carve val from train.
+    # The published split (4000 train / 1000 test) is test_fraction=0.2, and all of its train rows
+    # stay train rows (the published MLP/CNN figures were trained on 4000): the validation rows
+    # are generated, from a seed of their own, by the same generator.
     x, y, x_test, y_test = _mnist1d_arrays(num_samples=num_samples, seed=data_seed,
                                            train_split=1.0 - tf, **overrides)
-    n_val = math.ceil(round(vf * (len(y) + len(y_test)), 9))
-    if len(y) - n_val < 1:
-        raise _bad("val_fraction", vf, f"too large: mnist1d has only {len(y)} train rows to carve val from")
-    train, val = _take(np.arange(len(y)), y, n_val, seed)
-    xs, ys = np.concatenate([x, x_test]), np.concatenate([y, y_test])
-    test = np.arange(len(y), len(ys))
+    n_val = math.ceil(round(vf * num_samples, 9))
+    xs, ys = [x], [y]
+    if n_val:
+        val_seed = _mnist1d_val_seed(data_seed, seed)
+        if val_seed in (data_seed, unlabeled_seed):  # astronomically unlikely; never reuse a stream
+            raise _bad("seed", seed, "another seed: its validation stream collides with data_seed/unlabeled_seed")
+        vx, vy = _mnist1d_arrays(num_samples=math.ceil(n_val / 10) * 10, seed=val_seed, train_split=1.0,
+                                 **overrides)[:2]
+        xs.append(vx[:n_val])
+        ys.append(vy[:n_val])
+    xs, ys = np.concatenate(xs + [x_test]), np.concatenate(ys + [y_test])
+    train = np.arange(len(y))
+    val = np.arange(len(y), len(y) + n_val)
+    test = np.arange(len(y) + n_val, len(ys))
     extra = None
     if n_unlabeled:
         per_class = math.ceil(n_unlabeled / 10) * 10  # make_dataset makes num_samples // 10 per class
@@ -183,6 +195,11 @@ def _mnist1d(seed: int, vf: float, tf: float, n_unlabeled: int, spec: dict, *, n
     # make_dataset already centers the data and sets its std to 1: no further scaling.
     return _assemble(xs, ys, (train, val, test), scale=False, unlabeled=extra, num_classes=10,
                      name="mnist1d", class_names=DIGITS_CLASSES, spec=spec)
+
+
+def _mnist1d_val_seed(data_seed: int, seed: int) -> int:
+    """make_dataset's seed for the generated validation rows of (data_seed, split seed)."""
+    return int(np.random.SeedSequence([data_seed, seed, 2]).generate_state(1)[0])
 
 
 def _spiral_points(n: int, classes: int, noise: float, rng: np.random.Generator):
