@@ -115,7 +115,8 @@ def _distill(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import Sweep, paired_gain, summarize
+    from .compare import Sweep
+    from .sweep_stats import paired_gain, summarize
     from .config import DistillConfig
     from .settings import DEFAULT_TEACHERS
 

@@ -6,7 +6,8 @@ temperature) -- is one fit, run by :func:`run_cell` in spawned worker processes 
 thread each, or in-process (``workers=1``, same thread count). A cell is seeded from its seed alone,
 so serial and parallel sweeps give the same numbers. Rows are appended to
 ``<runs>/sweeps/<name>.csv`` as cells finish; the same sweep started again skips the cells saved
-there. The analysis functions at the end are pure functions of the results frame.
+there. The analysis (``summarize``, ``paired_gain``, ...) lives in :mod:`workbench.sweep_stats`
+and is re-exported here.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from .experiment import Experiment, make_model
 from .hints import find_module
 from .models import build_model_from_spec, count_macs, count_params, measure_latency
 from .runs import RunRecorder, atomic_write_json, load_run, runs_root
+from .sweep_stats import (best_temperature, nondominated, paired_gain, pareto_front, summarize,  # re-exported
+                          t_quantile)
 
 if TYPE_CHECKING:  # pandas is imported where used: workers never load it (0.25 s each)
     import pandas as pd
@@ -49,7 +52,6 @@ __all__ = ["Method", "Sweep", "run_cell", "summarize", "paired_gain", "pareto_fr
 COLUMNS = ("student", "method", "seed", "temperature", "params", "macs", "latency_ms", "val_acc",
            "test_acc", "test_agreement", "seconds", "status", "message", "run_id")
 KEY = ("student", "method", "seed", "temperature")
-METRICS = ("val_acc", "test_acc", "test_agreement", "seconds")
 _NO_HINTS = {"w_hint": 0.0, "hint_student": None, "hint_teacher": None}
 # Built-in methods as DistillConfig overrides ("kd" and "hints" take the base config's CE/KD weights).
 BUILTINS: dict[str, dict[str, Any]] = {
@@ -444,102 +446,6 @@ def _frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(list(rows), columns=list(COLUMNS))
     df["temperature"] = pd.to_numeric(df["temperature"])
     return df.sort_values(["params", "method", "temperature", "seed"], kind="stable").reset_index(drop=True)
-
-
-# -- analysis: pure functions of the results frame (completed cells only) ---------------------------
-# Two-sided 95% t quantiles t_{0.975, dof} for dof = 1..30.
-_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
-         2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
-         2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
-GAIN_COLUMNS = ("student", "temperature", "params", "method", "baseline", "metric", "n", "gain", "std",
-                "ci_low", "ci_high", "method_mean", "baseline_mean")
-
-
-def t_quantile(dof: int) -> float:
-    """``t_{0.975}`` with ``dof`` degrees of freedom: the table to 30, then a Cornish-Fisher expansion."""
-    if dof < 1:
-        raise ValueError(f"dof: {dof!r} is invalid; expected an integer >= 1")
-    if dof <= len(_T975):
-        return _T975[dof - 1]
-    z = 1.959963984540054
-    return z + (z ** 3 + z) / (4 * dof) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * dof ** 2)
-
-
-def _completed(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == "completed"] if "status" in df else df
-
-
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std (n - 1) and n of each metric per (student, method[, temperature])."""
-    df = _completed(df)
-    has_t = "temperature" in df and df["temperature"].notna().any()
-    keys = ["student", "method"] + (["temperature"] if has_t else [])
-    g = df.groupby(keys, dropna=False, sort=False)
-    out = g[[c for c in ("params", "macs", "latency_ms") if c in df]].first()
-    out["n"] = g.size()
-    for m in (m for m in METRICS if m in df):
-        out[f"{m}_mean"], out[f"{m}_std"] = g[m].mean(), g[m].std()
-    out = out.reset_index()
-    return out.sort_values([c for c in ("params", "method", "temperature") if c in out], kind="stable"
-                           ).reset_index(drop=True)
-
-
-def paired_gain(df: pd.DataFrame, method: str = "kd", baseline: str = "scratch",
-                metric: str = "test_acc") -> pd.DataFrame:
-    """Per student (and temperature): mean ``method - baseline`` over the seeds both ran, 95% t-interval."""
-    import pandas as pd
-
-    df = _completed(df)
-    a, b = df[df["method"] == method], df[df["method"] == baseline]
-    for field_name, name, part in (("method", method, a), ("baseline", baseline, b)):
-        if part.empty:
-            raise ValueError(f"{field_name}: no completed rows of {name!r}; "
-                             f"methods present: {sorted(df['method'].unique())}")
-    both_t = a["temperature"].notna().any() and b["temperature"].notna().any()
-    on = ["student", "seed"] + (["temperature"] if both_t else [])
-    pairs = a.merge(b[on + [metric]], on=on, suffixes=("", "_base"))  # same seed: same initial weights
-    pairs["gain"] = pairs[metric] - pairs[f"{metric}_base"]
-    rows = []
-    for (student, temp), p in pairs.groupby(["student", "temperature"], dropna=False, sort=False):
-        n, mean = len(p), p["gain"].mean()
-        std = p["gain"].std() if n > 1 else math.nan
-        half = t_quantile(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-        rows.append(dict(student=student, temperature=temp, params=p["params"].iloc[0] if "params" in p else None,
-                         method=method, baseline=baseline, metric=metric, n=n, gain=mean, std=std,
-                         ci_low=mean - half, ci_high=mean + half, method_mean=p[metric].mean(),
-                         baseline_mean=p[f"{metric}_base"].mean()))
-    out = pd.DataFrame(rows, columns=list(GAIN_COLUMNS))
-    return out.sort_values(["params", "temperature"], kind="stable").reset_index(drop=True)
-
-
-def nondominated(xs: Sequence[float], ys: Sequence[float]) -> list[bool]:
-    """True for each point no other beats: x as small or smaller and y as large or larger, one strictly."""
-    pts = list(zip(xs, ys))
-    return [not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for x2, y2 in pts) for x, y in pts]
-
-
-def pareto_front(df: pd.DataFrame, x: str = "params", y: str = "test_acc") -> pd.DataFrame:
-    """The per-cell means (from rows or a ``summarize`` frame) that none beats on lower ``x`` and higher ``y``."""
-    summary = df if f"{y}_mean" in df else summarize(df)
-    if x not in summary:
-        raise ValueError(f"x: {x!r} is not a column; expected 'params', 'macs' or 'latency_ms'")
-    keep = nondominated(summary[x].tolist(), summary[f"{y}_mean"].tolist())
-    return summary[keep].sort_values(x, kind="stable").reset_index(drop=True)
-
-
-def best_temperature(df: pd.DataFrame, method: str | None = None) -> pd.DataFrame:
-    """Per student (and method) the temperature with the best mean val_acc: chosen on val, never test."""
-    df = _completed(df)
-    df = df[df["temperature"].notna() & ((df["method"] == method) if method else True)]
-    if df.empty:
-        raise ValueError("temperature: no completed rows with a temperature"
-                         + (f" for method {method!r}" if method else ""))
-    m = (df.groupby(["student", "method", "temperature"])
-         .agg(params=("params", "first"), n=("seed", "size"), val_acc=("val_acc", "mean"),
-              test_acc=("test_acc", "mean"))
-         .reset_index())
-    best = m.loc[m.groupby(["student", "method"])["val_acc"].idxmax()]
-    return best.sort_values(["params", "method"], kind="stable").reset_index(drop=True)
 
 
 def run_histories(rows: pd.DataFrame, root: Any = None) -> dict[str, pd.DataFrame]:

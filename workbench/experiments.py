@@ -21,7 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from .compare import Sweep, paired_gain, summarize
+from .compare import Sweep
+from .sweep_stats import paired_gain, summarize
 from .config import DistillConfig
 from .datasets import load_dataset
 from .experiment import Experiment

@@ -10,7 +10,7 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 
-from .compare import best_temperature, nondominated, summarize
+from .sweep_stats import best_temperature, nondominated, summarize
 from .plots import PALETTE, _layout
 
 X_TITLES = {"params": "parameters", "macs": "multiply-accumulates per sample", "latency_ms": "latency (ms, batch 1)"}
@@ -58,7 +58,7 @@ def accuracy_vs_size(summary_df: pd.DataFrame, x: str = "params", y: str = "test
 
 
 def gain_figure(gain_df: pd.DataFrame) -> go.Figure:
-    """Bars of the mean paired gain per student with 95% confidence intervals (``compare.paired_gain``)."""
+    """Bars of the mean paired gain per student with 95% confidence intervals (``sweep_stats.paired_gain``)."""
     fig = go.Figure()
     for i, (t, rows) in enumerate(_by_temperature(gain_df)):
         label = _label(f"{rows['method'].iloc[0]} - {rows['baseline'].iloc[0]}", t)
