@@ -113,6 +113,8 @@ def mnist1d(p: dict, rep: Report, workers: int, runs: Path) -> None:
             f"Teacher `{MNIST_TEACHER}` ({p['mnist_teacher_epochs']} epochs, Adam 1e-2, batch 100, no weight "
             f"decay: the paper's CNN recipe with 64 channels) over {len(spread)} seeds: test accuracy {_pm(rep.figures['mnist1d.teacher.test_acc'])} "
             f"(the paper's CNN: 94%); students learn from the seed-0 one ({100 * spread.test_acc.iloc[0]:.1f}%). "
+            f"Data: the published split (4000 train / 1000 test, `data_seed=42`) plus {len(data.val)} validation "
+            "rows generated from another seed (every train row stays a train row, as in the paper). "
             "Student: MLP 40-128-128-10, Adam 3e-3, batch 64, "
             f"{p['mnist_student_epochs']} epochs' worth of steps of the labeled set for every method. "
             f"T={T:g} and alpha={alpha:g} were picked on the validation split (grid T in {p['grid_t']}, "
