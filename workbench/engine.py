@@ -12,7 +12,6 @@ import secrets
 import threading
 import time
 import traceback
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -29,7 +28,8 @@ from .evaluation import Evaluator, logits_of
 from .events import Dispatcher, EpochEnd, EvalEnd, FitEnd, FitStart, StepEnd, frozen_map
 from .hints import FeatureTap, find_module, make_adapter
 from .losses import LossWeights, ce_loss, distill_loss
-from .transfer import BatchSource, labeled_subset
+from .preflight import check_models, check_transfer, num_params, resolve_device
+from .transfer import BatchSource
 
 ROLES = ("teacher", "student", "baseline")
 __all__ = ["Controls", "Distiller", "FitResult", "distill", "train", "logits_of", "resolve_device"]
@@ -41,20 +41,6 @@ class Diverged(RuntimeError):
 
 class _Stopped(Exception):
     """Raised inside ``fit`` to end the run with status "stopped"."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` picks CUDA, then MPS, then CPU; other names are checked to exist."""
-    has_mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"device: {name!r} is invalid; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from e
-    if (dev.type == "cuda" and not torch.cuda.is_available()) or (dev.type == "mps" and not has_mps):
-        raise ValueError(f"device: {name!r} is not available on this machine; use 'auto' or 'cpu'")
-    return dev
 
 
 class Controls:
@@ -120,10 +106,6 @@ class FitResult:
         return self.recorder.epochs()
 
 
-def _num_params(m: nn.Module | None) -> int | None:
-    return None if m is None else sum(p.numel() for p in m.parameters())
-
-
 class Distiller:
     """Distills ``teacher`` into ``student`` on ``data`` under ``config``; ``teacher=None``
     trains on plain cross-entropy (a teacher, or a scratch baseline with ``role="baseline"``).
@@ -169,8 +151,8 @@ class Distiller:
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()  # cleared while paused
-        self._check_transfer()
-        self._hint_shapes = self._check_models()
+        check_transfer(self.config, self.data, teacher)
+        self._hint_shapes = check_models(self.config, self.data, teacher, student)
 
     # -- control from any thread -------------------------------------------------------------
     def stop(self) -> None:
@@ -191,79 +173,6 @@ class Distiller:
     def set_controls(self, **values: float) -> LossWeights:
         """Change temperature / loss weights (``temperature``, ``w_ce``, ``w_kd``, ``w_mse``, ``w_hint``, ``alpha``)."""
         return self.controls.update(**values)
-
-    # -- checks before training --------------------------------------------------------------
-    def _check_transfer(self) -> None:
-        cfg, train = self.config, self.data.train
-        if cfg.precision == "fp16" and resolve_device(cfg.device).type != "cuda":
-            raise ValueError(f"precision: 'fp16' needs a CUDA device (device={cfg.device!r} resolves to "
-                             f"{resolve_device(cfg.device).type}); use 'bf16' or 'fp32' on this machine")
-        if isinstance(train, Split) and len(torch.unique(train.y)) < 2:
-            raise ValueError(f"data['train'] y: has a single class ({train.y[0].item()}); "
-                             "classification needs at least 2")
-        if not isinstance(train, Split):
-            for name, off in (("labeled_fraction", 1.0), ("mixup_alpha", 0.0)):
-                if getattr(cfg, name) != off:
-                    raise ValueError(f"{name}: {getattr(cfg, name)!r} needs in-memory data (tensors or "
-                                     "arrays), not a DataLoader")
-        elif cfg.labeled_fraction < 1:
-            labeled_subset(train.y, cfg.labeled_fraction, cfg.seed, self.data.class_names)  # raises early
-        if self.teacher is None and cfg.hint_student is not None:
-            raise ValueError("hint_student, hint_teacher: feature hints need a teacher")
-        if cfg.mixup_alpha > 0 and self.teacher is not None and cfg.w_ce == 0 and cfg.w_kd == 0 and cfg.w_mse == 0:
-            warnings.warn("mixup_alpha: mixup only changes the KD/MSE terms, whose weights are 0", stacklevel=3)
-
-    def _check_models(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-        """Run both models on two training samples so shape mistakes fail before training.
-
-        Returns the per-sample shapes of the hinted student and teacher features, if any.
-        """
-        cfg, train = self.config, self.data.train
-        x = train.x[:2] if isinstance(train, Split) else next(iter(train))[0][:2]
-        taps = {}
-        if cfg.hint_student is not None and self.teacher is not None:
-            taps = {"student": FeatureTap(find_module(self.student, cfg.hint_student, "hint_student")),
-                    "teacher": FeatureTap(find_module(self.teacher, cfg.hint_teacher, "hint_teacher"))}
-        outs, shapes = {}, {}
-        try:
-            for name, m in (("student", self.student), ("teacher", self.teacher)):
-                if m is None:
-                    continue
-                dev = next((p.device for p in m.parameters()), torch.device("cpu"))
-                was_training = m.training
-                m.eval()
-                try:
-                    with torch.no_grad():
-                        out = logits_of(m(x.to(dev)))
-                except TypeError:
-                    raise
-                except Exception as e:
-                    raise ValueError(f"{name}: forward pass on inputs of shape {tuple(x.shape)} failed: "
-                                     f"{type(e).__name__}: {e}") from e
-                finally:
-                    m.train(was_training)
-                if out.ndim != 2:
-                    raise ValueError(f"{name}: expected logits of shape (batch, classes), got {tuple(out.shape)}")
-                outs[name] = out.shape[1]
-                if name in taps:
-                    shapes[name] = tuple(taps[name].value.shape[1:])
-        finally:
-            for tap in taps.values():
-                tap.remove()
-        k = self.data.num_classes
-        for name, c in outs.items():
-            if k and c < k:
-                raise ValueError(f"{name}: outputs {c} classes but the data has {k} (labels 0..{k - 1})")
-        if len(outs) == 2 and outs["student"] != outs["teacher"]:
-            raise ValueError(
-                f"teacher, student: teacher outputs {outs['teacher']} classes, student {outs['student']}; they must match"
-            )
-        if self.teacher is not None and _num_params(self.teacher) < _num_params(self.student):
-            warnings.warn(
-                f"teacher has {_num_params(self.teacher)} parameters, fewer than the student's "
-                f"{_num_params(self.student)}: were teacher and student swapped?", stacklevel=3
-            )
-        return (shapes["student"], shapes["teacher"]) if shapes else None
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> FitResult:
@@ -316,7 +225,7 @@ class Distiller:
                 run_id=self.run_id, role=self.role, config=frozen_map(cfg.to_dict()), device=str(device),
                 dataset=data.name, num_classes=data.num_classes,
                 train_size=len(train) if isinstance(train, Split) else len(train.dataset),
-                student_params=_num_params(student), teacher_params=_num_params(teacher),
+                student_params=num_params(student), teacher_params=num_params(teacher),
                 epochs=cfg.epochs, steps_per_epoch=source.steps_per_epoch, steps_planned=steps_planned,
                 started_at=time.time(), labeled_size=source.labeled, transfer_size=source.transfer))
 
@@ -402,7 +311,7 @@ class Distiller:
                 status, message, tb = "error", f"{type(e).__name__}: {e}", traceback.format_exc()
         summary = {"run_id": self.run_id, "role": self.role, "status": status, "message": message,
                    "steps": step, "epochs": epoch, "seconds": end.seconds, "dataset": data.name,
-                   "student_params": _num_params(student), "teacher_params": _num_params(teacher),
+                   "student_params": num_params(student), "teacher_params": num_params(teacher),
                    **{f"best_{k}": v for k, v in best.items()}, **final}
         return FitResult(self.run_id, self.role, status, message, summary, student, self.recorder, tb,
                          self.adapter)
