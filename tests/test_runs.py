@@ -223,3 +223,24 @@ def test_teachers_given_as_modules_never_share_cached_outputs():
     assert a.student.summary["test_agreement"] != b.student.summary["test_agreement"] or \
         not all(torch.equal(p, q) for p, q in zip(a.student.model.parameters(), b.student.model.parameters()))
     assert Experiment(data, trained, "mlp:4", cfg).teacher_key != Experiment(data, untrained, "mlp:4", cfg).teacher_key
+
+
+def test_teacher_key_follows_the_data_the_teacher_sees():
+    import dataclasses
+
+    from workbench.cache import teacher_key
+    from workbench.data import Split
+    from workbench.models import build_model
+    data = load_dataset("moons", n_unlabeled=50)
+    model, cfg = build_model("mlp", data), DistillConfig().to_dict()
+    key = teacher_key(model, cfg, data)
+    assert key is not None and key == teacher_key(build_model("mlp", data), cfg, load_dataset("moons", n_unlabeled=50))
+    # more transfer inputs: the same teacher (it never trains on them)
+    assert teacher_key(model, cfg, load_dataset("moons", n_unlabeled=80)) == key
+    # the same spec but other rows (e.g. a changed generator or split): another teacher
+    moved = dataclasses.replace(data, train=Split(data.train.x[1:], data.train.y[1:]))
+    assert moved.spec == data.spec and teacher_key(model, cfg, moved) != key
+    # other split seed, other training config, or data without a spec (not reproducible)
+    assert teacher_key(model, cfg, load_dataset("moons", seed=1, n_unlabeled=50)) != key
+    assert teacher_key(model, {**cfg, "lr": 0.1}, data) != key
+    assert teacher_key(model, cfg, dataclasses.replace(data, spec={})) is None

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
+from .data import Split
 from .runs import atomic_save, load_checkpoint
 
 # Fields of a config that do not change what a teacher learns.
@@ -52,13 +53,22 @@ def tensor_digest(t: torch.Tensor) -> str:
     return h.hexdigest()[:20]
 
 
-def teacher_key(model: nn.Module, config: Mapping[str, Any], data_spec: Mapping[str, Any]) -> str | None:
-    """The cache key of a zoo teacher trained on reproducible data, else None (not cacheable)."""
+def teacher_key(model: nn.Module, config: Mapping[str, Any], data: Any) -> str | None:
+    """The cache key of a zoo teacher trained on reproducible data, else None (not cacheable).
+
+    ``data`` is a ``DataSplits``: the key holds the hashes of its train/val/test tensors (what
+    the teacher is trained and scored on), so a change in how a dataset is generated or split
+    never loads a stale teacher, and the unlabeled transfer inputs (which a teacher is not
+    trained on) do not split the cache.
+    """
     spec = getattr(model, "spec", None)
-    if spec is None or not data_spec:
+    splits = [getattr(data, name, None) for name in ("train", "val", "test")]
+    if spec is None or not getattr(data, "spec", None) or not isinstance(splits[0], Split):
         return None
+    tensors = [[tensor_digest(s.x), tensor_digest(s.y)] if isinstance(s, Split) else None for s in splits]
     cfg = {k: v for k, v in dict(config).items() if k not in _NOT_IN_KEY}
-    return digest({"model": spec, "config": cfg, "data": dict(data_spec), "torch": torch.__version__.split("+")[0]})
+    return digest({"model": spec, "config": cfg, "data": [data.spec.get("name"), tensors],
+                   "torch": torch.__version__.split("+")[0]})
 
 
 class TeacherCache:

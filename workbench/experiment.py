@@ -122,7 +122,7 @@ class Experiment:
         self.runs = None if runs in (None, False) else (None if runs is True else runs)
         self.record = runs not in (None, False)
         self.cache, self.retrain, self.cache_dir = cache, retrain, cache_dir
-        self.teacher_key = teacher_key(self.teacher, self.teacher_config.to_dict(), self.data.spec)
+        self.teacher_key = teacher_key(self.teacher, self.teacher_config.to_dict(), self.data)
         if self.teacher_key is not None and isinstance(teacher, nn.Module):
             # A module given from Python: its weights (trained or initial) are part of what it is.
             weights = [tensor_digest(v) for v in self.teacher.state_dict().values()]

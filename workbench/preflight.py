@@ -56,8 +56,9 @@ def check_transfer(cfg: DistillConfig, data: DataSplits, teacher: nn.Module | No
     if cfg.mixup_alpha > 0 and teacher is not None and cfg.w_ce == 0 and cfg.w_kd == 0 and cfg.w_mse == 0:
         warnings.warn("mixup_alpha: mixup only changes the KD/MSE terms, whose weights are 0", stacklevel=3)
 
+
 def check_models(cfg: DistillConfig, data: DataSplits, teacher: nn.Module | None,
-             student: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+                 student: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """Run both models on two training samples so shape mistakes fail before training.
 
     Returns the per-sample shapes of the hinted student and teacher features, if any.
