@@ -191,8 +191,10 @@ def digits(p: dict, rep: Report, workers: int, runs: Path) -> None:
             f"KD with alpha=0.1 on digits with 10% labels, T in {p['temps']}, {p['temp_seeds']} seeds; best T by mean "
             "val accuracy (Hinton et al. 2015: with 300+ units every T above 8 did about as well; with 30 units "
             "T of 2.5 to 4 worked best).", "")
-    rep.table(m.pivot(index="student", columns="temperature", values="val_acc").reset_index())
-    rep.table(best.rename(columns={"temperature": "best T (val)"}))
+    order = {s: i for i, s in enumerate(p["sizes"])}  # by width, not alphabetically
+    pivot = m.pivot(index="student", columns="temperature", values="val_acc")
+    rep.table(pivot.sort_index(key=lambda idx: idx.map(order)).reset_index())
+    rep.table(best.sort_values("student", key=lambda col: col.map(order)).rename(columns={"temperature": "best T (val)"}))
 
     # The honest negative result: KD on the full labeled set the teacher was trained on.
     full = base.replace(labeled_fraction=1.0)
