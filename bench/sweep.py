@@ -1,7 +1,8 @@
 """Sweep wall time, and the parallel speed-up over serial, on MNIST-1D.
 
-Teacher: 1D CNN, 3 conv layers of 64 channels (``cnn1d:64,64,64``), 150 epochs, Adam lr 2e-3,
-batch 128, weight decay 1e-4 -- trained once and kept in the teacher cache. Students: MLPs with
+Teacher: 1D CNN, 3 conv layers of 64 channels (``cnn1d:64,64,64``), 150 epochs, Adam lr 1e-2,
+batch 100, no weight decay (the MNIST-1D paper's CNN recipe) -- trained once and kept in the
+teacher cache. Data: the published 4000 train / 1000 test rows plus 750 generated val rows. Students: MLPs with
 two hidden layers of 8, 16, 32, 64 and 128 units; methods scratch, kd (alpha 0.5, T=4) and mse;
 5 seeds; 30 epochs each (batch 64, lr 3e-3). Target: the 75-cell sweep in <= 5 min on 2 cores.
 
@@ -51,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     runs = args.runs or tempfile.mkdtemp(prefix="bench-sweep-")
     data = load_dataset("mnist1d")
-    teacher_cfg = DistillConfig(epochs=150, batch_size=128, lr=2e-3, weight_decay=1e-4, device="cpu")
+    teacher_cfg = DistillConfig(epochs=150, batch_size=100, lr=1e-2, weight_decay=0.0, device="cpu")
     student_cfg = DistillConfig(epochs=args.epochs, batch_size=64, lr=3e-3, temperature=4.0, alpha=0.5,
                                 device="cpu")
     common = dict(data=data, teacher="cnn1d:64,64,64", config=student_cfg, teacher_config=teacher_cfg,
