@@ -1,6 +1,7 @@
 """Sweeps: cells and seeds, resume, stop, serial == parallel, statistics against hand-computed values."""
 
 import math
+import os
 import pickle
 import threading
 import time
@@ -255,12 +256,23 @@ def test_worker_path_in_process_gives_the_serial_numbers(monkeypatch, kind):
     threads = torch.get_num_threads()
     try:
         payloads = pickle.loads(pickle.dumps((data, s._teacher_payload())))
-        compare._init_worker(*payloads, 1)
+        compare._init_worker(*payloads, 1, dict(os.environ))
         rows = [compare.run_cell(c) for c in s.cells]
     finally:
         torch.set_num_threads(threads)
     worker = compare._frame([{**r, **s.sizes[r["student"]]} for r in rows])
     pd.testing.assert_frame_equal(worker[KEY + NUMBERS], serial[KEY + NUMBERS])
+
+
+def test_parallel_sweeps_follow_the_callers_environment(tmp_path, monkeypatch):
+    """Workers forked from a long-lived fork server read the caller's current environment:
+    here each sweep's cached teacher lives in another cache folder."""
+    for i in range(2):
+        monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / f"cache{i}"))
+        df = _sweep(name=f"env{i}", workers=2, seeds=1,  # another teacher each time: only in its folder
+                    teacher_config=DistillConfig(epochs=3 + i, device="cpu")).run()
+        assert (df.status == "completed").all() and len(df) == 4
+        assert (tmp_path / f"cache{i}" / "teachers").is_dir()
 
 
 def test_parallel_with_stop_and_resume_equals_serial():
