@@ -25,6 +25,21 @@ def test_bad_input_exits_2_with_a_message():
     assert "alpha: 1.5 is invalid" in out.stderr and "Traceback" not in out.stderr
     out = run("demo", "--dataset", "cifar")
     assert out.returncode == 2 and "cifar" in out.stderr and "digits" in out.stderr
+    for flag, value, valid in (("--dataset", "cifar", "digits, digits-images, mnist1d"),
+                               ("--extra-unlabeled", "-5", "integer >= 0"), ("--epochs", "0", "integer >= 1")):
+        out = run("distill", flag, value)
+        assert out.returncode == 2 and f"argument {flag}: {value!r}" in out.stderr and valid in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_the_contract_command_runs():
+    """The flags the issue names, verbatim (short epochs): a CNN teacher on the flat 64-pixel digits."""
+    out = run("distill", "--dataset", "digits", "--teacher", "cnn2d", "--student", "mlp:16", "--temperature", "4",
+              "--alpha", "0.5", "--epochs", "2", "--labeled-fraction", "0.1", "--seed", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert [r["role"] for r in res["runs"]] == ["teacher", "student", "baseline"]
+    assert res["config"]["labeled_fraction"] == 0.1 and res["config"]["temperature"] == 4.0
 
 
 def test_distill_json_and_runs_dir(tmp_path):

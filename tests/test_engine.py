@@ -296,6 +296,8 @@ def test_input_errors_before_training():
         Distiller(mlp(classes=3), mlp(classes=5), data)
     with pytest.raises(ValueError, match="student: outputs 2 classes but the data has 3"):
         Distiller(None, mlp(classes=2), data)
+    with pytest.raises(ValueError, match="student: outputs 5 classes but the data has 3"):
+        Distiller(mlp(classes=5), mlp(classes=5), data)  # too many outputs is a mistake too
     with pytest.raises(ValueError, match="teacher, student: the same module"):
         m = mlp()
         Distiller(m, m, data)

@@ -25,13 +25,24 @@ def datasets():
 
 
 def test_models_for_known_shapes(datasets):
-    assert models_for(datasets["digits"]) == ["mlp", "cnn1d"]
+    assert models_for(datasets["digits"]) == ["mlp", "cnn1d", "cnn2d"]  # 64 flat pixels: an 8x8 image too
     assert models_for(datasets["digits-images"]) == ["mlp", "cnn2d"]
     assert models_for(datasets["mnist1d"]) == ["mlp", "cnn1d"]
     assert models_for(datasets["moons"]) == models_for(datasets["spirals"]) == ["mlp"]
     assert models_for((7,)) == ["mlp"]
     assert models_for((3, 20)) == ["mlp", "cnn1d", "cnn2d"]
     assert models_for([3, 16, 16]) == ["mlp", "cnn2d"]
+    assert models_for((16,)) == ["mlp", "cnn1d", "cnn2d"] and models_for((9,)) == ["mlp", "cnn1d"]
+
+
+def test_cnn2d_on_flat_square_inputs_is_the_image_cnn():
+    """cnn2d on digits' 64 flat pixels = the same network on the (1, 8, 8) images, same weights."""
+    torch.manual_seed(0)
+    flat = build_model("cnn2d", (64,), 10)
+    image = build_model("cnn2d", (1, 8, 8), 10)
+    image.load_state_dict(flat.state_dict())
+    x = torch.randn(5, 64)
+    torch.testing.assert_close(flat(x), image(x.reshape(5, 1, 8, 8)))
 
 
 @pytest.mark.parametrize("name", ["digits", "digits-images", "mnist1d", "moons", "spirals"])
@@ -112,7 +123,7 @@ def test_measure_latency_and_describe():
 
 @pytest.mark.parametrize("args,size,pattern", [
     (("resnet", (64,), 10), {}, r"family: 'resnet' is invalid; valid: mlp, cnn1d, cnn2d"),
-    (("cnn2d", (64,), 10), {}, r"family: 'cnn2d'.*does not fit input shape \(64,\); valid for this data: mlp, cnn1d"),
+    (("cnn2d", (40,), 10), {}, r"family: 'cnn2d'.*does not fit input shape \(40,\); valid for this data: mlp, cnn1d"),
     (("cnn1d", (4,), 10), {}, r"family: 'cnn1d'.*valid for this data: mlp$"),
     (("mlp", (64,), None), {}, r"num_classes: None"),
     (("mlp", (64,), 1), {}, r"num_classes: 1 is invalid"),

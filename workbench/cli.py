@@ -69,6 +69,25 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 0")
+    return v
+
+
+def _dataset(text: str) -> str:
+    from .datasets import list_datasets
+
+    if text not in list_datasets():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a built-in dataset; valid: {', '.join(list_datasets())} "
+                                         "(or your own file with --csv PATH --target COL)")
+    return text
+
+
 def _distill(args: argparse.Namespace) -> int:
     from .callbacks import ProgressBar
     from .config import DistillConfig
@@ -228,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description="KD Workbench: knowledge distillation you can watch.")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="teacher vs scratch student vs distilled student on built-in data")
-    d.add_argument("--dataset", default="digits", help="a built-in dataset (default: digits)")
+    d.add_argument("--dataset", type=_dataset, default="digits", help="a built-in dataset (default: digits)")
     d.add_argument("--epochs", type=int, default=30)
     d.add_argument("--lr", type=float, default=3e-3)
     d.add_argument("--temperature", type=float, default=4.0)
@@ -241,12 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("distill", help="train a teacher, distill a student, and compare with a scratch baseline")
     src = k.add_argument_group("data")
-    src.add_argument("--dataset", default="digits", help="built-in dataset: digits, digits-images, mnist1d, moons, spirals")
+    src.add_argument("--dataset", type=_dataset, default="digits", help="built-in dataset: digits, digits-images, mnist1d, moons, spirals")
     src.add_argument("--csv", metavar="PATH", help="your own data: a CSV file (use with --target)")
     src.add_argument("--target", metavar="COL", help="the label column of --csv")
     src.add_argument("--labeled-fraction", type=_fraction, default=1.0,
                      help="share of train labels the student may use (KD still sees every input)")
-    src.add_argument("--extra-unlabeled", type=int, default=0, metavar="N",
+    src.add_argument("--extra-unlabeled", type=_count, default=0, metavar="N",
                      help="N generated unlabeled inputs for the teacher to label (mnist1d, moons, spirals)")
     src.add_argument("--mixup", action="store_true", help="mix transfer inputs (the teacher labels the mixes)")
     src.add_argument("--mixup-alpha", type=float, default=1.0, help="Beta(alpha, alpha) of --mixup (default 1)")
@@ -272,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=_distill)
 
     c = sub.add_parser("compare", help="sweep student sizes x methods x seeds sharing one teacher")
-    c.add_argument("--dataset", default="digits")
+    c.add_argument("--dataset", type=_dataset, default="digits")
     c.add_argument("--teacher", default=None, help="zoo spec (default: the dataset's default teacher)")
     c.add_argument("--students", default="mlp:4,mlp:16,mlp:64",
                    help="zoo specs, e.g. mlp:4,mlp:16,mlp:64 (use ';' between specs with several sizes: mlp:64,32;mlp:8)")

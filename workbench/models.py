@@ -38,9 +38,17 @@ def models_for(data: DataSplits | Sequence[int]) -> list[str]:
     fits = ["mlp"]
     if (len(shape) == 1 and shape[0] >= MIN_CNN1D_LENGTH) or len(shape) == 2:
         fits.append("cnn1d")  # (L,) as one channel, or (C, L)
-    if len(shape) in (2, 3):
-        fits.append("cnn2d")  # (H, W) as one channel, or (C, H, W)
+    if len(shape) in (2, 3) or _square_side(shape):
+        fits.append("cnn2d")  # (H, W) as one channel, (C, H, W), or a flat square image like digits' 64
     return fits
+
+
+def _square_side(shape: tuple[int, ...]) -> int | None:
+    """The side of a flat input that is a square image of at least 4x4 (64 -> 8), else None."""
+    if len(shape) != 1:
+        return None
+    side = math.isqrt(shape[0])
+    return side if side >= 4 and side * side == shape[0] else None
 
 
 def _input_shape(data: DataSplits | Sequence[int]) -> tuple[int, ...]:
@@ -90,7 +98,11 @@ def _cnn(dims: int, shape: tuple[int, ...], num_classes: int, channels: Any, dro
     if pool not in POOLS:
         raise _bad("pool", pool, f"valid: {', '.join(POOLS)}")
     parts: list[tuple[str, nn.Module]] = []
-    if len(shape) == dims:  # no channel axis: add one
+    if dims == 2 and _square_side(shape):  # a flat square image: (B, S*S) -> (B, 1, S, S)
+        side = _square_side(shape)
+        parts.append(("unflatten", nn.Unflatten(1, (1, side, side))))
+        shape = (1, side, side)
+    elif len(shape) == dims:  # no channel axis: add one
         parts.append(("unflatten", nn.Unflatten(1, (1, shape[0]))))  # (B, *shape) -> (B, 1, *shape)
         shape = (1, *shape)
     blocks, c_in, size = [], shape[0], list(shape[1:])

@@ -95,14 +95,15 @@ def check_models(cfg: DistillConfig, data: DataSplits, teacher: nn.Module | None
     finally:
         for tap in taps.values():
             tap.remove()
-    k = data.num_classes
-    for name, c in outs.items():
-        if k and c < k:
-            raise ValueError(f"{name}: outputs {c} classes but the data has {k} (labels 0..{k - 1})")
     if len(outs) == 2 and outs["student"] != outs["teacher"]:
         raise ValueError(
             f"teacher, student: teacher outputs {outs['teacher']} classes, student {outs['student']}; they must match"
         )
+    k = data.num_classes
+    for name, c in outs.items():
+        if k and c != k:
+            raise ValueError(f"{name}: outputs {c} classes but the data has {k} (labels 0..{k - 1}); "
+                             f"expected a final layer with {k} outputs")
     if teacher is not None and num_params(teacher) < num_params(student):
         warnings.warn(
             f"teacher has {num_params(teacher)} parameters, fewer than the student's "
