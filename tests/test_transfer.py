@@ -53,10 +53,13 @@ def _row_ids(x, pool):
     return torch.where(eq.any(1), eq.float().argmax(1), torch.full((len(x),), -1))
 
 
-def test_ce_batches_come_from_the_labeled_subset_and_kd_from_all_inputs():
+@pytest.mark.parametrize("seed,label_seed", [(1, None), (5, 1)])
+def test_ce_batches_come_from_the_labeled_subset_and_kd_from_all_inputs(seed, label_seed):
+    """The labeled subset is drawn with label_seed (else seed): runs of other seeds, or a teacher
+    and its students, can share the very same labeled rows."""
     data = toy_data(n_train=96)
     rec, spy = Recorder(), Spy()
-    cfg = DistillConfig(epochs=3, batch_size=16, labeled_fraction=0.25, seed=1)
+    cfg = DistillConfig(epochs=3, batch_size=16, labeled_fraction=0.25, seed=seed, label_seed=label_seed)
     distill(mlp(hidden=32, seed=1), spy, data, cfg, callbacks=[rec])
     start = rec.of("fit_start")[0]
     assert (start.labeled_size, start.transfer_size, start.steps_per_epoch) == (24, 96, 6)
@@ -70,6 +73,8 @@ def test_ce_batches_come_from_the_labeled_subset_and_kd_from_all_inputs():
         kd_rows |= set(_row_ids(x[-16:], x_train).tolist())
     assert ce_rows == set(labeled.tolist())
     assert len(kd_rows) == 96 and -1 not in kd_rows
+    with pytest.raises(ValueError, match="label_seed: -1 is invalid; expected an integer >= 0, or None"):
+        DistillConfig(label_seed=-1)
 
 
 def test_every_method_gets_the_same_step_budget():

@@ -60,7 +60,9 @@ class DistillConfig:
     Loss: ``w_ce*CE + w_kd*T^2*KL(p_t||p_s) + w_mse*MSE(s,t) + w_hint*MSE(adapter(f_s), f_t)``.
     ``alpha`` is a preset of the weights: ``w_ce = alpha, w_kd = 1 - alpha``. A run with no
     teacher (a teacher or a scratch baseline) trains on plain cross-entropy.
-    Transfer set: CE uses a stratified ``labeled_fraction`` of the train labels; the teacher
+    Transfer set: CE uses a stratified ``labeled_fraction`` of the train labels, drawn with
+    ``label_seed`` (None: ``seed``; fix it to give runs of several seeds, or a teacher and its
+    students, the very same labeled subset); the teacher
     labels every train input, plus the data's extra unlabeled inputs (``use_unlabeled``), mixed
     with ``mixup_alpha`` > 0. Hints match ``hint_student`` to ``hint_teacher`` (module paths).
     """
@@ -87,6 +89,7 @@ class DistillConfig:
     device: str = "auto"
     cache_teacher: bool = True
     labeled_fraction: float = 1.0
+    label_seed: int | None = None
     use_unlabeled: bool = True
     mixup_alpha: float = 0.0
     hint_student: str | None = None
@@ -116,6 +119,9 @@ class DistillConfig:
             raise _bad("grad_clip", self.grad_clip, "expected a number > 0 or None")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise _bad("seed", self.seed, "expected an integer >= 0")
+        if self.label_seed is not None and (isinstance(self.label_seed, bool) or not isinstance(self.label_seed, int)
+                                            or self.label_seed < 0):
+            raise _bad("label_seed", self.label_seed, "expected an integer >= 0, or None to use seed")
         if not isinstance(self.device, str) or not self.device:
             raise _bad("device", self.device, "expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
         if self.alpha is not None:
@@ -160,6 +166,11 @@ class DistillConfig:
         """The temperature and loss weights as a :class:`LossWeights`."""
         return LossWeights(float(self.temperature), float(self.w_ce), float(self.w_kd),
                            float(self.w_mse), float(self.w_hint))
+
+    @property
+    def labels_seed(self) -> int:
+        """The seed that draws the labeled subset: ``label_seed``, else ``seed``."""
+        return self.seed if self.label_seed is None else self.label_seed
 
     def to_dict(self) -> dict[str, Any]:
         """A plain JSON-able dict; ``DistillConfig.from_dict(c.to_dict()) == c``."""

@@ -11,6 +11,7 @@ several seeds and the KD-vs-scratch gain is paired by seed with a 95% t-interval
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import math
 import os
@@ -20,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
 
 from .compare import Sweep
+from .sweep_plots import accuracy_vs_size, gain_figure, temperature_heatmap
 from .sweep_stats import paired_gain, summarize
 from .config import DistillConfig
 from .datasets import load_dataset
@@ -45,6 +48,23 @@ class Report:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.figures: dict[str, dict[str, float]] = {}
+        self.charts: list[tuple[str, Any]] = []  # (title, plotly figure) for results-figures.html
+
+    def chart(self, title: str, fig: Any) -> None:
+        """Keep a plotly figure for the figures page and link it from here."""
+        self.charts.append((title, fig))
+        n = len(self.charts)
+        self.add(f"Figure {n}: [{title}](results-figures.html#figure-{n}) (interactive, offline).", "")
+
+    def figures_html(self) -> str:
+        """One self-contained HTML page with every chart (plotly.js embedded once: works offline)."""
+        parts = [f'<h2 id="figure-{i}">Figure {i}: {html.escape(title)}</h2>'
+                 + fig.to_html(full_html=False, include_plotlyjs=(i == 1))
+                 for i, (title, fig) in enumerate(self.charts, 1)]
+        return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>KD Workbench results: figures</title>"
+                "</head><body style='font-family: sans-serif'><h1>What distillation achieves here: figures</h1>"
+                "<p>Regenerated with <code>results.md</code> by <code>python -m workbench.experiments</code>.</p>"
+                + "\n".join(parts) + "</body></html>\n")
 
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)
@@ -119,11 +139,15 @@ def mnist1d(p: dict, rep: Report, workers: int, runs: Path) -> None:
             f"{p['mnist_student_epochs']} epochs' worth of steps of the labeled set for every method. "
             f"T={T:g} and alpha={alpha:g} were picked on the validation split (grid T in {p['grid_t']}, "
             f"alpha in {p['grid_alpha']}, seed 0, KD with generated inputs).", "")
-    rows = []
+    rows, bars = [], []
     for m in [x["name"] for x in methods]:
         f = rep.figure(f"mnist1d.{m}.test_acc", df[df.method == m]["test_acc"])
         rows.append({"method": m, "test accuracy %": _pm(f)})
+        bars.append((m, 100 * f["mean"], 100 * f["std"]))
     rep.table(pd.DataFrame(rows))
+    rep.chart("MNIST-1D: test accuracy by transfer set (mean ± std over seeds)", _bars(
+        bars, "test accuracy %", [("published MLP", 68.0), ("published CNN", 94.0),
+                                  ("our teacher", 100 * rep.figures["mnist1d.teacher.test_acc"]["mean"])]))
     rep.add("Published (Greydanus, *Scaling down deep learning*): logistic regression 32%, MLP 68%, CNN 94%, "
             "GRU 91%, human 96%. Methods: `kd` = the labeled train set, soft-labeled by the teacher "
             f"as well; `kd-mixup` = teacher queried on mixed inputs; `kd-extra` = plus {p['n_extra']} generated "
@@ -152,21 +176,40 @@ def transfer_set_size(p: dict, rep: Report, workers: int, runs: Path, base: Dist
             "The same student, teacher, T, alpha and step budget, with more generated inputs for the teacher "
             "to label (0 is `kd`: the labeled train inputs alone; each size is its own generated set):", "")
     rep.table(pd.DataFrame(rows))
+    sizes = [0, *p["extra_sizes"], p["n_extra"]]
+    names = ["mnist1d.kd.test_acc", *[f"mnist1d.kd-extra-{n}.test_acc" for n in p["extra_sizes"]], "mnist1d.kd-extra.test_acc"]
+    fig = go.Figure(go.Scatter(x=sizes, y=[100 * rep.figures[k]["mean"] for k in names], mode="lines+markers",
+                               error_y=dict(type="data", array=[100 * (rep.figures[k]["std"] or 0) for k in names])))
+    fig.update_layout(xaxis_title="generated inputs labeled by the teacher", yaxis_title="student test accuracy %",
+                      template="plotly_white")
+    rep.chart("MNIST-1D: the student grows with the transfer set", fig)
+
+
+def _bars(bars: list[tuple[str, float, float]], y_title: str, lines: list[tuple[str, float]] = ()) -> Any:
+    """Bars with error bars, and labeled horizontal reference lines."""
+    fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[b[1] for b in bars],
+                           error_y=dict(type="data", array=[0 if math.isnan(b[2]) else b[2] for b in bars])))
+    for name, y in lines:
+        fig.add_hline(y=y, line=dict(dash="dot", color="gray"), annotation_text=name)
+    fig.update_layout(yaxis_title=y_title, template="plotly_white")
+    return fig
 
 
 def digits(p: dict, rep: Report, workers: int, runs: Path) -> None:
     data = load_dataset("digits-images", seed=0)
     tcfg = DistillConfig(epochs=p["digits_teacher_epochs"], lr=1e-3, w_ce=1.0, w_kd=0.0)
     spread = teacher_spread(data, DIGITS_TEACHER, tcfg, p["teacher_seeds"], rep, "digits")
-    base = DistillConfig(epochs=p["digits_student_epochs"], lr=3e-3, batch_size=64, labeled_fraction=0.1)
+    # label_seed=0: every student seed, and the fair teacher, use the very same 10% of the labels
+    base = DistillConfig(epochs=p["digits_student_epochs"], lr=3e-3, batch_size=64, labeled_fraction=0.1, label_seed=0)
     T, alpha, _ = pick_on_val(data, DIGITS_TEACHER, "mlp:16", base, tcfg, {"name": "kd"}, p, workers, runs)
     base = base.replace(temperature=T, alpha=alpha)
     rep.add("## digits with 10% of the labels: scratch vs KD vs logit MSE across student sizes", "",
             f"Teacher: 2-D CNN (32/64 channels, dropout 0.3), test accuracy {_pm(rep.figures['digits.teacher.test_acc'])} "
-            f"over its seeds; students learn from the seed-0 one ({100 * spread.test_acc.iloc[0]:.1f}%). Students: MLPs on the 8x8 images, 10% of the labels for CE, KD on every train "
-            f"input; T={T:g}, alpha={alpha:g} picked on val (mlp:16, seed 0).", "")
+            f"over its seeds; students learn from the seed-0 one ({100 * spread.test_acc.iloc[0]:.1f}%). Students: MLPs on the 8x8 images, the same 10% of the labels for CE at every "
+            f"seed (`label_seed=0`), KD on every train input; T={T:g}, alpha={alpha:g} picked on val (mlp:16, seed 0).", "")
     for label, teacher_cfg in (("teacher trained on all labels", tcfg),
-                               ("teacher trained on the same 10% (the fair control)", tcfg.replace(labeled_fraction=0.1))):
+                               ("teacher trained on the same 10% (the fair control)",
+                                tcfg.replace(labeled_fraction=0.1, label_seed=0))):
         tag = "all" if teacher_cfg is tcfg else "fair"
         df = Sweep(data, DIGITS_TEACHER, p["sizes"], ["scratch", "kd", "mse"], p["seeds"], None, base, teacher_cfg,
                    workers=workers, runs=runs, name=f"results-digits10-{tag}", record=False).run()
@@ -179,6 +222,7 @@ def digits(p: dict, rep: Report, workers: int, runs: Path) -> None:
         gain = paired_gain(df, "kd", "scratch")[["student", "n", "gain", "ci_low", "ci_high"]]
         rep.add("KD - scratch (paired, 95% interval):", "")
         rep.table(gain)
+        rep.chart(f"digits, 10% labels, {label}: test accuracy vs student size", accuracy_vs_size(s))
         if tag == "all":
             rep.figure("digits10.all.kd_minus_scratch.mean_over_sizes", gain["gain"])
 
@@ -195,6 +239,7 @@ def digits(p: dict, rep: Report, workers: int, runs: Path) -> None:
     pivot = m.pivot(index="student", columns="temperature", values="val_acc")
     rep.table(pivot.sort_index(key=lambda idx: idx.map(order)).reset_index())
     rep.table(best.sort_values("student", key=lambda col: col.map(order)).rename(columns={"temperature": "best T (val)"}))
+    rep.chart("digits: val accuracy by temperature and student width (star: best T)", temperature_heatmap(df))
 
     # The honest negative result: KD on the full labeled set the teacher was trained on.
     full = base.replace(labeled_fraction=1.0)
@@ -206,6 +251,7 @@ def digits(p: dict, rep: Report, workers: int, runs: Path) -> None:
             "Same teacher, students and step budget, but every label available to the student: the teacher, "
             "trained to near-perfect train accuracy on these same labels, passes little beyond them.", "")
     rep.table(gain)
+    rep.chart("digits, all labels: KD - scratch (paired, 95% interval)", gain_figure(paired_gain(df, "kd", "scratch")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             "seeds; temperatures and weights were chosen on the validation split.", ""]
     (out / "results.md").write_text("\n".join(head + rep.lines) + "\n")
     (out / "results.json").write_text(json.dumps({"seconds": seconds, "figures": rep.figures}, indent=2))
+    (out / "results-figures.html").write_text(rep.figures_html())
     print(f"wrote {out / 'results.md'} and {out / 'results.json'} in {seconds:.0f} s")
     return 0
 

@@ -50,7 +50,7 @@ def check_transfer(cfg: DistillConfig, data: DataSplits, teacher: nn.Module | No
                 raise ValueError(f"{name}: {getattr(cfg, name)!r} needs in-memory data (tensors or "
                                  "arrays), not a DataLoader")
     elif cfg.labeled_fraction < 1:
-        labeled_subset(train.y, cfg.labeled_fraction, cfg.seed, data.class_names)  # raises early
+        labeled_subset(train.y, cfg.labeled_fraction, cfg.labels_seed, data.class_names)  # raises early
     if teacher is None and cfg.hint_student is not None:
         raise ValueError("hint_student, hint_teacher: feature hints need a teacher")
     if cfg.mixup_alpha > 0 and teacher is not None and cfg.w_ce == 0 and cfg.w_kd == 0 and cfg.w_mse == 0:

@@ -96,7 +96,7 @@ class BatchSource:
             self.steps_per_epoch, self.labeled, self.transfer = len(train), len(train.dataset), 0
             return
         self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)  # the same budget for every method
-        pool = labeled_subset(train.y.cpu(), cfg.labeled_fraction, cfg.seed, data.class_names).to(device)
+        pool = labeled_subset(train.y.cpu(), cfg.labeled_fraction, cfg.labels_seed, data.class_names).to(device)
         x_ce, y_ce = (train.x, train.y) if len(pool) == len(train) else (train.x[pool], train.y[pool])
         extra = data.unlabeled if (teacher is not None and cfg.use_unlabeled) else None
         x_kd = train.x if extra is None else torch.cat([train.x, extra.to(device, torch.float32)])
