@@ -88,11 +88,15 @@ class LiveRun:
 
     def _adopt(self, d: Distiller) -> None:
         with self._lock:
-            if self.controls is None:
-                self.controls = Controls(d.config.weights)
-                if self._pending:
-                    self.controls.update(**self._pending)
-            d.controls = self.controls
+            # The live temperature and weights belong to the distilled student(s). A fit without a
+            # teacher (the teacher itself, a scratch baseline) keeps its own plain-CE weights:
+            # otherwise a teacher trained first in a job would hand the student its w_kd=0.
+            if d.teacher is not None:
+                if self.controls is None:
+                    self.controls = Controls(d.config.weights)
+                    if self._pending:
+                        self.controls.update(**self._pending)
+                d.controls = self.controls
             self._current = d
             if self._stopped:
                 d.stop()
