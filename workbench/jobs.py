@@ -52,6 +52,9 @@ class JobRegistry:
         self.keep_finished, self.abandon_after = keep_finished, abandon_after
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self._reaper: threading.Thread | None = None
+        # cleanup also runs on its own: a page closed mid-run must not leave its job training
+        self.reap_every = max(1.0, min(60.0, abandon_after / 4))
 
     def running(self) -> list[Job]:
         with self._lock:
@@ -68,7 +71,20 @@ class JobRegistry:
             job = Job(secrets.token_urlsafe(8), LiveRun(target, name=label), label, dict(context))
             self._jobs[job.job_id] = job
         job.run.start()
+        self._start_reaper()
         return job
+
+    def _start_reaper(self) -> None:
+        with self._lock:
+            if self._reaper is not None:
+                return
+            self._reaper = threading.Thread(target=self._reap, name="workbench-job-reaper", daemon=True)
+        self._reaper.start()
+
+    def _reap(self) -> None:
+        while True:
+            time.sleep(self.reap_every)
+            self.cleanup()
 
     def get(self, job_id: str | None) -> Job | None:
         """The job, marked as seen; None when unknown or already cleaned up."""
