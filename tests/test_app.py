@@ -120,6 +120,22 @@ def test_live_temperature_change_reaches_the_job(at):
     job.run.stop()
 
 
+def test_a_diverged_run_shows_why_and_the_page_can_run_again(at):
+    from helpers import mlp, toy_data
+
+    from workbench import DistillConfig
+    from workbench.ui.app import registry
+
+    cfg = DistillConfig(epochs=50, lr=1e12, optimizer="sgd")  # blows up within a few steps
+    job = registry().start(lambda live: live.distiller(None, mlp(), toy_data(), cfg, role="baseline").fit(), "distill")
+    assert job.run.join(60) and job.run.status == "diverged"
+    at.query_params["job"] = job.job_id
+    at.run()
+    assert not at.exception
+    assert any("baseline diverged" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.button(key="run").disabled is False
+
+
 @pytest.mark.parametrize("content,message", [
     (b"a,b\n1,2\n3,4\n", "at least 10 rows"),
     (b"x,label\n" + b"".join(b"%d,same\n" % i for i in range(30)), "only one class"),
