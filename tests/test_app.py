@@ -185,3 +185,40 @@ def test_compare_page_runs_a_tiny_sweep():
     charts = app.get("plotly_chart")
     assert len(charts) >= 2  # accuracy vs size with the Pareto front, and the paired gain
     assert any("Pareto front" in c.value for c in app.caption)
+
+
+def test_compare_page_stop_runs_table_filters_and_overlay():
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    app.switch_page("workbench/ui/compare_entry.py").run()
+    app.selectbox(key="sw_dataset").set_value("moons")
+    app.multiselect(key="sw_students").set_value(["mlp:2", "mlp:4"])
+    app.number_input(key="sw_seeds").set_value(3)
+    app.number_input(key="sw_epochs").set_value(500)  # long enough to stop mid-way
+    app.button[0].click().run()
+    from workbench.ui.app import registry
+    job = registry().get(app.query_params.get("sweep"))
+    t0 = time.monotonic()
+    while not job.context["progress"]:  # the first fit is in
+        assert time.monotonic() - t0 < 120
+        time.sleep(0.1)
+    app.run()
+    app.button(key="sw_stop").click().run()
+    assert job.run.join(60) and job.run.status == "stopped"
+    assert 1 <= job.context["progress"][-1]["done"] < 12  # stopped mid-way, the finished fits kept
+    app.run()
+    assert not app.exception and app.button(key="sw_stop").disabled
+    # the runs on disk: filter by role, download the table, overlay two runs' curves
+    roles = app.multiselect(key="runs_role")
+    assert "teacher" in roles.options and "student" in roles.options
+    roles.set_value(["student"]).run()
+    table = app.dataframe[-1].value
+    assert len(table) >= 1 and set(table["role"]) == {"student"}
+    assert app.get("download_button")
+    charts_before = len(app.get("plotly_chart"))
+    pick = app.multiselect(key="runs_pick")
+    pick.set_value(pick.options[:2]).run()
+    assert not app.exception
+    assert len(app.get("plotly_chart")) == charts_before + 1  # the overlay of the two runs
+    assert app.slider(key="runs_smooth").value == 0.6
+
