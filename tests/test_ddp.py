@@ -76,6 +76,30 @@ def test_cli_under_torchrun_writes_one_set_of_runs(tmp_path):
     assert len(df) == 3 and set(df.status) == {"completed"}
 
 
+LOADER_SCRIPT = textwrap.dedent("""
+    import sys, torch, torch.nn as nn
+    from torch.utils.data import DataLoader, TensorDataset
+    import workbench as wb
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 8, generator=g)
+    y = (x[:, 0] > 0).long()
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    res = wb.train(model, {"train": loader}, wb.DistillConfig(epochs=2, device="cpu"))
+    print("STATUS", res.status)
+""")
+
+
+def test_a_dataloader_under_torchrun_trains_and_says_it_is_not_sharded(tmp_path):
+    script = tmp_path / "loader.py"
+    script.write_text(LOADER_SCRIPT)
+    out = torchrun([str(script)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("completed") == 2  # both ranks (their lines may interleave)
+    assert "every rank iterates this DataLoader whole" in out.stderr and "DistributedSampler" in out.stderr
+
+
 def test_precision_flags():
     res = distill(mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=3, precision="bf16"))
     assert res.status == "completed" and res.summary["test_acc"] > 0

@@ -12,13 +12,14 @@ import secrets
 import threading
 import time
 import traceback
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from . import distributed
 from .callbacks import History
@@ -190,6 +191,10 @@ class Distiller:
         device = resolve_device(cfg.device)
         self._ddp = distributed.init(device)  # under torchrun: a process group, one rank per process
         device = distributed.local_device(device)
+        if self._ddp and isinstance(data.train, DataLoader) and not isinstance(data.train.sampler, DistributedSampler):
+            warnings.warn("data['train']: under torchrun every rank iterates this DataLoader whole (the same batches "
+                          "on every rank: correct, but no speed-up); pass tensors or arrays (the engine gives each "
+                          "rank its share of every batch) or use torch.utils.data.DistributedSampler", stacklevel=2)
         # Only rank 0 calls the user's callbacks (and so writes runs and draws).
         events = Dispatcher([self.recorder, *self.callbacks] if distributed.is_main() else [self.recorder])
         try:
