@@ -13,7 +13,10 @@ NETWORK_GUARD = '''
 import socket as _socket
 def _refuse(self, address, *args, **kwargs):
     host = address[0] if isinstance(address, tuple) else address
-    if isinstance(host, str) and (host in ("localhost", "::1") or host.startswith("127.") or host.startswith("/")):
+    if isinstance(host, bytes):  # AF_UNIX addresses may be bytes
+        host = host.decode(errors="replace")
+    # this machine only: loopback, and AF_UNIX paths and abstract names (worker processes)
+    if isinstance(host, str) and (host in ("localhost", "::1") or host.startswith(("127.", "/", "\\0"))):
         return _orig_connect(self, address, *args, **kwargs)
     raise ConnectionRefusedError(f"network access is blocked in the notebook tests: {address!r}")
 _orig_connect = _socket.socket.connect
