@@ -100,6 +100,43 @@ def test_a_dataloader_under_torchrun_trains_and_says_it_is_not_sharded(tmp_path)
     assert "every rank iterates this DataLoader whole" in out.stderr and "DistributedSampler" in out.stderr
 
 
+def test_bf16_runs_the_student_in_bf16_and_the_losses_in_fp32(monkeypatch):
+    import workbench.engine as engine
+
+    student, seen = mlp(seed=2), {"student": set(), "loss": set()}
+    student.register_forward_hook(lambda m, i, out: seen["student"].add(out.dtype))
+    real = engine.distill_loss
+
+    def spy(*args, **kwargs):
+        total, terms = real(*args, **kwargs)
+        seen["loss"] |= {total.dtype, *(t.dtype for t in terms.values())}
+        return total, terms
+
+    monkeypatch.setattr(engine, "distill_loss", spy)
+    res = distill(mlp(hidden=32, seed=1), student, toy_data(), DistillConfig(epochs=1, precision="bf16", device="cpu"))
+    assert res.status == "completed"
+    assert torch.bfloat16 in seen["student"]  # the forward ran under autocast
+    assert seen["loss"] == {torch.float32}  # softmax / KL / CE in fp32: no bf16 round-off in the KD term
+    seen["student"].clear()
+    distill(mlp(hidden=32, seed=1), student, toy_data(), DistillConfig(epochs=1, device="cpu"))
+    assert seen["student"] == {torch.float32}
+
+
+def test_compile_wraps_the_student_and_a_failing_compile_ends_the_run_with_its_message(monkeypatch):
+    wrapped = []
+    monkeypatch.setattr(torch, "compile", lambda m: wrapped.append(m) or m)
+    student = mlp(seed=2)
+    res = distill(mlp(hidden=32, seed=1), student, toy_data(), DistillConfig(epochs=1, compile=True, device="cpu"))
+    assert res.status == "completed" and wrapped == [student]
+
+    def broken(m):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    res = distill(mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=1, compile=True, device="cpu"))
+    assert res.status == "error" and "no C++ compiler found" in res.message
+
+
 def test_precision_flags():
     res = distill(mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=3, precision="bf16"))
     assert res.status == "completed" and res.summary["test_acc"] > 0
