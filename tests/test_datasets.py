@@ -259,6 +259,7 @@ def test_from_arrays_rare_class_falls_back_to_plain_split():
     (lambda x, y: from_arrays(x, y, class_names=["a", "b"]), r"class_names: \['a', 'b'\].*at least 3 names"),
     (lambda x, y: from_arrays(x, y, unlabeled=np.zeros((5, 3))), r"unlabeled: .*\(4,\)"),
     (lambda x, y: from_arrays(x[:10], y[:10], val_fraction=0.45, test_fraction=0.5), r"train split would be empty"),
+    (lambda x, y: from_arrays(x, np.arange(len(y))), r"y: '200 distinct labels in 200 rows'.*labels that repeat"),
 ])
 def test_from_arrays_errors(make, pattern):
     x, y = _blobs()
@@ -297,6 +298,8 @@ def test_from_dataframe_with_string_target():
     (lambda df: df.head(6), {}, r"X: '6 rows'.*at least 10"),
     (lambda df: df, {"features": ["a", "zzz"]}, r"features: \['a', 'zzz'\].*available columns"),
     (lambda df: df.assign(species=df["a"]), {}, r"fractional"),
+    (lambda df: df.assign(species=[f"id{i}" for i in range(len(df))]), {},
+     r"target: 'species'.*120 distinct values in 120 rows.*an ID or a continuous number"),
 ])
 def test_from_dataframe_errors(change, kwargs, pattern):
     kwargs = {"target": "species", **kwargs}

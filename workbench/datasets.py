@@ -309,6 +309,9 @@ def from_arrays(X: Any, y: Any, *, seed: int = 0, val_fraction: float = 0.15, te
     label_k = len(names) if names else int(codes.max()) + 1  # classes the labels need
     names = names if class_names is None else tuple(str(c) for c in class_names)
     classes = np.unique(codes)
+    if len(classes) > len(x) / 2:  # most classes with a single row: not something a classifier can learn
+        raise _bad("y", f"{len(classes)} distinct labels in {len(x)} rows",
+                   "expected class labels that repeat (is y an ID or a continuous number?)")
     if len(classes) < 2:
         only = names[classes[0]] if names and classes[0] < len(names) else int(classes[0])
         raise ValueError(f"y: only one class ({only!r}) found; expected at least 2 classes")
@@ -347,6 +350,9 @@ def from_dataframe(df: Any, target: str, *, features: list[str] | None = None, *
     if with_nan:
         raise ValueError(f"columns {with_nan}: missing values; fill or drop those rows first")
     codes, names = _encode_labels(df[target].to_numpy(), map_numbers=True)
+    if len(df) >= MIN_ROWS and len(names) > len(df) / 2:  # most classes with one row: nothing to learn
+        raise _bad("target", target, f"column has {len(names)} distinct values in {len(df)} rows; expected class "
+                                     "labels that repeat (is it an ID or a continuous number?)")
     unlabeled = kwargs.pop("unlabeled", None)
     if isinstance(unlabeled, pd.DataFrame):
         unlabeled = unlabeled[features].to_numpy(np.float32)
