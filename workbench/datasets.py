@@ -9,9 +9,9 @@ MNIST-1D: ``data_seed`` (42: the published set) fixes the data, ``test_fraction`
 make_dataset's ``train_split`` (0.2: its 4000/1000 split, all 4000 kept for training as in the
 paper), ``val_fraction * num_samples`` validation rows are generated from a seed derived from
 (``data_seed``, ``seed``), and unlabeled inputs come from ``unlabeled_seed`` (default
-``data_seed + 1``). make_dataset standardizes each generated set with its own mean and std;
-for sets of hundreds of rows or more these agree with the published set's to about 1%.
-make_dataset already standardizes its output, so no further scaling is applied.
+``data_seed + 1``). make_dataset standardizes each generated set with its own mean and std
+(for sets of hundreds of rows or more these agree with the published set's to about 1%), so no
+further scaling is applied.
 """
 
 from __future__ import annotations
@@ -281,6 +281,17 @@ def _encode_labels(y: Any, map_numbers: bool = False) -> tuple[np.ndarray, tuple
     return np.array([index[v] for v in arr.tolist()], dtype=np.int64), tuple(str(v) for v in values)
 
 
+def _check_labels_repeat(n_classes: int, n_rows: int, field: str, value: Any = None) -> None:
+    """Most classes with a single row (an ID, a continuous number) is nothing a classifier can learn."""
+    if n_classes <= n_rows / 2:
+        return
+    if value is None:  # labels given as an array
+        raise _bad(field, f"{n_classes} distinct labels in {n_rows} rows",
+                   f"expected class labels that repeat (is {field} an ID or a continuous number?)")
+    raise _bad(field, value, f"column has {n_classes} distinct values in {n_rows} rows; expected class "
+                             "labels that repeat (is it an ID or a continuous number?)")
+
+
 def _features(a: Any, name: str) -> np.ndarray:
     if isinstance(a, np.ndarray) and not a.flags.writeable:
         a = a.copy()  # torch warns on read-only arrays
@@ -309,9 +320,7 @@ def from_arrays(X: Any, y: Any, *, seed: int = 0, val_fraction: float = 0.15, te
     label_k = len(names) if names else int(codes.max()) + 1  # classes the labels need
     names = names if class_names is None else tuple(str(c) for c in class_names)
     classes = np.unique(codes)
-    if len(classes) > len(x) / 2:  # most classes with a single row: not something a classifier can learn
-        raise _bad("y", f"{len(classes)} distinct labels in {len(x)} rows",
-                   "expected class labels that repeat (is y an ID or a continuous number?)")
+    _check_labels_repeat(len(classes), len(x), "y")
     if len(classes) < 2:
         only = names[classes[0]] if names and classes[0] < len(names) else int(classes[0])
         raise ValueError(f"y: only one class ({only!r}) found; expected at least 2 classes")
@@ -350,9 +359,8 @@ def from_dataframe(df: Any, target: str, *, features: list[str] | None = None, *
     if with_nan:
         raise ValueError(f"columns {with_nan}: missing values; fill or drop those rows first")
     codes, names = _encode_labels(df[target].to_numpy(), map_numbers=True)
-    if len(df) >= MIN_ROWS and len(names) > len(df) / 2:  # most classes with one row: nothing to learn
-        raise _bad("target", target, f"column has {len(names)} distinct values in {len(df)} rows; expected class "
-                                     "labels that repeat (is it an ID or a continuous number?)")
+    if len(df) >= MIN_ROWS:  # fewer rows: from_arrays says so first
+        _check_labels_repeat(len(names), len(df), "target", target)
     unlabeled = kwargs.pop("unlabeled", None)
     if isinstance(unlabeled, pd.DataFrame):
         unlabeled = unlabeled[features].to_numpy(np.float32)

@@ -25,7 +25,7 @@ import plotly.graph_objects as go
 
 from .compare import Sweep
 from .sweep_plots import accuracy_vs_size, gain_figure, temperature_heatmap
-from .sweep_stats import paired_gain, summarize
+from .sweep_stats import best_temperature, paired_gain, summarize
 from .config import DistillConfig
 from .datasets import load_dataset
 from .experiment import Experiment
@@ -179,7 +179,7 @@ def transfer_set_size(p: dict, rep: Report, workers: int, runs: Path, base: Dist
     sizes = [0, *p["extra_sizes"], p["n_extra"]]
     names = ["mnist1d.kd.test_acc", *[f"mnist1d.kd-extra-{n}.test_acc" for n in p["extra_sizes"]], "mnist1d.kd-extra.test_acc"]
     fig = go.Figure(go.Scatter(x=sizes, y=[100 * rep.figures[k]["mean"] for k in names], mode="lines+markers",
-                               error_y=dict(type="data", array=[100 * (rep.figures[k]["std"] or 0) for k in names])))
+                               error_y=_error_bars([100 * rep.figures[k]["std"] for k in names])))
     fig.update_layout(xaxis_title="generated inputs labeled by the teacher", yaxis_title="student test accuracy %",
                       template="plotly_white")
     rep.chart("MNIST-1D: the student grows with the transfer set", fig)
@@ -187,12 +187,16 @@ def transfer_set_size(p: dict, rep: Report, workers: int, runs: Path, base: Dist
 
 def _bars(bars: list[tuple[str, float, float]], y_title: str, lines: list[tuple[str, float]] = ()) -> Any:
     """Bars with error bars, and labeled horizontal reference lines."""
-    fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[b[1] for b in bars],
-                           error_y=dict(type="data", array=[0 if math.isnan(b[2]) else b[2] for b in bars])))
+    fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[b[1] for b in bars], error_y=_error_bars([b[2] for b in bars])))
     for name, y in lines:
         fig.add_hline(y=y, line=dict(dash="dot", color="gray"), annotation_text=name)
     fig.update_layout(yaxis_title=y_title, template="plotly_white")
     return fig
+
+
+def _error_bars(stds: list[float]) -> dict:
+    """Plotly error bars from standard deviations (none drawn where one seed gives no std)."""
+    return dict(type="data", array=[0.0 if math.isnan(s) else s for s in stds])
 
 
 def digits(p: dict, rep: Report, workers: int, runs: Path) -> None:
@@ -229,14 +233,13 @@ def digits(p: dict, rep: Report, workers: int, runs: Path) -> None:
     # Hinton's temperature finding: best T per width, picked on val.
     df = Sweep(data, DIGITS_TEACHER, p["sizes"], [{"name": "kd", "alpha": 0.1}], p["temp_seeds"], p["temps"],
                base, tcfg, workers=workers, runs=runs, name="results-digits-temperature", record=False).run()
-    m = df.groupby(["student", "temperature"]).agg(val_acc=("val_acc", "mean"), test_acc=("test_acc", "mean")).reset_index()
-    best = m.loc[m.groupby("student")["val_acc"].idxmax()]
+    best = best_temperature(df, "kd")[["student", "temperature", "val_acc", "test_acc"]]
     rep.add("## Hinton's temperature finding: the best temperature by student width", "",
             f"KD with alpha=0.1 on digits with 10% labels, T in {p['temps']}, {p['temp_seeds']} seeds; best T by mean "
             "val accuracy (Hinton et al. 2015: with 300+ units every T above 8 did about as well; with 30 units "
             "T of 2.5 to 4 worked best).", "")
     order = {s: i for i, s in enumerate(p["sizes"])}  # by width, not alphabetically
-    pivot = m.pivot(index="student", columns="temperature", values="val_acc")
+    pivot = df.pivot_table(index="student", columns="temperature", values="val_acc", aggfunc="mean")
     rep.table(pivot.sort_index(key=lambda idx: idx.map(order)).reset_index())
     rep.table(best.sort_values("student", key=lambda col: col.map(order)).rename(columns={"temperature": "best T (val)"}))
     rep.chart("digits: val accuracy by temperature and student width (star: best T)", temperature_heatmap(df))
@@ -245,13 +248,14 @@ def digits(p: dict, rep: Report, workers: int, runs: Path) -> None:
     full = base.replace(labeled_fraction=1.0)
     df = Sweep(data, DIGITS_TEACHER, p["sizes"], ["scratch", "kd"], p["seeds"], None, full, tcfg, workers=workers,
                runs=runs, name="results-digits-full", record=False).run()
-    gain = paired_gain(df, "kd", "scratch")[["student", "n", "gain", "ci_low", "ci_high", "method_mean", "baseline_mean"]]
+    full_gain = paired_gain(df, "kd", "scratch")
+    gain = full_gain[["student", "n", "gain", "ci_low", "ci_high", "method_mean", "baseline_mean"]]
     rep.figure("digits.full_labels.kd_minus_scratch.mean_over_sizes", gain["gain"])
     rep.add("## The honest negative result: KD on the full labeled set", "",
             "Same teacher, students and step budget, but every label available to the student: the teacher, "
             "trained to near-perfect train accuracy on these same labels, passes little beyond them.", "")
     rep.table(gain)
-    rep.chart("digits, all labels: KD - scratch (paired, 95% interval)", gain_figure(paired_gain(df, "kd", "scratch")))
+    rep.chart("digits, all labels: KD - scratch (paired, 95% interval)", gain_figure(full_gain))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,8 +98,7 @@ def _cnn(dims: int, shape: tuple[int, ...], num_classes: int, channels: Any, dro
     if pool not in POOLS:
         raise _bad("pool", pool, f"valid: {', '.join(POOLS)}")
     parts: list[tuple[str, nn.Module]] = []
-    if dims == 2 and _square_side(shape):  # a flat square image: (B, S*S) -> (B, 1, S, S)
-        side = _square_side(shape)
+    if dims == 2 and (side := _square_side(shape)):  # a flat square image: (B, S*S) -> (B, 1, S, S)
         parts.append(("unflatten", nn.Unflatten(1, (1, side, side))))
         shape = (1, side, side)
     elif len(shape) == dims:  # no channel axis: add one
