@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .runs import _read_json, atomic_write_json, load_run
+from .runs import RECORD_FILES, RunRecord, atomic_write_json, load_run, read_object, runs_root
 
 FORMATS = ("export", "state_dict")
 
@@ -45,6 +45,35 @@ def load_exported(path: str | os.PathLike) -> Any:
     return torch.export.load(str(path))
 
 
+def _export_path(out: str | os.PathLike | None, rec: RunRecord, suffix: str,
+                 root: str | os.PathLike | None) -> Path:
+    """Where ``export_run`` writes: ``out``, else ``student<suffix>`` in the run's folder.
+
+    ``out`` may be any file outside the runs folder; inside it, only a new file in this run's own
+    folder (never one of the files the run is made of, never another run): an export must not
+    overwrite the run store.
+    """
+    if out is None:
+        return rec.path / f"student{suffix}"
+    if not os.fspath(out):
+        default = str(rec.path / f"student{suffix}")
+        raise ValueError(f"out: '' is empty; expected a file path, or none for {default!r}")
+    if "\0" in os.fspath(out):
+        raise ValueError(f"out: {os.fspath(out)!r} holds a NUL character; expected a file path")
+    path = Path(out)
+    if path.is_dir():
+        example = str(path / f"student{suffix}")
+        raise ValueError(f"out: {str(path)!r} is a folder; expected a file path, e.g. {example!r}")
+    base = runs_root(root)
+    for absolute in (lambda p: Path(os.path.abspath(p)), Path.resolve):  # as written, and behind any link
+        where, own = absolute(path), absolute(rec.path)
+        if where.is_relative_to(absolute(base)) and (where.parent != own or where.name in RECORD_FILES):
+            raise ValueError(f"out: {str(path)!r} is inside the runs folder {str(base)!r} but not a "
+                             "new file in the run's own folder; expected a path outside the runs folder, or a "
+                             f"name other than {', '.join(RECORD_FILES)} in {str(rec.path)!r}")
+    return path
+
+
 def export_run(run_id: str, fmt: str = "export", root: str | os.PathLike | None = None,
                out: str | os.PathLike | None = None) -> dict[str, Any]:
     """Export a finished run's model and add params, MACs and CPU latency to its summary."""
@@ -57,12 +86,17 @@ def export_run(run_id: str, fmt: str = "export", root: str | os.PathLike | None 
         raise ValueError(f"run: {run_id!r} has no rebuildable model (it is {rec.status}, or not a zoo model)")
     shape = tuple(rec.model.spec["input_shape"])
     suffix = ".pt2" if fmt == "export" else ".pt"
-    path = export_model(rec.model, shape, out or rec.path / f"student{suffix}", fmt)
+    target = _export_path(out, rec, suffix, root)
+    try:
+        path = export_model(rec.model, shape, target, fmt)
+    except OSError as e:  # e.g. a parent that is a file, or no permission
+        raise ValueError(f"out: cannot write {str(target)!r} ({e.strerror or e}); "
+                         "expected a writable file path") from None
     facts = {"params": count_params(rec.model), "macs": count_macs(rec.model, shape),
              "latency_ms_batch1": measure_latency(rec.model, shape, batch_size=1)["median_ms"],
              "latency_ms_batch256": measure_latency(rec.model, shape, batch_size=256)["median_ms"],
              f"exported_{fmt}": str(path)}
-    summary = _read_json(rec.path / "summary.json") or {}
+    summary = read_object(rec.path / "summary.json")
     summary.update(facts)
     atomic_write_json(rec.path / "summary.json", summary)
     return facts
