@@ -323,3 +323,20 @@ def test_recorded_runs_and_figures():
     np.testing.assert_allclose(z, want[["mlp:2", "mlp:4"]].to_numpy())
     best = best_temperature(df, "kd")
     assert list(hfig.data[1].y) == [f"{t:g}" for t in best.temperature]
+
+
+def test_sweep_names_stay_inside_the_runs_folder(tmp_path):
+    for bad in ("../../x", "/abs", "a b", ".hidden", "-rf", ""):
+        with pytest.raises(ValueError, match="name: .* is not a valid sweep name"):
+            _sweep(name=bad)
+    import numpy as np
+
+    from workbench.datasets import from_arrays
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(120, 2)).astype("float32"), rng.integers(0, 2, 120)
+    s = _sweep(data=from_arrays(x, y, name="My Data/../x"), students=["mlp:2"], methods=["scratch"], seeds=1,
+               record=True)
+    assert s.name.startswith("My_Data_.._x-") and s.path.parent == tmp_path / "runs" / "sweeps"
+    df = s.run()
+    assert list(df["status"]) == ["completed"]  # the recorder accepts the run id made from that name

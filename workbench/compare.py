@@ -39,7 +39,7 @@ from .evaluation import logits_of
 from .experiment import Experiment, make_model
 from .hints import find_module
 from .models import build_model_from_spec, count_macs, count_params, measure_latency
-from .runs import RunRecorder, atomic_write_json, load_run, runs_root
+from .runs import RunRecorder, atomic_write_json, is_run_id, load_run, runs_root
 from .sweep_stats import (best_temperature, nondominated, paired_gain, pareto_front, summarize,  # re-exported
                           t_quantile)
 
@@ -265,7 +265,11 @@ class Sweep:
             [tensor_digest(v) for v in self.experiment.teacher.state_dict().values()])
         self.meta = {"data": _data_id(self.data), "teacher": teacher_id, "config": self.config.to_dict(),
                      "methods": {m.name: [dict(m.overrides), m.teacher] for m in self.methods}}
-        self.name = name or f"{self.data.name}-{digest(self.meta)[:8]}"
+        if name is not None and not (is_run_id(name) and len(name) <= 120):
+            raise ValueError(f"name: {name!r} is not a valid sweep name; expected 1-120 letters, digits, '.', '_' "
+                             "or '-', not starting with '.' or '-' (it names the sweep's file and its run ids)")
+        stem = re.sub(r"[^A-Za-z0-9.-]+", "_", str(self.data.name)).strip("._-")[:100] or "data"
+        self.name = name or f"{stem}-{digest(self.meta)[:8]}"
         self.path = runs_root(runs) / "sweeps" / f"{self.name}.csv"
         self.teacher_summary: dict[str, Any] = {}
         self.sizes: dict[str, dict[str, float]] = {}
