@@ -26,11 +26,12 @@ class EventBuffer:
         self._lock = threading.Lock()
         self._cursor = 0
 
-    def _append(self, p: Payload) -> None:
+    def append(self, p: Any) -> None:
+        """Add one item (a payload, or any record such as a sweep's progress dict)."""
         with self._lock:
             self._events.append(p)
 
-    on_fit_start = on_step_end = on_eval_end = on_epoch_end = on_fit_end = _append
+    on_fit_start = on_step_end = on_eval_end = on_epoch_end = on_fit_end = append
 
     def __len__(self) -> int:
         return len(self._events)

@@ -14,6 +14,15 @@ from .sweep_stats import best_temperature, nondominated, summarize
 from .plots import PALETTE, _layout
 
 X_TITLES = {"params": "parameters", "macs": "multiply-accumulates per sample", "latency_ms": "latency (ms, batch 1)"}
+# Axis titles in words for the metric columns; fractions (accuracies) get percent ticks.
+METRIC_TITLES = {"test_acc": "test accuracy", "val_acc": "validation accuracy",
+                 "test_agreement": "agreement with the teacher (test)", "seconds": "training time (s)"}
+FRACTIONS = ("test_acc", "val_acc", "test_agreement")
+
+
+def metric_title(metric: str) -> str:
+    """A metric column's name in words (an unknown column keeps its name, underscores as spaces)."""
+    return METRIC_TITLES.get(metric, metric.replace("_", " "))
 
 
 def _label(method: str, temperature: float | None) -> str:
@@ -46,12 +55,16 @@ def accuracy_vs_size(summary_df: pd.DataFrame, x: str = "params", y: str = "test
             x=rows[x].tolist(), y=rows[f"{y}_mean"].tolist(), name=label, mode="lines+markers",
             error_y=dict(type="data", array=rows[f"{y}_std"].fillna(0).tolist(), visible=True),
             line=dict(color=PALETTE[i % len(PALETTE)]), text=rows["student"].tolist(),
-            hovertemplate="%{text}<br>%{x}<br>%{y:.4f}<extra>" + label + "</extra>"))
+            hovertemplate="%{text}<br>%{x}<br>%{y:" + (".1%" if y in FRACTIONS else ".4g") + "}<extra>"
+                          + label + "</extra>"))
     front = s[nondominated(s[x].tolist(), s[f"{y}_mean"].tolist())].sort_values(x)
     fig.add_trace(go.Scatter(
         x=front[x].tolist(), y=front[f"{y}_mean"].tolist(), name="Pareto front", mode="lines",
         line=dict(color="black", dash="dash", width=1), hoverinfo="skip"))
-    _layout(fig, f"{y} vs student size (mean ± std over seeds)", X_TITLES.get(x, x), y, f"sweep-size-{x}-{y}")
+    _layout(fig, f"{metric_title(y)} vs student size (mean ± std over seeds)", X_TITLES.get(x, x),
+            metric_title(y), f"sweep-size-{x}-{y}")
+    if y in FRACTIONS:
+        fig.update_yaxes(tickformat=".0%")
     if log_x:
         fig.update_xaxes(type="log")
     return fig
@@ -59,6 +72,9 @@ def accuracy_vs_size(summary_df: pd.DataFrame, x: str = "params", y: str = "test
 
 def gain_figure(gain_df: pd.DataFrame) -> go.Figure:
     """Bars of the mean paired gain per student with 95% confidence intervals (``sweep_stats.paired_gain``)."""
+    first = gain_df.iloc[0] if len(gain_df) else {}
+    metric, method = first.get("metric", "test_acc"), first.get("method", "kd")
+    fraction = metric in FRACTIONS
     fig = go.Figure()
     for i, (t, rows) in enumerate(_by_temperature(gain_df)):
         label = _label(f"{rows['method'].iloc[0]} - {rows['baseline'].iloc[0]}", t)
@@ -68,11 +84,16 @@ def gain_figure(gain_df: pd.DataFrame) -> go.Figure:
                          array=(rows["ci_high"] - rows["gain"]).fillna(0).tolist(),
                          arrayminus=(rows["gain"] - rows["ci_low"]).fillna(0).tolist()),
             customdata=rows["n"].tolist(),
-            hovertemplate="%{x}: %{y:+.4f} (n=%{customdata})<extra>" + label + "</extra>"))
+            hovertemplate="%{x}: %{y:" + ("+.1%" if fraction else "+.4g") + "} (n=%{customdata})<extra>"
+                          + label + "</extra>"))
     fig.add_hline(y=0, line=dict(color="gray", width=1))
-    metric = gain_df["metric"].iloc[0] if "metric" in gain_df and len(gain_df) else "accuracy"
-    _layout(fig, f"paired gain in {metric} (mean, 95% CI over seeds)", "student", f"Δ {metric}", "sweep-gain")
+    gain = "KD gain" if method == "kd" else f"{method} gain"
+    unit = ", points" if fraction else ""  # a difference of two fractions: percentage points
+    _layout(fig, f"{gain} over {first.get('baseline', 'scratch')} in {metric_title(metric)} "
+            "(mean, 95% CI over seeds)", "student", f"{gain} ({metric_title(metric)}{unit})", "sweep-gain")
     fig.update_layout(barmode="group")
+    if fraction:
+        fig.update_yaxes(tickformat="+.1%")
     return fig
 
 
@@ -87,15 +108,16 @@ def temperature_heatmap(df: pd.DataFrame, method: str | None = None, metric: str
     d = d[d["method"] == method]
     students = d.groupby("student")["params"].first().sort_values().index.tolist()
     grid = d.pivot_table(index="temperature", columns="student", values=metric, aggfunc="mean")[students]
+    ticks, hover = (".0%", ".1%") if metric in FRACTIONS else (None, ".4g")
     fig = go.Figure(go.Heatmap(z=grid.to_numpy().tolist(), x=students, y=[f"{t:g}" for t in grid.index],
-                               colorscale="Viridis", colorbar=dict(title=metric),
-                               hovertemplate="%{x}, T=%{y}: %{z:.4f}<extra></extra>"))
+                               colorscale="Viridis", colorbar=dict(title=metric_title(metric), tickformat=ticks),
+                               hovertemplate="%{x}, T=%{y}: %{z:" + hover + "}<extra></extra>"))
     if metric == "val_acc":
         best = best_temperature(d, method)
         star = dict(symbol="star", size=14, color="white", line=dict(color="black", width=1))
         fig.add_trace(go.Scatter(x=best["student"].tolist(), y=[f"{t:g}" for t in best["temperature"]],
                                  mode="markers", name="best T (val)", marker=star))
-    _layout(fig, f"{method}: mean {metric} by temperature and student", "student", "temperature",
+    _layout(fig, f"{method}: mean {metric_title(metric)} by temperature and student", "student", "temperature",
             f"sweep-temperature-{method}-{metric}")
     fig.update_yaxes(type="category")
     return fig
