@@ -37,7 +37,8 @@ browser:
 	  [ -x $(CHROMIUM) ] || { echo "ERROR: $(CHROMIUM) still missing after apt-get install chromium" >&2; exit 1; }; \
 	fi
 
-## Start the Streamlit app on http://127.0.0.1:8501 (workbench app --address 0.0.0.0 serves a network).
+## Start the Streamlit app on http://127.0.0.1:8501: it asks nothing and prints the URL, so it also runs with
+## no terminal or in the background (workbench app --open opens a browser; --address 0.0.0.0 serves a network).
 app: install
 	$(BIN)/workbench app
 

@@ -1,8 +1,14 @@
-"""The workbench command, end to end in a subprocess."""
+"""The workbench command, end to end: in a subprocess, and in-process through ``cli.main``."""
 
 import json
 import subprocess
 import sys
+
+import pytest
+
+from workbench import cli
+from workbench.engine import Distiller
+from workbench.verdict import kd_verdict
 
 
 def run(*args, timeout=300):
@@ -17,19 +23,18 @@ def test_demo_json():
     assert [r["model"] for r in res["runs"]] == ["teacher", "student, scratch", "student, distilled"]
     assert all(r["status"] == "completed" and 0 < r["test_acc"] <= 1 for r in res["runs"])
     assert res["config"]["alpha"] == 0.5
+    acc = {r["model"]: r["test_acc"] for r in res["runs"]}
+    assert res["verdict"] == kd_verdict(acc["student, distilled"], acc["student, scratch"],
+                                        teacher_acc=acc["teacher"])
 
 
-def test_bad_input_exits_2_with_a_message():
+def test_bad_input_exits_2_with_one_line():
+    """Through the real entry point (python -m workbench): one line, no usage block, no traceback
+    (tests/test_cli_errors.py goes through every flag in-process)."""
     out = run("demo", "--alpha", "1.5")
-    assert out.returncode == 2
-    assert "alpha: 1.5 is invalid" in out.stderr and "Traceback" not in out.stderr
-    out = run("demo", "--dataset", "cifar")
-    assert out.returncode == 2 and "cifar" in out.stderr and "digits" in out.stderr
-    for flag, value, valid in (("--dataset", "cifar", "digits, digits-images, mnist1d"),
-                               ("--extra-unlabeled", "-5", "integer >= 0"), ("--epochs", "0", "integer >= 1")):
-        out = run("distill", flag, value)
-        assert out.returncode == 2 and f"argument {flag}: {value!r}" in out.stderr and valid in out.stderr, out.stderr
-        assert "Traceback" not in out.stderr
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip() == ("workbench demo: error: argument --alpha: '1.5' is invalid; expected a number "
+                                  "in [0, 1] (alpha*CE + (1-alpha)*T^2*KL) (see workbench demo --help)")
 
 
 def test_the_contract_command_runs():
@@ -72,15 +77,6 @@ def test_distill_csv(tmp_path):
     assert out.returncode == 2 and "nope" in out.stderr and "label" in out.stderr
 
 
-def test_distill_bad_flags_name_the_flag():
-    out = run("distill", "--labeled-fraction", "0")
-    assert out.returncode == 2 and "--labeled-fraction" in out.stderr
-    out = run("distill", "--epochs", "0")
-    assert out.returncode == 2 and "--epochs" in out.stderr
-    out = run("distill", "--student", "resnet:9")
-    assert out.returncode == 2 and "student" in out.stderr and "mlp" in out.stderr
-
-
 def test_compare_end_to_end(tmp_path):
     out = run("compare", "--dataset", "moons", "--teacher", "mlp:16", "--students", "mlp:2,mlp:4",
               "--methods", "scratch,kd", "--seeds", "2", "--epochs", "2", "--workers", "1",
@@ -95,3 +91,73 @@ def test_compare_end_to_end(tmp_path):
                 "--methods", "scratch,kd", "--seeds", "2", "--epochs", "2", "--workers", "1",
                 "--runs", str(tmp_path / "runs"), "--json")
     assert json.loads(again.stdout)["rows"] == 8  # resumed: every cell was already saved
+
+
+@pytest.fixture
+def teacher_fits(monkeypatch):
+    """The roles of every fit that trains (a teacher loaded from the cache trains nothing)."""
+    roles = []
+    fit = Distiller.fit
+
+    def counted(self):
+        roles.append(self.role)
+        return fit(self)
+    monkeypatch.setattr(Distiller, "fit", counted)
+    return roles
+
+
+def _cached_teachers(tmp_path):
+    return sorted(p.name for p in (tmp_path / "cache" / "teachers").iterdir() if not p.name.startswith("."))
+
+
+MOONS = ["distill", "--dataset", "moons", "--teacher", "mlp:16", "--student", "mlp:4", "--epochs", "2", "--quiet"]
+
+
+@pytest.mark.slow
+def test_changing_alpha_or_temperature_reuses_the_teacher(tmp_path, capsys, teacher_fits):
+    teacher_runs = []
+    for extra in ([], ["--alpha", "0.1"], ["--temperature", "8"]):
+        assert cli.main(MOONS + extra + ["--json"]) == 0
+        res = json.loads(capsys.readouterr().out)
+        teacher_runs.append(res["runs"][0]["run_id"])
+    assert teacher_fits.count("teacher") == 1 and teacher_fits.count("student") == 3
+    assert len(set(teacher_runs)) == 1 and len(_cached_teachers(tmp_path)) == 1
+
+
+@pytest.mark.slow
+def test_the_app_the_cli_and_python_share_one_teacher(tmp_path, capsys, teacher_fits):
+    """The app builds its run as workbench/ui/app.py does (Settings -> experiment); the CLI and a
+    plain Experiment with other loss settings then find the same teacher in the cache."""
+    from workbench import DistillConfig, load_dataset
+    from workbench.experiment import Experiment
+    from workbench.settings import Settings
+
+    app = Settings(dataset="moons", teacher="mlp:16", student="mlp:4", temperature=2.0, alpha=0.3,
+                   labeled_fraction=0.5, epochs=2, teacher_epochs=2, seed=0).experiment(runs=True).run()
+    assert cli.main(MOONS + ["--json", "--alpha", "0.8", "--temperature", "6"]) == 0
+    cli_teacher = json.loads(capsys.readouterr().out)["runs"][0]
+    py = Experiment(load_dataset("moons"), "mlp:16", "mlp:8", DistillConfig(epochs=2, alpha=0.9, mixup_alpha=1.0),
+                    baseline=False).run()
+    assert teacher_fits.count("teacher") == 1
+    assert cli_teacher["run_id"] == app.teacher.run_id == py.teacher.run_id
+    assert cli_teacher["test_acc"] == app.teacher.summary["test_acc"]
+    assert len(_cached_teachers(tmp_path)) == 1
+
+
+@pytest.mark.slow
+def test_distill_prints_the_verdict(capsys):
+    assert cli.main(MOONS + ["--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    acc = {r["role"]: r["test_acc"] for r in res["runs"]}
+    verdict = kd_verdict(acc["student"], acc["baseline"], labeled_fraction=1.0, teacher_acc=acc["teacher"])
+    assert verdict and res["verdict"] == verdict
+    assert cli.main(MOONS) == 0  # the same run again (teacher from the cache): the line in the table's output
+    assert verdict in capsys.readouterr().out.splitlines()
+
+
+def test_compare_shows_the_teacher_training(capsys):
+    rc = cli.main(["compare", "--dataset", "moons", "--teacher", "mlp:8", "--students", "mlp:2", "--methods",
+                   "scratch", "--seeds", "1", "--epochs", "1", "--workers", "1"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "teacher: 100%" in err and "sweep: 100%" in err

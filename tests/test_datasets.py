@@ -317,3 +317,48 @@ def test_from_csv(tmp_path):
     assert _same(d, from_dataframe(df, "species", seed=2))
     with pytest.raises(ValueError, match=r"path: .*missing\.csv.*no such file"):
         from_csv(tmp_path / "missing.csv", "species")
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1", "utf-16"])
+def test_from_csv_reads_spreadsheet_encodings(tmp_path, encoding):
+    """Non-UTF-8 exports are read (a warning names the file and the encoding), not refused."""
+    df = _frame().assign(species=lambda d: d["species"].map({"setosa": "sétosa", "versicolor": "vérsicolor",
+                                                             "virginica": "virginica ±"}))
+    utf8, other = tmp_path / "utf8.csv", tmp_path / f"export-{encoding}.csv"
+    df.to_csv(utf8, index=False)
+    other.write_bytes(utf8.read_text(encoding="utf-8").encode(encoding))
+    if encoding == "utf-16":  # with its byte-order mark: no guessing, no warning
+        d = from_csv(other, "species", seed=2)
+    else:
+        with pytest.warns(UserWarning, match=rf"export-{encoding}\.csv: not UTF-8; read as cp1252"):
+            d = from_csv(other, "species", seed=2)
+    assert d.class_names == ("sétosa", "virginica ±", "vérsicolor")
+    assert _same(d, from_csv(utf8, "species", seed=2))
+
+
+def test_from_csv_reads_a_bom_and_semicolons(tmp_path):
+    df = _frame()
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + df.to_csv(index=False, sep=";").encode())
+    assert _same(from_csv(path, "species", seed=2), from_dataframe(df, "species", seed=2))
+
+
+@pytest.mark.parametrize("content, pattern", [
+    (b"", r"'.*bad\.csv' is empty"),
+    (b" \n\n", r"'.*bad\.csv' is empty"),
+    (b"\xef\xbb\xbf\n", r"'.*bad\.csv' has no text but blank lines"),
+    (b"a,b,species\n", r"'.*bad\.csv' has a header \(a, b, species\) but no data rows"),
+    (bytes(range(256)) * 4, r"'.*bad\.csv' is a binary file \(not text\), not a CSV"),
+    (b"PK\x03\x04" + bytes(64), r"'.*bad\.csv' is a binary file \(a zip archive \(an Excel \.xlsx workbook\?\)\)"),
+    (b'a,b\n1,"2\n', r"'.*bad\.csv' is not a readable CSV"),
+])
+def test_from_csv_refuses_files_that_hold_no_table(tmp_path, content, pattern):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"^path: " + pattern):
+        from_csv(path, "species")
+
+
+def test_from_csv_refuses_a_folder(tmp_path):
+    with pytest.raises(ValueError, match=r"path: '.*' is a folder; expected a CSV file"):
+        from_csv(tmp_path, "species")

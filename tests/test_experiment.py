@@ -103,3 +103,74 @@ def test_experiment_on_a_live_run_can_be_stopped():
     assert run.join(10)
     assert run.status == "stopped"  # a stopped teacher ends the experiment, no error
     assert run.result.student is None and run.result.teacher.status == "stopped"
+
+
+def test_teacher_config_keeps_training_and_drops_the_loss_mix():
+    from workbench.experiment import teacher_config_for
+
+    student = DistillConfig(epochs=7, lr=0.01, batch_size=32, seed=3, alpha=0.1, temperature=8.0, labeled_fraction=0.1,
+                            label_seed=5, mixup_alpha=1.0, optimizer="sgd", precision="bf16", device="cpu")
+    assert teacher_config_for(student) == DistillConfig(epochs=7, lr=0.01, batch_size=32, seed=3, w_ce=1.0, w_kd=0.0,
+                                                        optimizer="sgd", precision="bf16", device="cpu")
+    own = teacher_config_for(student, epochs=30, lr=0.02)
+    assert (own.epochs, own.lr) == (30, 0.02)
+    few = teacher_config_for(student, labeled_fraction=0.1)  # a teacher on the student's labeled subset
+    assert (few.labeled_fraction, few.label_seed) == (0.1, 5)
+
+
+def test_one_teacher_key_for_any_loss_mix_and_another_for_other_training():
+    data = load_dataset("moons")
+
+    def key(cfg, tcfg=None):
+        return Experiment(data, "mlp:16", "mlp:4", cfg, tcfg).teacher_key
+
+    base = key(DistillConfig(epochs=2))
+    assert base is not None
+    for cfg in (DistillConfig(epochs=2, alpha=0.1), DistillConfig(epochs=2, temperature=9.0, log_every=3),
+                DistillConfig(epochs=2, labeled_fraction=0.2, label_seed=4, mixup_alpha=0.5, w_mse=1.0)):
+        assert key(cfg) == base, cfg
+    # A teacher config given as the notebooks and the app write it (plain CE, all labels) is the same teacher.
+    assert key(DistillConfig(epochs=2, alpha=0.7), DistillConfig(epochs=2, w_ce=1.0, w_kd=0.0, log_every=5)) == base
+    for cfg in (DistillConfig(epochs=3), DistillConfig(epochs=2, lr=0.01), DistillConfig(epochs=2, seed=1),
+                DistillConfig(epochs=2, batch_size=32), DistillConfig(epochs=2, optimizer="sgd")):
+        assert key(cfg) != base, cfg
+    assert key(DistillConfig(epochs=2), DistillConfig(epochs=2, labeled_fraction=0.5)) != base
+
+
+def test_estimate_params_counts_without_building():
+    from workbench.experiment import estimate_params
+    from workbench.models import build_model
+
+    data = load_dataset("digits")
+    # 64*W + W + W*W + W + W*10 + 10 for W = 100000: far too large to allocate (40 GB), counted at once.
+    assert estimate_params("mlp:100000,100000", data) == 10_007_600_010
+    for spec, size in (("mlp:16", {"hidden": (16,)}), ("cnn2d:8,16", {"channels": (8, 16)})):
+        family = spec.split(":")[0]
+        assert estimate_params(spec, data) == sum(p.numel() for p in build_model(family, data, **size).parameters())
+    before = torch.random.get_rng_state()
+    estimate_params("mlp:8", data)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's random stream is untouched
+    with pytest.raises(ValueError, match="--student: family: 'cnn1d' is invalid"):
+        estimate_params("cnn1d", load_dataset("moons"), "--student")
+
+
+def test_a_cache_or_runs_path_that_is_a_file_fails_before_training(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    data = load_dataset("moons")
+    with pytest.raises(ValueError, match=r"cache_dir: '.*file' is not a folder"):
+        Experiment(data, "mlp:8", "mlp:4", cache_dir=tmp_path / "file")
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "file" / "sub"))
+    with pytest.raises(ValueError, match=r"WORKBENCH_CACHE: '.*sub' is not a folder \(its part '.*file' is a file\)"):
+        Experiment(data, "mlp:8", "mlp:4")
+    Experiment(data, "mlp:8", "mlp:4", cache=False)  # no cache: nothing to check
+    with pytest.raises(ValueError, match=r"runs: '.*file' is not a folder"):
+        Experiment(data, "mlp:8", "mlp:4", cache=False, runs=tmp_path / "file")
+
+
+def test_a_cache_that_cannot_be_written_warns_and_keeps_the_teacher(tmp_path):
+    from workbench.cache import TeacherCache
+
+    (tmp_path / "file").write_text("x")
+    model = nn.Linear(2, 2)
+    with pytest.warns(UserWarning, match="teacher cache: cannot write in .*the teacher is not cached"):
+        assert TeacherCache(tmp_path / "file").save("key", model, {}) is None

@@ -98,6 +98,9 @@ def test_cli_refuses_bad_run_ids_and_touches_nothing(store, command, capsys):
         assert re.search(REFUSED, err), err
         assert "\x1b" not in err and "Traceback" not in err
     assert (root / good / "config.json").is_file()
+    if command == "rm":  # several ids: all or none, a bad one anywhere removes nothing
+        assert main(["rm", *flags, good, "../decoy"]) == 2
+        assert (root / good / "config.json").is_file()
     assert main([command, *flags, good]) == 0, capsys.readouterr().err
     assert (root / good).exists() == (command != "rm")
 

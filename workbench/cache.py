@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,8 +25,11 @@ import torch.nn as nn
 from .data import Split
 from .runs import atomic_save, load_checkpoint
 
-# Fields of a config that do not change what a teacher learns.
-_NOT_IN_KEY = {"log_every", "eval_every", "eval_batch_size", "device", "cache_teacher"}
+# Fields of a config that do not change what a teacher learns: reporting and device, and the
+# student's loss settings (a fit without a teacher trains on plain cross-entropy of its labels).
+_NOT_IN_KEY = {"log_every", "eval_every", "eval_batch_size", "device", "cache_teacher",
+               "temperature", "alpha", "w_ce", "w_kd", "w_mse", "w_hint", "hint_student", "hint_teacher",
+               "mixup_alpha", "use_unlabeled"}
 
 
 def cache_root(root: str | os.PathLike | None = None) -> Path:
@@ -39,6 +43,33 @@ def cache_root(root: str | os.PathLike | None = None) -> Path:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "kd-workbench"
+
+
+def folder_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be a folder to write in (it, or its nearest existing part, is a file), else None."""
+    path = Path(path)
+    if not str(path).strip():
+        return "is empty; expected a folder path"
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "" if existing == path else f" (its part {str(existing)!r} is a file)"
+        return f"is not a folder{where}; expected a folder, which is created if missing"
+    return None
+
+
+def check_folder(path: str | os.PathLike, name: str) -> Path:
+    """``path`` as a folder to write in, refused naming ``name`` (see :func:`folder_problem`), so a
+    bad setting fails before any training, not after it."""
+    problem = folder_problem(path)
+    if problem:
+        raise ValueError(f"{name}: {str(path)!r} {problem}")
+    return Path(path)
+
+
+def check_cache_root(root: str | os.PathLike | None = None) -> Path:
+    """The cache folder (see :func:`cache_root`), checked with :func:`check_folder`."""
+    name = "cache_dir" if root else "WORKBENCH_CACHE" if os.environ.get("WORKBENCH_CACHE") else "cache folder"
+    return check_folder(cache_root(root), name)
 
 
 def digest(obj: Any) -> str:
@@ -56,6 +87,10 @@ def tensor_digest(t: torch.Tensor) -> str:
 def teacher_key(model: nn.Module, config: Mapping[str, Any], data: Any) -> str | None:
     """The cache key of a zoo teacher trained on reproducible data, else None (not cacheable).
 
+    The key holds what changes the trained weights: the model spec, the training config less
+    its reporting, device and loss-mix fields (``temperature``, ``alpha``, the weights...), the
+    data and the torch version, so students with other T or alpha share one teacher.
+
     ``data`` is a ``DataSplits``: the key holds the hashes of its train/val/test tensors (what
     the teacher is trained and scored on), so a change in how a dataset is generated or split
     never loads a stale teacher, and the unlabeled transfer inputs (which a teacher is not
@@ -67,6 +102,8 @@ def teacher_key(model: nn.Module, config: Mapping[str, Any], data: Any) -> str |
         return None
     tensors = [[tensor_digest(s.x), tensor_digest(s.y)] if isinstance(s, Split) else None for s in splits]
     cfg = {k: v for k, v in dict(config).items() if k not in _NOT_IN_KEY}
+    if cfg.get("labeled_fraction", 1.0) >= 1.0:
+        cfg.pop("label_seed", None)  # every label is used: the seed that would draw a subset is moot
     return digest({"model": spec, "config": cfg, "data": [data.spec.get("name"), tensors],
                    "torch": torch.__version__.split("+")[0]})
 
@@ -87,16 +124,30 @@ class TeacherCache:
             model.load_state_dict(load_checkpoint(folder / "model.pt"))
             return json.loads(meta_path.read_text(encoding="utf-8"))
         except (ValueError, RuntimeError, OSError) as e:  # a corrupt entry is a miss, not a crash
-            import warnings
             warnings.warn(f"teacher cache: entry {key} is unreadable ({e}); training again", stacklevel=2)
             return None
 
-    def save(self, key: str, model: nn.Module, meta: Mapping[str, Any]) -> Path:
-        """Store a trained teacher (the first writer of a key wins; later writers keep it)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}."))
-        torch.save(model.state_dict(), tmp / "model.pt")
-        (tmp / "meta.json").write_text(json.dumps(dict(meta), indent=2, default=str), encoding="utf-8")
+    def save(self, key: str, model: nn.Module, meta: Mapping[str, Any]) -> Path | None:
+        """Store a trained teacher (the first writer of a key wins; later writers keep it).
+
+        Returns its folder, or None with a warning when the cache cannot be written (read-only,
+        disk full): the teacher just trained is still used, it is only not cached.
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}."))
+        except OSError as e:
+            warnings.warn(f"teacher cache: cannot write in {str(self.root)!r} ({e.strerror or e}); "
+                          "the teacher is not cached", stacklevel=2)
+            return None
+        try:
+            torch.save(model.state_dict(), tmp / "model.pt")
+            (tmp / "meta.json").write_text(json.dumps(dict(meta), indent=2, default=str), encoding="utf-8")
+        except (OSError, RuntimeError) as e:  # torch reports a failed write as a RuntimeError
+            shutil.rmtree(tmp, ignore_errors=True)
+            warnings.warn(f"teacher cache: cannot store teacher {key} ({e.strerror or e}); it is not cached",
+                          stacklevel=2)
+            return None
         try:
             os.replace(tmp, self.root / key)
         except OSError:  # another process stored it first
@@ -140,11 +191,15 @@ class OutputCache:
         with self._lock:
             self._memory[key] = value
         if self.disk:
-            self.root.mkdir(parents=True, exist_ok=True)
             d = {"logits": value[0].cpu()}
             if value[1] is not None:
                 d["features"] = value[1].cpu()
-            atomic_save(d, self.root / f"{key}.pt")
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                atomic_save(d, self.root / f"{key}.pt")
+            except (OSError, RuntimeError) as e:  # kept in memory: this session still reuses them
+                warnings.warn(f"teacher output cache: cannot write in {str(self.root)!r} ({e.strerror or e})",
+                              stacklevel=2)
 
     @classmethod
     def clear_memory(cls) -> None:

@@ -1,82 +1,108 @@
 """The ``workbench`` command.
 
-    workbench app [--address 127.0.0.1] [--port 8501]
+    workbench app [--address 127.0.0.1] [--port 8501] [--open]
     workbench demo [--dataset digits] [--epochs 30] [--json]
     workbench distill --dataset digits --teacher cnn2d --student mlp:16 --temperature 4 --alpha 0.5
                       --epochs 20 [--labeled-fraction 0.1] [--extra-unlabeled N] [--mixup]
                       [--csv PATH --target COL] [--runs DIR] [--seed S] [--json]
+    workbench compare --students mlp:4,mlp:16 --methods scratch,kd [--temperatures 1,2,4,8]
 
 ``demo`` trains a teacher, a scratch student and a distilled student on built-in data and
 prints their test accuracies side by side; ``distill`` does the same with every setting open.
-Exit codes: 0 all runs completed, 1 a run did not complete, 2 bad input.
+Every flag is checked when it is parsed, and every input error is one line naming the flag or
+file, before any training. Exit codes: 0 all runs completed, 1 a run did not complete,
+2 bad input, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
+import re
 import sys
-from typing import Sequence
+import unicodedata
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+# Models past this many parameters are refused unless --force: a typo like mlp:100000,100000
+# (10 billion parameters) would otherwise try to allocate 40 GB before anything is said.
+MAX_PARAMS = 100_000_000
+MAX_EXTRA_UNLABELED = 1_000_000
+MAX_SEEDS = 1000
+DEMO_TEACHER = "mlp:256,256"
+_DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from .callbacks import ProgressBar
-    from .config import DistillConfig
-    from .datasets import load_dataset
-    from .engine import distill, train
-    from .models import build_model, count_params
-
-    data = load_dataset(args.dataset, seed=args.seed)
-    teacher = build_model("mlp", data, hidden=(256, 256))
-    quiet = args.json or args.quiet
-    bars = (lambda name: [] if quiet else [ProgressBar(desc=name)])
-    base = DistillConfig(epochs=args.epochs, seed=args.seed, lr=args.lr)
-    rows = []
-    res = train(teacher, data, base, callbacks=bars("teacher"))
-    rows.append(("teacher", res))
-    res = train(build_model("mlp", data, hidden=(args.student_width,)), data, base, role="baseline",
-                callbacks=bars("scratch student"))
-    rows.append(("student, scratch", res))
-    kd_cfg = base.replace(temperature=args.temperature, alpha=args.alpha)
-    res = distill(teacher, build_model("mlp", data, hidden=(args.student_width,)), data, kd_cfg,
-                  callbacks=bars("distilled student"))
-    rows.append(("student, distilled", res))
-    table = [{"model": name, "status": r.status, "params": count_params(r.model),
-              "test_acc": r.summary.get("test_acc"), "val_acc": r.summary.get("val_acc"),
-              "seconds": round(r.summary["seconds"], 2), "run_id": r.run_id} for name, r in rows]
-    if args.json:
-        print(json.dumps({"dataset": data.name, "config": kd_cfg.to_dict(), "runs": table}, indent=2))
-    else:
-        print(f"\n{data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test samples, "
-              f"T={args.temperature}, alpha={args.alpha}")
-        print(f"{'model':22s} {'params':>8s} {'test acc':>9s} {'seconds':>8s}")
-        for r in table:
-            print(f"{r['model']:22s} {r['params']:8d} {r['test_acc']:9.4f} {r['seconds']:8.2f}")
-    return 0 if all(r.status == "completed" for _, r in rows) else 1
+class _UsageError(Exception):
+    """A flag argparse refused (raised instead of printing the usage block and exiting)."""
 
 
-def _fraction(text: str) -> float:
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not the usage block
+        raise _UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+# -- argument types: each checks one flag and says what is valid -------------------------------
+
+def _type(check: Callable[[str], Any], valid: str) -> Callable[[str], Any]:
+    """An argparse type: ``check(text)`` returns the value, or fails (any error) with ``valid``."""
+    def parse(text: str) -> Any:
+        try:
+            value = check(text)
+        except (ValueError, TypeError, OverflowError):
+            value = None
+        if value is None:
+            raise argparse.ArgumentTypeError(f"{text!r} is invalid; expected {valid}")
+        return value
+    return parse
+
+
+def _finite(text: str) -> float | None:
     v = float(text)
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not in (0, 1]")
-    return v
+    return v if math.isfinite(v) else None
 
 
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
-    return v
+def _in_range(low: float, high: float = math.inf, open_low: bool = False) -> Callable[[str], float | None]:
+    def check(text: str) -> float | None:
+        v = _finite(text)
+        return v if v is not None and (low < v if open_low else low <= v) and v <= high else None
+    return check
 
 
-def _count(text: str) -> int:
-    try:
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int | None]:
+    def check(text: str) -> int | None:
         v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 0")
-    return v
+        return v if v >= low and (high is None or v <= high) else None
+    return check
+
+
+_positive = _type(_in_range(0, open_low=True), "a number > 0")
+_alpha = _type(_in_range(0, 1), "a number in [0, 1] (alpha*CE + (1-alpha)*T^2*KL)")
+_fraction = _type(_in_range(0, 1, open_low=True), "a fraction in (0, 1]")
+_positive_int = _type(_int_at_least(1), "an integer >= 1")
+_count = _type(_int_at_least(0), "an integer >= 0")
+_seed = _type(_int_at_least(0, 2**32 - 1), "an integer in [0, 2**32 - 1]")
+_seeds = _type(_int_at_least(1, MAX_SEEDS), f"a number of seeds in [1, {MAX_SEEDS}]")
+_extra = _type(_int_at_least(0, MAX_EXTRA_UNLABELED), f"an integer in [0, {MAX_EXTRA_UNLABELED:,}]")
+_port = _type(_int_at_least(1, 65535), "a port number in [1, 65535]")
+_device = _type(lambda t: t if _DEVICE_RE.fullmatch(t) else None, "auto, cpu, cuda, cuda:N or mps")
+_name = _type(lambda t: t if _NAME_RE.fullmatch(t) else None,
+              "a name of letters, digits, '.', '_' or '-' (at most 100, starting with a letter or digit)")
+_address = _type(lambda t: t if t and t.isprintable() and " " not in t else None,
+                 "a host address such as 127.0.0.1 or 0.0.0.0")
+
+
+def _temperatures(text: str) -> list[float] | None:
+    temps = [_in_range(0, open_low=True)(t) if t.strip() else None for t in text.split(",")]
+    return None if None in temps else temps
+
+
+_temperature_list = _type(_temperatures, "temperatures > 0 separated by commas, e.g. 1,2,4,8")
 
 
 def _dataset(text: str) -> str:
@@ -88,72 +114,228 @@ def _dataset(text: str) -> str:
     return text
 
 
-def _distill(args: argparse.Namespace) -> int:
-    from .callbacks import ProgressBar
-    from .config import DistillConfig
-    from .datasets import from_csv, load_dataset
-    from .experiment import Experiment
+def _model(text: str) -> str:
+    from .models import parse_model
 
-    if args.csv:
-        if not args.target:
-            raise ValueError("--target: required with --csv (the name of the label column)")
-        data = from_csv(args.csv, args.target, seed=args.seed)
-        if args.extra_unlabeled:
-            raise ValueError("--extra-unlabeled: generated inputs exist only for built-in datasets "
-                             "(mnist1d, moons, spirals)")
-    else:
-        data = load_dataset(args.dataset, seed=args.seed, n_unlabeled=args.extra_unlabeled)
-    cfg = DistillConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                        temperature=args.temperature, alpha=args.alpha,
-                        labeled_fraction=args.labeled_fraction,
-                        mixup_alpha=args.mixup_alpha if args.mixup else 0.0)
-    teacher_cfg = cfg.replace(labeled_fraction=1.0, mixup_alpha=0.0,
-                              epochs=args.teacher_epochs or args.epochs, lr=args.teacher_lr or args.lr)
-    callbacks: list = [] if (args.json or args.quiet) else [ProgressBar()]
-    if args.device or args.precision:
-        cfg = cfg.replace(**{k: v for k, v in (("device", args.device), ("precision", args.precision)) if v})
-        teacher_cfg = teacher_cfg.replace(**{k: v for k, v in (("device", args.device), ("precision", args.precision)) if v})
-    exp = Experiment(data, args.teacher, args.student, cfg, teacher_cfg, callbacks=callbacks,
-                     runs=args.runs or True, retrain=args.retrain)
-    result = exp.run()
-    from . import distributed
-    if not distributed.is_main():  # under torchrun only rank 0 reports
-        return 0 if all(r.status == "completed" for r in result.fits.values()) else 1
-    table = result.table()
-    if args.json:
-        print(json.dumps({"dataset": data.name, "config": cfg.to_dict(), "teacher_val_acc": result.teacher_val_acc,
-                          "warnings": result.warnings,
-                          "runs": json.loads(table.to_json(orient="records"))}, indent=2))
-    else:
-        for note in result.warnings:
-            print(f"warning: {note}", file=sys.stderr)
-        print(f"\n{data.name}: T={cfg.temperature}, w_ce={cfg.w_ce:g}, w_kd={cfg.w_kd:g}, "
-              f"labeled fraction {cfg.labeled_fraction:g}, mixup {cfg.mixup_alpha:g}")
-        print(table.drop(columns=["run_id"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    return 0 if all(r.status == "completed" for r in result.fits.values()) else 1
+    try:
+        parse_model(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
-def _compare(args: argparse.Namespace) -> int:
-    from .compare import Sweep
-    from .sweep_stats import paired_gain, summarize
-    from .config import DistillConfig
-    from .settings import DEFAULT_TEACHERS
-
-    students = [s.strip() for s in args.students.split(";" if ";" in args.students else ",") if s.strip()]
-    if ";" not in args.students:  # "mlp:4,mlp:16": re-join sizes split at their commas
+def _students(text: str) -> list[str]:
+    """'mlp:4,mlp:16' (sizes re-joined at their commas) or 'mlp:64,32;mlp:8' -> a list of specs."""
+    parts = [s.strip() for s in text.split(";" if ";" in text else ",") if s.strip()]
+    if ";" not in text:
         joined: list[str] = []
-        for part in students:
+        for part in parts:
             if ":" in part or not joined:
                 joined.append(part)
             else:
                 joined[-1] += "," + part
-        students = joined
-    temps = [float(t) for t in args.temperatures.split(",")] if args.temperatures else None
+        parts = joined
+    if not parts:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid; expected zoo specs like mlp:4,mlp:16")
+    return [_model(p) for p in parts]
+
+
+def _methods(text: str) -> list[str]:
+    from .compare import BUILTINS
+
+    valid = [m for m in BUILTINS if m != "hints"]  # hints need layer names: Python only
+    names = [m.strip() for m in text.split(",")]
+    bad = [m for m in names if m not in valid]
+    if bad or len(set(names)) != len(names):
+        what = f"{bad[0]!r} is not a method" if bad else "a method is repeated"
+        raise argparse.ArgumentTypeError(f"{what}; valid: {', '.join(valid)} (comma-separated, each once)")
+    return names
+
+
+def _folder(text: str) -> Path:
+    from .cache import folder_problem
+
+    problem = folder_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return Path(text)
+
+
+def _input_file(text: str) -> Path:
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r}: no such file")
+    return path
+
+
+def _output_file(text: str) -> Path:
+    path = Path(text)
+    if not text or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is an existing folder; expected a file name to write")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: folder {str(path.parent)!r} does not exist")
+    return path
+
+
+# -- shared steps --------------------------------------------------------------------------------
+
+def printable(text: Any) -> str:
+    """``text`` with control characters (escape sequences, newlines) shown escaped, for a terminal."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c)[0] == "C" else c
+                   for c in str(text))
+
+
+def _check_sizes(data: Any, force: bool, **models: str) -> None:
+    """Refuse a model past MAX_PARAMS (counted without building it) unless ``--force``."""
+    from .experiment import estimate_params
+
+    for flag, spec in models.items():
+        n = estimate_params(spec, data, f"--{flag.replace('_', '-')}")
+        if n > MAX_PARAMS and not force:
+            raise ValueError(f"--{flag.replace('_', '-')}: {spec!r} has {n:,} parameters, more than "
+                             f"{MAX_PARAMS:,}; pass --force to build it anyway")
+
+
+def _progress(args: argparse.Namespace, desc: str | None = None) -> list:
+    from .callbacks import ProgressBar
+
+    return [] if (args.json or args.quiet) else [ProgressBar(desc=desc)]
+
+
+def _acc(fit: Any) -> float | None:
+    return fit.summary.get("test_acc") if fit is not None else None
+
+
+def _verdict(result: Any, cfg: Any, extra_unlabeled: int = 0) -> str | None:
+    """kd_verdict's one line for an experiment with a scratch baseline, else None."""
+    from .verdict import kd_verdict
+
+    return kd_verdict(_acc(result.student), _acc(result.baseline), labeled_fraction=cfg.labeled_fraction,
+                      teacher_acc=_acc(result.teacher), extra_unlabeled=extra_unlabeled,
+                      mixup=cfg.mixup_alpha > 0)
+
+
+def _status(result: Any) -> int:
+    return 0 if result.student is not None and all(r.status == "completed" for r in result.fits.values()) else 1
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+def _demo(args: argparse.Namespace) -> int:
+    from .config import DistillConfig
+    from .datasets import load_dataset
+    from .experiment import Experiment
+    from .models import count_params
+
+    cfg = DistillConfig(epochs=args.epochs, seed=args.seed, lr=args.lr, temperature=args.temperature,
+                        alpha=args.alpha)  # every value is checked here, before any training
+    data = load_dataset(args.dataset, seed=args.seed)
+    student = f"mlp:{args.student_width}"
+    _check_sizes(data, args.force, student_width=student)
+    result = Experiment(data, DEMO_TEACHER, student, cfg, callbacks=_progress(args)).run()
+    rows = [(name, fit) for name, fit in (("teacher", result.teacher), ("student, scratch", result.baseline),
+                                          ("student, distilled", result.student)) if fit is not None]
+    table = [{"model": name, "status": r.status, "params": count_params(r.model), "test_acc": _acc(r),
+              "val_acc": r.summary.get("val_acc"), "seconds": round(r.summary.get("seconds", 0.0), 2),
+              "run_id": r.run_id} for name, r in rows]
+    verdict = _verdict(result, cfg)
+    if args.json:
+        print(json.dumps({"dataset": data.name, "config": cfg.to_dict(), "runs": table, "verdict": verdict},
+                         indent=2))
+        return _status(result)
+    print(f"\n{data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test samples, "
+          f"T={args.temperature}, alpha={args.alpha}")
+    print(f"{'model':22s} {'params':>8s} {'test acc':>9s} {'seconds':>8s}")
+    for r in table:
+        print(f"{r['model']:22s} {r['params']:8d} {_fmt(r['test_acc'], '9.4f'):>9s} {r['seconds']:8.2f}")
+    if verdict:
+        print(f"\n{verdict}")
+    return _status(result)
+
+
+def _distill_data(args: argparse.Namespace) -> Any:
+    from .datasets import from_csv, load_dataset
+
+    if not args.csv:
+        if args.target:
+            raise ValueError("--target: only used with --csv (the label column of your file)")
+        return load_dataset(args.dataset or "digits", seed=args.seed, n_unlabeled=args.extra_unlabeled)
+    if args.dataset:
+        raise ValueError(f"--dataset, --csv: give one of them (--dataset {args.dataset} or --csv {args.csv})")
+    if not args.target:
+        raise ValueError("--target: required with --csv (the name of the label column)")
+    if args.extra_unlabeled:
+        raise ValueError("--extra-unlabeled: generated inputs exist only for built-in datasets "
+                         "(mnist1d, moons, spirals)")
+    try:
+        return from_csv(args.csv, args.target, seed=args.seed)
+    except ValueError as e:
+        message = str(e)
+        if message.startswith("target:"):
+            raise ValueError(f"--target:{message.removeprefix('target:')}") from None
+        raise ValueError(f"--csv: {message.removeprefix('path: ')}") from None
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from . import distributed
+    from .config import DistillConfig
+    from .experiment import Experiment, teacher_config_for
+
+    if args.mixup_alpha is not None and not args.mixup:
+        raise ValueError("--mixup-alpha: only used with --mixup")
+    cfg = DistillConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                        temperature=args.temperature, alpha=args.alpha, labeled_fraction=args.labeled_fraction,
+                        mixup_alpha=(args.mixup_alpha or 1.0) if args.mixup else 0.0,
+                        device=args.device or "auto", precision=args.precision or "fp32")
+    teacher_cfg = teacher_config_for(cfg, epochs=args.teacher_epochs, lr=args.teacher_lr)
+    data = _distill_data(args)
+    _check_sizes(data, args.force, teacher=args.teacher, student=args.student)
+    exp = Experiment(data, args.teacher, args.student, cfg, teacher_cfg, callbacks=_progress(args),
+                     runs=args.runs or True, retrain=args.retrain)
+    result = exp.run()
+    if not distributed.is_main():  # under torchrun only rank 0 reports
+        return _status(result)
+    table = result.table()
+    verdict = _verdict(result, cfg, args.extra_unlabeled)
+    if args.json:
+        print(json.dumps({"dataset": data.name, "config": cfg.to_dict(), "teacher_val_acc": result.teacher_val_acc,
+                          "warnings": result.warnings, "verdict": verdict,
+                          "runs": json.loads(table.to_json(orient="records"))}, indent=2))
+        return _status(result)
+    for note in result.warnings:
+        if note not in args.warned:  # the warnings shown as they were raised are not repeated
+            print(f"workbench distill: warning: {printable(note)}", file=sys.stderr)
+    print(f"\n{printable(data.name)}: T={cfg.temperature}, w_ce={cfg.w_ce:g}, w_kd={cfg.w_kd:g}, "
+          f"labeled fraction {cfg.labeled_fraction:g}, mixup {cfg.mixup_alpha:g}")
+    print(table.drop(columns=["run_id"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if verdict:
+        print(f"\n{verdict}")
+    return _status(result)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import Sweep
+    from .config import DistillConfig
+    from .datasets import load_dataset
+    from .settings import DEFAULT_TEACHERS
+    from .sweep_stats import paired_gain, summarize
+
     cfg = DistillConfig(epochs=args.epochs, lr=args.lr, temperature=args.temperature, alpha=args.alpha,
                         labeled_fraction=args.labeled_fraction)
-    sweep = Sweep(args.dataset, args.teacher or DEFAULT_TEACHERS.get(args.dataset, "mlp:256,256"), students,
-                  [m.strip() for m in args.methods.split(",")], args.seeds, temps, cfg,
+    data = load_dataset(args.dataset)
+    teacher = args.teacher or DEFAULT_TEACHERS.get(args.dataset, "mlp:256,256")
+    _check_sizes(data, args.force, teacher=teacher)
+    for student in args.students:
+        _check_sizes(data, args.force, students=student)
+    sweep = Sweep(data, teacher, args.students, args.methods, args.seeds, args.temperatures, cfg,
                   workers=args.workers, runs=args.runs, name=args.name)
+    sweep.experiment.callbacks.extend(_progress(args, "teacher"))  # the teacher trains first: show it
     bar = None
     if not (args.json or args.quiet):
         from tqdm.auto import tqdm
@@ -183,10 +365,12 @@ def _compare(args: argparse.Namespace) -> int:
         print("\nKD - scratch on test accuracy (paired over seeds, 95% interval):")
         print(gain[["student", "n", "gain", "ci_low", "ci_high"]].to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
     print(f"\nsaved to {sweep.path}")
-    return 0
+    return 0 if not sweep.stopped else 1
 
 
 def _runs(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from .runs import list_runs
 
     df = list_runs(args.runs)
@@ -198,7 +382,11 @@ def _runs(args: argparse.Namespace) -> int:
         return 0
     cols = [c for c in ("run_id", "role", "status", "dataset", "val_acc", "test_acc", "params", "seconds")
             if c in df.columns]
-    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    df = df[cols].copy()
+    for c in df.columns:  # names come from files: a terminal must not run their escape codes
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            df[c] = df[c].map(lambda v: v if v is None or isinstance(v, float) else printable(v))
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 
 
@@ -216,75 +404,120 @@ def _export(args: argparse.Namespace) -> int:
     from .export import export_run
 
     facts = export_run(args.run, args.format, args.runs, args.out)
-    print(json.dumps(facts, indent=2))
+    print(json.dumps(facts, indent=2, default=str))
     return 0
 
 
 def _rm(args: argparse.Namespace) -> int:
-    from .runs import remove_run
+    from .runs import remove_runs
 
-    for run in args.run:
-        remove_run(run, args.runs)
-        print(f"removed {run}")
+    for run in remove_runs(args.run, args.runs):  # all or none: every id is checked before any is removed
+        print(f"removed {printable(run)}")
     return 0
 
 
+def _check_port(address: str, port: int) -> None:
+    """Refuse a port that is taken (or an address this machine cannot serve) before starting."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    except OSError:
+        raise ValueError(f"--address: {address!r} is not a host name or address this machine knows") from None
+    family, _, _, _, where = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        if os.name != "nt":  # as the server does: a port in TIME_WAIT is free (on Windows this would share it)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(where)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ValueError(f"--port: {port} on {address} is in use (the app already running?); "
+                                 "pick another with --port N") from None
+            if e.errno == errno.EACCES:
+                raise ValueError(f"--port: {port} needs administrator rights; use a port >= 1024") from None
+            raise ValueError(f"--address: {address!r} cannot be served here ({e.strerror or e})") from None
+
+
 def _app(args: argparse.Namespace) -> int:
-    """Start the Streamlit app on this machine only (``--address 0.0.0.0`` serves a network)."""
-    import pathlib
+    """Start the Streamlit app on this machine only (``--address 0.0.0.0`` serves a network).
+
+    Headless by default: it asks nothing (no first-run e-mail prompt, no browser), so it starts
+    with no terminal, in the background too, and prints its URL; ``--open`` opens a browser tab.
+    """
     import subprocess
 
-    script = pathlib.Path(__file__).resolve().parent.parent / "app.py"
+    _check_port(args.address, args.port)
+    script = Path(__file__).resolve().parent.parent / "app.py"
     if not script.exists():  # installed without the repository: run the packaged entry
-        script = pathlib.Path(__file__).resolve().parent / "ui" / "streamlit_entry.py"
+        script = Path(__file__).resolve().parent / "ui" / "streamlit_entry.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", args.address,
-           "--server.port", str(args.port), "--server.headless", "true" if args.headless else "false",
-           "--browser.gatherUsageStats", "false"]
-    return subprocess.call(cmd)
+           "--server.port", str(args.port), "--server.headless", "false" if args.open else "true",
+           "--server.showEmailPrompt", "false", "--browser.gatherUsageStats", "false"]
+    host = "127.0.0.1" if args.address == "0.0.0.0" else args.address
+    print(f"KD Workbench: http://{host}:{args.port} (Ctrl+C stops it)", flush=True)
+    if os.name != "nt":  # the server takes this process's place: Ctrl+C and kill reach it
+        os.execv(sys.executable, cmd)
+    return subprocess.call(cmd, stdin=subprocess.DEVNULL)  # Windows has no exec: wait for it
+
+
+# -- the parser ----------------------------------------------------------------------------------
+
+def _runs_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", metavar="DIR", type=_folder,
+                   help="runs folder (default: $WORKBENCH_RUNS, else ./runs)")
+
+
+def _force_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help=f"build models over {MAX_PARAMS:,} parameters")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="workbench", description="KD Workbench: knowledge distillation you can watch.")
+    p = _Parser(prog="workbench", description="KD Workbench: knowledge distillation you can watch.")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="teacher vs scratch student vs distilled student on built-in data")
     d.add_argument("--dataset", type=_dataset, default="digits", help="a built-in dataset (default: digits)")
-    d.add_argument("--epochs", type=int, default=30)
-    d.add_argument("--lr", type=float, default=3e-3)
-    d.add_argument("--temperature", type=float, default=4.0)
-    d.add_argument("--alpha", type=float, default=0.5, help="alpha*CE + (1-alpha)*T^2*KL")
-    d.add_argument("--student-width", type=int, default=16)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--epochs", type=_positive_int, default=30)
+    d.add_argument("--lr", type=_positive, default=3e-3)
+    d.add_argument("--temperature", type=_positive, default=4.0)
+    d.add_argument("--alpha", type=_alpha, default=0.5, help="alpha*CE + (1-alpha)*T^2*KL")
+    d.add_argument("--student-width", type=_positive_int, default=16)
+    d.add_argument("--seed", type=_seed, default=0)
     d.add_argument("--json", action="store_true", help="print the results as JSON")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
+    _force_flag(d)
     d.set_defaults(func=_demo)
 
     k = sub.add_parser("distill", help="train a teacher, distill a student, and compare with a scratch baseline")
     src = k.add_argument_group("data")
-    src.add_argument("--dataset", type=_dataset, default="digits", help="built-in dataset: digits, digits-images, mnist1d, moons, spirals")
-    src.add_argument("--csv", metavar="PATH", help="your own data: a CSV file (use with --target)")
+    src.add_argument("--dataset", type=_dataset, default=None,
+                     help="built-in dataset: digits (default), digits-images, mnist1d, moons, spirals")
+    src.add_argument("--csv", metavar="PATH", type=_input_file, help="your own data: a CSV file (use with --target)")
     src.add_argument("--target", metavar="COL", help="the label column of --csv")
     src.add_argument("--labeled-fraction", type=_fraction, default=1.0,
                      help="share of train labels the student may use (KD still sees every input)")
-    src.add_argument("--extra-unlabeled", type=_count, default=0, metavar="N",
+    src.add_argument("--extra-unlabeled", type=_extra, default=0, metavar="N",
                      help="N generated unlabeled inputs for the teacher to label (mnist1d, moons, spirals)")
     src.add_argument("--mixup", action="store_true", help="mix transfer inputs (the teacher labels the mixes)")
-    src.add_argument("--mixup-alpha", type=float, default=1.0, help="Beta(alpha, alpha) of --mixup (default 1)")
+    src.add_argument("--mixup-alpha", type=_positive, default=None, help="Beta(alpha, alpha) of --mixup (default 1)")
     m = k.add_argument_group("models")
-    m.add_argument("--teacher", default="mlp:256,256", help="zoo spec, e.g. cnn2d, cnn1d:64,64,64, mlp:256,256")
-    m.add_argument("--student", default="mlp:16", help="zoo spec, e.g. mlp:16 or mlp:64,32")
+    m.add_argument("--teacher", type=_model, default="mlp:256,256", help="zoo spec, e.g. cnn2d, cnn1d:64,64,64, mlp:256,256")
+    m.add_argument("--student", type=_model, default="mlp:16", help="zoo spec, e.g. mlp:16 or mlp:64,32")
+    _force_flag(m)
     t = k.add_argument_group("training")
-    t.add_argument("--temperature", type=float, default=4.0)
-    t.add_argument("--alpha", type=float, default=0.5, help="alpha*CE + (1-alpha)*T^2*KL")
+    t.add_argument("--temperature", type=_positive, default=4.0)
+    t.add_argument("--alpha", type=_alpha, default=0.5, help="alpha*CE + (1-alpha)*T^2*KL")
     t.add_argument("--epochs", type=_positive_int, default=20)
     t.add_argument("--teacher-epochs", type=_positive_int, default=None, help="default: --epochs")
     t.add_argument("--batch-size", type=_positive_int, default=64)
-    t.add_argument("--lr", type=float, default=3e-3)
-    t.add_argument("--teacher-lr", type=float, default=None, help="default: --lr")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
+    t.add_argument("--lr", type=_positive, default=3e-3)
+    t.add_argument("--teacher-lr", type=_positive, default=None, help="default: --lr")
+    t.add_argument("--seed", type=_seed, default=0)
+    t.add_argument("--device", type=_device, default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     t.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None, help="default fp32")
     o = k.add_argument_group("output")
-    o.add_argument("--runs", metavar="DIR", help="runs folder (default: $WORKBENCH_RUNS, else ./runs)")
+    _runs_flag(o)
     o.add_argument("--retrain", action="store_true", help="train the teacher even if it is in the cache")
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -292,29 +525,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="sweep student sizes x methods x seeds sharing one teacher")
     c.add_argument("--dataset", type=_dataset, default="digits")
-    c.add_argument("--teacher", default=None, help="zoo spec (default: the dataset's default teacher)")
-    c.add_argument("--students", default="mlp:4,mlp:16,mlp:64",
+    c.add_argument("--teacher", type=_model, default=None, help="zoo spec (default: the dataset's default teacher)")
+    c.add_argument("--students", type=_students, default="mlp:4,mlp:16,mlp:64",
                    help="zoo specs, e.g. mlp:4,mlp:16,mlp:64 (use ';' between specs with several sizes: mlp:64,32;mlp:8)")
-    c.add_argument("--methods", default="scratch,kd", help="scratch, kd, mse (comma-separated)")
-    c.add_argument("--seeds", type=_positive_int, default=3)
-    c.add_argument("--temperatures", default=None, help="e.g. 1,2,4,8 (KD methods)")
-    c.add_argument("--temperature", type=float, default=4.0)
-    c.add_argument("--alpha", type=float, default=0.5)
+    c.add_argument("--methods", type=_methods, default="scratch,kd", help="scratch, kd, mse (comma-separated)")
+    c.add_argument("--seeds", type=_seeds, default=3)
+    c.add_argument("--temperatures", type=_temperature_list, default=None, help="e.g. 1,2,4,8 (KD methods)")
+    c.add_argument("--temperature", type=_positive, default=4.0)
+    c.add_argument("--alpha", type=_alpha, default=0.5)
     c.add_argument("--labeled-fraction", type=_fraction, default=1.0)
     c.add_argument("--epochs", type=_positive_int, default=20)
-    c.add_argument("--lr", type=float, default=3e-3)
-    c.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
-    c.add_argument("--name", default=None, help="sweep name (resuming uses the same name)")
-    c.add_argument("--runs", metavar="DIR", help="runs folder (default: $WORKBENCH_RUNS, else ./runs)")
-    c.add_argument("--csv", metavar="PATH", help="also write the result table here")
+    c.add_argument("--lr", type=_positive, default=3e-3)
+    c.add_argument("--workers", type=_count, default=None, help="processes (default: CPU count; 0 or 1: in-process)")
+    c.add_argument("--name", type=_name, default=None, help="sweep name (resuming uses the same name)")
+    _runs_flag(c)
+    c.add_argument("--csv", metavar="PATH", type=_output_file, help="also write the result table here")
     c.add_argument("--json", action="store_true")
     c.add_argument("--quiet", action="store_true")
+    _force_flag(c)
     c.set_defaults(func=_compare)
 
     a = sub.add_parser("app", help="start the Streamlit app (bound to 127.0.0.1)")
-    a.add_argument("--address", default="127.0.0.1", help="0.0.0.0 serves every network interface: do it deliberately")
-    a.add_argument("--port", type=int, default=8501)
-    a.add_argument("--headless", action="store_true", help="do not open a browser")
+    a.add_argument("--address", type=_address, default="127.0.0.1",
+                   help="0.0.0.0 serves every network interface: do it deliberately")
+    a.add_argument("--port", type=_port, default=8501)
+    shown = a.add_mutually_exclusive_group()
+    shown.add_argument("--open", action="store_true", help="open the app in a browser tab")
+    shown.add_argument("--headless", action="store_true", help="print the URL, open no browser (the default)")
     a.set_defaults(func=_app)
 
     r = sub.add_parser("runs", help="list runs, newest first")
@@ -326,20 +563,73 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="export a run's model (torch.export .pt2, or state_dict + spec)")
     ex.add_argument("run")
     ex.add_argument("--format", choices=["export", "state_dict"], default="export")
-    ex.add_argument("--out", help="output file (default: inside the run folder)")
+    ex.add_argument("--out", type=_output_file, help="output file (default: inside the run folder)")
     ex.set_defaults(func=_export)
     rm = sub.add_parser("rm", help="delete runs")
     rm.add_argument("run", nargs="+")
     rm.set_defaults(func=_rm)
     for cmd in (r, sh, ex, rm):
-        cmd.add_argument("--runs", metavar="DIR", help="runs folder (default: $WORKBENCH_RUNS, else ./runs)")
+        _runs_flag(cmd)
     return p
 
 
+# -- main ----------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _one_line_warnings(prog: str, shown: list[str]) -> Iterator[None]:
+    """Warnings print as one ``prog: warning: ...`` line each (and are recorded in ``shown``)."""
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        shown.append(str(message))
+        print(f"{prog}: warning: {printable(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def _check_environment(args: argparse.Namespace) -> None:
+    """A ``$WORKBENCH_RUNS`` that is not a folder fails before any training (``--runs`` is a flag)."""
+    from .cache import check_folder
+
+    env = os.environ.get("WORKBENCH_RUNS")
+    if env and getattr(args, "runs", False) is None:
+        check_folder(env, "WORKBENCH_RUNS")
+
+
+# The flags of the API's field names, so an error found past parsing still names the flag.
+_FLAGS = {"device": "--device", "precision": "--precision", "labeled_fraction": "--labeled-fraction",
+          "temperature": "--temperature", "alpha": "--alpha", "epochs": "--epochs", "lr": "--lr",
+          "batch_size": "--batch-size", "seed": "--seed", "mixup_alpha": "--mixup-alpha",
+          "n_unlabeled": "--extra-unlabeled", "teacher": "--teacher", "student": "--student"}
+
+
+def _error_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    lines = [s for s in str(e).splitlines() if s.strip()] or [type(e).__name__]
+    line = lines[0] if isinstance(e, RuntimeError) else " ".join(lines)
+    field, sep, rest = line.partition(": ")
+    return f"{_FLAGS[field]}: {rest}" if sep and field in _FLAGS else line
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except ValueError as e:  # bad input: a clear message, not a traceback
-        print(f"workbench {args.command}: error: {e}", file=sys.stderr)
+        args = build_parser().parse_args(argv)
+    except _UsageError as e:
+        print(printable(e), file=sys.stderr)
         return 2
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 0
+    prog = f"workbench {args.command}"
+    args.warned = []
+    codes = ((ValueError, 2), (OSError, 2), (ImportError, 2), (RuntimeError, 1), (MemoryError, 1))
+    try:
+        with _one_line_warnings(prog, args.warned):
+            _check_environment(args)
+            return args.func(args)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (runs keep what they logged)", file=sys.stderr)
+        return 130
+    except tuple(kind for kind, _ in codes) as e:  # bad input: a clear line, not a traceback
+        print(f"{prog}: error: {printable(_error_line(e))}", file=sys.stderr)
+        return next(code for kind, code in codes if isinstance(e, kind))

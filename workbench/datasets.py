@@ -21,13 +21,17 @@ import hashlib
 import math
 import random
 import threading
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
 from .data import DataSplits, _as_tensor, as_split
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MIN_ROWS = 10
 DIGITS_CLASSES = tuple(str(i) for i in range(10))
@@ -371,12 +375,80 @@ def from_dataframe(df: Any, target: str, *, features: list[str] | None = None, *
 
 
 def from_csv(path: str | Path, target: str, **kwargs: Any) -> DataSplits:
-    """Splits from a CSV file read with pandas (see ``from_dataframe`` for the options)."""
+    """Splits from a CSV file (see ``read_csv`` for how it is read, ``from_dataframe`` for the options)."""
+    path = Path(path)
+    kwargs.setdefault("name", path.stem)
+    out = from_dataframe(read_csv(path), target, **kwargs)
+    return out.with_(spec={**out.spec, "source": "csv", "path": str(path)})
+
+
+# Encodings tried in order: UTF-8 (with or without a BOM), then what spreadsheets on Windows
+# export (cp1252), then Latin-1, which decodes any bytes.
+CSV_ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
+_BINARY_KINDS = {b"PK\x03\x04": "a zip archive (an Excel .xlsx workbook?)",
+                 b"\xd0\xcf\x11\xe0": "an Excel .xls workbook", b"PAR1": "a Parquet file",
+                 b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"%PDF": "a PDF document",
+                 b"\x1f\x8b": "a gzip archive"}
+
+
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """A CSV file as a DataFrame, read as UTF-8, else cp1252, else Latin-1 (with a warning that
+    names the encoding used); an empty, binary or header-only file is refused naming the file."""
+    import io
+
     import pandas as pd
 
     path = Path(path)
+    text = _csv_text(path)
+    try:
+        df = pd.read_csv(io.StringIO(text))
+        if df.shape[1] == 1 and ";" in str(df.columns[0]):  # a spreadsheet's ';'-separated export
+            df = pd.read_csv(io.StringIO(text), sep=";")
+    except pd.errors.EmptyDataError:
+        raise _bad_file(path, "has no text but blank lines; expected a CSV with a header row and "
+                              "one row per sample") from None
+    except pd.errors.ParserError as e:
+        raise _bad_file(path, f"is not a readable CSV: {str(e).strip().splitlines()[0]}") from None
+    if not len(df):
+        raise _bad_file(path, f"has a header ({', '.join(map(str, df.columns))}) but no data rows; "
+                              "expected one row per sample")
+    return df
+
+
+def _csv_text(path: Path) -> str:
+    """The text of a CSV file, decoded with the first of ``CSV_ENCODINGS`` that fits."""
+    if path.is_dir():
+        raise _bad_file(path, "is a folder; expected a CSV file")
     if not path.is_file():
-        raise _bad("path", str(path), "no such file; expected a CSV file")
-    kwargs.setdefault("name", path.stem)
-    out = from_dataframe(pd.read_csv(path), target, **kwargs)
-    return out.with_(spec={**out.spec, "source": "csv", "path": str(path)})
+        raise _bad_file(path, "does not exist (no such file); expected a CSV file")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise _bad_file(path, f"cannot be read ({e.strerror or e})") from None
+    if not raw.strip():
+        raise _bad_file(path, "is empty; expected a CSV with a header row and data rows")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) and _decodes(raw, "utf-16"):  # Excel's "Unicode text"
+        return raw.decode("utf-16")
+    head = raw[:65536]
+    kind = next((k for magic, k in _BINARY_KINDS.items() if head.startswith(magic)), None)
+    controls = sum(head.count(bytes([c])) for c in range(32) if c not in b"\t\n\r\x0c\x0b")
+    if kind or controls > max(2, len(head) // 100):  # text has no control bytes but a stray few
+        raise _bad_file(path, f"is a binary file ({kind or 'not text'}), not a CSV; "
+                              "export it as CSV (comma-separated text) first")
+    encoding = next(e for e in CSV_ENCODINGS if _decodes(raw, e))  # the last one decodes any bytes
+    if encoding != CSV_ENCODINGS[0]:
+        warnings.warn(f"{path}: not UTF-8; read as {encoding}. Check its non-ASCII text (accents, symbols), "
+                      "or save the file as UTF-8", stacklevel=4)
+    return raw.decode(encoding)
+
+
+def _bad_file(path: Path, problem: str) -> ValueError:
+    return ValueError(f"path: {str(path)!r} {problem}")
+
+
+def _decodes(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from . import distributed
-from .cache import OutputCache, TeacherCache, digest, teacher_key, tensor_digest
+from .cache import OutputCache, TeacherCache, check_cache_root, check_folder, digest, teacher_key, tensor_digest
 from .callbacks import History
 from .config import DistillConfig
 from .data import DataSplits, Split, as_splits
@@ -24,9 +24,43 @@ from .engine import Distiller, FitResult, resolve_device
 from .evaluation import Evaluator
 from .events import Dispatcher, FitEnd, FitStart, frozen_map
 from .models import build_model, count_params, parse_model
-from .runs import RunRecorder
+from .runs import RunRecorder, runs_root
 
 ModelArg = nn.Module | str | Mapping[str, Any]
+# Fits without a teacher (a teacher, a scratch baseline) train on plain CE: none of these apply.
+_NO_KD = {"hint_student": None, "hint_teacher": None, "w_hint": 0.0, "w_ce": 1.0, "w_kd": 0.0, "w_mse": 0.0}
+DEFAULT_TEMPERATURE = DistillConfig().temperature
+
+
+def teacher_config_for(config: DistillConfig, *, epochs: int | None = None, lr: float | None = None,
+                       labeled_fraction: float = 1.0) -> DistillConfig:
+    """The config a teacher trains with, from a student's (or a teacher's own) config.
+
+    The one place the CLI, the app (through :class:`Experiment`) and Python derive it, so the
+    same teacher is cached once for all of them: it keeps what changes what a teacher learns
+    (optimization, seed, epochs, batch size, precision) and resets the student's loss settings
+    (temperature, weights, hints, mixup), which a fit without a teacher never uses.
+    ``epochs`` / ``lr``: the teacher's own (None keeps the config's); ``labeled_fraction``: the
+    share of train labels it trains on (all of them unless asked).
+    """
+    changes: dict[str, Any] = dict(_NO_KD, alpha=None, temperature=DEFAULT_TEMPERATURE, mixup_alpha=0.0,
+                                   labeled_fraction=labeled_fraction)
+    if labeled_fraction >= 1.0:
+        changes["label_seed"] = None  # every label: which subset would be drawn does not matter
+    if epochs is not None:
+        changes["epochs"] = epochs
+    if lr is not None:
+        changes["lr"] = lr
+    return config.replace(**changes)
+
+
+def estimate_params(arg: ModelArg, data: DataSplits, field_name: str = "model") -> int:
+    """The parameter count of a model spec, counted on the meta device (no memory is allocated),
+    so a size too large to build can be refused before it is built."""
+    if isinstance(arg, nn.Module):
+        return count_params(arg)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):  # make_model seeds the global RNG
+        return count_params(make_model(arg, data, field_name, 0))
 
 
 def make_model(arg: ModelArg, data: DataSplits, field_name: str, seed: int) -> nn.Module:
@@ -106,10 +140,9 @@ class Experiment:
                  cache: bool = True, retrain: bool = False, cache_dir: str | os.PathLike | None = None):
         self.data = as_splits(data)
         self.config = config or DistillConfig()
-        # Fits without a teacher train on plain CE: their configs drop the KD-only settings.
-        no_kd = dict(hint_student=None, hint_teacher=None, w_hint=0.0, w_ce=1.0, w_kd=0.0, w_mse=0.0)
-        self.teacher_config = teacher_config or self.config.replace(labeled_fraction=1.0, mixup_alpha=0.0, **no_kd)
-        self.baseline_config = self.config.replace(mixup_alpha=0.0, **no_kd)
+        self.teacher_config = (teacher_config_for(self.config) if teacher_config is None else
+                               teacher_config_for(teacher_config, labeled_fraction=teacher_config.labeled_fraction))
+        self.baseline_config = self.config.replace(mixup_alpha=0.0, **_NO_KD)
         if teacher is student and teacher is not None:
             raise ValueError("teacher, student: the same object was passed as both; pass two models")
         self.teacher = make_model(teacher, self.data, "teacher", self.teacher_config.seed)
@@ -122,6 +155,11 @@ class Experiment:
         self.runs = None if runs in (None, False) else (None if runs is True else runs)
         self.record = runs not in (None, False)
         self.cache, self.retrain, self.cache_dir = cache, retrain, cache_dir
+        if cache:  # a cache or runs path that is a file fails now, not after training
+            check_cache_root(cache_dir)
+        if self.record:
+            check_folder(runs_root(self.runs), "runs" if self.runs else
+                         "WORKBENCH_RUNS" if os.environ.get("WORKBENCH_RUNS") else "runs folder")
         self.teacher_key = teacher_key(self.teacher, self.teacher_config.to_dict(), self.data)
         if self.teacher_key is not None and isinstance(teacher, nn.Module):
             # A module given from Python: its weights (trained or initial) are part of what it is.
