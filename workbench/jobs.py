@@ -48,11 +48,13 @@ class JobRegistry:
 
     def __init__(self, max_running: int | None = None, keep_finished: float = 3600.0,
                  abandon_after: float = 600.0):
-        self.max_running = max_running or int(os.environ.get("WORKBENCH_MAX_JOBS", "4"))
-        self.keep_finished, self.abandon_after = keep_finished, abandon_after
+        self.max_running = _max_running(max_running)
+        self.keep_finished = _positive_seconds("keep_finished", keep_finished)
+        self.abandon_after = _positive_seconds("abandon_after", abandon_after)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._reaper: threading.Thread | None = None
+        self._closed = threading.Event()
         # cleanup also runs on its own: a page closed mid-run must not leave its job training
         self.reap_every = max(1.0, min(60.0, abandon_after / 4))
 
@@ -64,6 +66,8 @@ class JobRegistry:
         """Start ``target`` on a LiveRun; raises :class:`TooManyJobs` past the cap."""
         self.cleanup()
         with self._lock:
+            if self._closed.is_set():
+                raise RuntimeError("this job registry is closed; it starts no more jobs")
             busy = sum(not j.run.done for j in self._jobs.values())
             if busy >= self.max_running:
                 raise TooManyJobs(f"the server is running {busy} jobs, its limit (WORKBENCH_MAX_JOBS="
@@ -82,13 +86,27 @@ class JobRegistry:
         self._reaper.start()
 
     def _reap(self) -> None:
-        while True:
-            time.sleep(self.reap_every)
+        while not self._closed.wait(self.reap_every):
             self.cleanup()
 
+    def close(self, timeout: float = 30.0) -> bool:
+        """Stop every job and the cleanup thread, and wait for them; True when all have ended."""
+        self._closed.set()
+        with self._lock:
+            jobs, reaper = list(self._jobs.values()), self._reaper
+        for job in jobs:
+            job.run.stop()
+        deadline = time.monotonic() + timeout
+        ended = all([job.run.join(max(0.0, deadline - time.monotonic())) for job in jobs])
+        if reaper is not None:
+            reaper.join(max(0.0, deadline - time.monotonic()))
+            ended = ended and not reaper.is_alive()
+        return ended
+
     def get(self, job_id: str | None) -> Job | None:
-        """The job, marked as seen; None when unknown or already cleaned up."""
-        if not job_id:
+        """The job, marked as seen; None when unknown, already cleaned up, or not an id at all
+        (the id comes from a page's URL: any text, or none)."""
+        if not isinstance(job_id, str) or not job_id:
             return None
         with self._lock:
             job = self._jobs.get(job_id)
@@ -112,3 +130,23 @@ class JobRegistry:
                     del self._jobs[job_id]
                     dropped.append(job_id)
         return dropped
+
+
+def _max_running(value: int | None) -> int:
+    """The cap on jobs running at once: ``value``, else ``$WORKBENCH_MAX_JOBS``, else 4."""
+    field_name = "max_running"
+    if value is None:
+        field_name, value = "WORKBENCH_MAX_JOBS", os.environ.get("WORKBENCH_MAX_JOBS", "").strip() or "4"
+        try:
+            value = int(value)
+        except ValueError:
+            raise ValueError(f"WORKBENCH_MAX_JOBS: {value!r} is invalid; expected a whole number >= 1") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{field_name}: {value!r} is invalid; expected a whole number >= 1")
+    return value
+
+
+def _positive_seconds(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{name}: {value!r} is invalid; expected a number of seconds > 0")
+    return float(value)

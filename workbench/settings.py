@@ -43,19 +43,48 @@ class Settings:
     weight_decay: float = 0.0
     seed: int = 0
     log_every: int = 5
+    csv: str | None = None  # a CSV file's name or path: the data, instead of the built-in ``dataset``
+    target: str | None = None  # the CSV's label column
 
     def __post_init__(self) -> None:
-        if isinstance(self.extra_unlabeled, bool) or not isinstance(self.extra_unlabeled, int) or self.extra_unlabeled < 0:
+        from .datasets import list_datasets
+        from .models import parse_model
+
+        if self.csv is None and self.dataset not in list_datasets():
+            raise ValueError(f"dataset: {self.dataset!r} is not a built-in dataset; valid: "
+                             f"{', '.join(list_datasets())} (or give csv= and target=)")
+        for name in ("csv", "target"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name}: {value!r} is invalid; expected a non-empty string or None")
+        if (self.csv is None) != (self.target is None):
+            raise ValueError(f"csv, target: {self.csv!r}, {self.target!r}; give both (a CSV and its label "
+                             "column) or neither")
+        for name in ("teacher", "student"):
+            spec = getattr(self, name)
+            if not isinstance(spec, str):
+                raise ValueError(f"{name}: {spec!r} is invalid; expected a zoo spec like 'mlp:16'")
+            try:
+                parse_model(spec)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+        if not _is_int(self.extra_unlabeled) or self.extra_unlabeled < 0:
             raise ValueError(f"extra_unlabeled: {self.extra_unlabeled!r} is invalid; expected an integer >= 0")
-        if self.teacher_epochs is not None and (not isinstance(self.teacher_epochs, int) or self.teacher_epochs < 1):
+        if self.csv is not None and self.extra_unlabeled:
+            raise ValueError(f"extra_unlabeled: {self.extra_unlabeled!r} is invalid with a CSV; generated "
+                             "inputs exist for mnist1d, moons and spirals only (use 0)")
+        if self.teacher_epochs is not None and (not _is_int(self.teacher_epochs) or self.teacher_epochs < 1):
             raise ValueError(f"teacher_epochs: {self.teacher_epochs!r} is invalid; expected an integer >= 1 or None")
+        if not isinstance(self.mixup, bool):
+            raise ValueError(f"mixup: {self.mixup!r} is invalid; expected True or False")
         self.config()  # every training field is checked by DistillConfig
 
     @classmethod
     def for_dataset(cls, dataset: str, **changes: Any) -> "Settings":
-        """Settings with the dataset's default teacher and student."""
-        return cls(dataset=dataset, teacher=DEFAULT_TEACHERS.get(dataset, "mlp:256,256"),
-                   student=DEFAULT_STUDENTS.get(dataset, "mlp:16"), **changes)
+        """Settings with the dataset's default teacher and student (``changes`` may replace them)."""
+        defaults = {"teacher": DEFAULT_TEACHERS.get(dataset, "mlp:256,256"),
+                    "student": DEFAULT_STUDENTS.get(dataset, "mlp:16")}
+        return cls(dataset=dataset, **{**defaults, **changes})
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -80,8 +109,11 @@ class Settings:
                              log_every=self.log_every, w_ce=1.0, w_kd=0.0)
 
     def data(self) -> DataSplits:
-        from .datasets import load_dataset
+        """The data these settings name: the CSV file when ``csv`` is set, else the built-in dataset."""
+        from .datasets import from_csv, load_dataset
 
+        if self.csv is not None:
+            return from_csv(self.csv, target=self.target, seed=self.seed)
         return load_dataset(self.dataset, seed=self.seed, n_unlabeled=self.extra_unlabeled)
 
     def experiment(self, data: DataSplits | None = None, teacher: Any = None, student: Any = None,
@@ -96,7 +128,9 @@ class Settings:
                           self.config(), self.teacher_config(), callbacks=list(callbacks), **kwargs)
 
     def to_code(self) -> str:
-        """Python that reproduces these settings with the public API."""
+        """Python that reproduces these settings with the public API. Every value a person typed or
+        named (dataset, file name, target column, model specs) enters through ``repr``, so the
+        code is valid Python whatever the text, and text never becomes code."""
         cfg, tcfg = self.config(), self.teacher_config()
         default = DistillConfig()
 
@@ -106,13 +140,15 @@ class Settings:
             return ", ".join(f"{k}={v!r}" for k, v in d.items()
                              if k not in skip and (k in always or v != getattr(default, k)))
 
-        data_args = f"{self.dataset!r}, seed={self.seed}"
-        if self.extra_unlabeled:
-            data_args += f", n_unlabeled={self.extra_unlabeled}"
+        if self.csv is not None:
+            data = f"wb.from_csv({self.csv!r}, target={self.target!r}, seed={self.seed!r})"
+        else:
+            extra = f", n_unlabeled={self.extra_unlabeled!r}" if self.extra_unlabeled else ""
+            data = f"wb.load_dataset({self.dataset!r}, seed={self.seed!r}{extra})"
         return "\n".join([
             "import workbench as wb",
             "",
-            f"data = wb.load_dataset({data_args})",
+            f"data = {data}",
             f"config = wb.DistillConfig({args(cfg, ('epochs', 'temperature'))})",
             f"teacher_config = wb.DistillConfig({args(tcfg, ('epochs', 'w_ce', 'w_kd'))})",
             f"experiment = wb.Experiment(data, teacher={self.teacher!r}, student={self.student!r},",
@@ -120,3 +156,7 @@ class Settings:
             "result = experiment.run()",
             "print(result.table())",
         ])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

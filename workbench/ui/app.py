@@ -1,41 +1,35 @@
 """The Streamlit app: ``streamlit run app.py``. Pages are small ``*_ui()`` functions that draw
 widgets and return values; training runs on LiveRun threads held by a server-wide job registry
-(``st.cache_resource``), and the page keeps only the job id, in its URL."""
+(``st.cache_resource``), and the page keeps only the job id, in its URL. The Explore page's
+sidebar is in :mod:`workbench.ui.sidebar`."""
 
 from __future__ import annotations
 
-import io
+import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from .. import plots
-from ..datasets import from_dataframe, list_datasets
 from ..events import FitEnd, FitStart, StepEnd
 from ..jobs import Job, JobRegistry, TooManyJobs
-from ..models import FAMILIES, models_for
-from ..settings import DEFAULT_STUDENTS, DEFAULT_TEACHERS, Settings
+from ..settings import Settings
+from ..verdict import README_ANCHOR, kd_verdict
+from . import sidebar
+from .sidebar import UPLOAD
 
-UPLOAD = "upload a CSV..."
-TEMPERATURES = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0]
-LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
-GENERATED = ("mnist1d", "moons", "spirals")  # datasets that can generate extra unlabeled inputs
 TWO_D = ("moons", "spirals")
+ADOPTED = "adopted_job"  # the job whose settings this session's sidebar shows
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @st.cache_resource
 def registry() -> JobRegistry:
     """One job registry per server: jobs outlive page refreshes and are shared by no one else."""
     return JobRegistry()
-
-
-@st.cache_data(show_spinner=False)
-def _input_shape(dataset: str) -> tuple[int, ...]:
-    from ..datasets import load_dataset
-
-    return load_dataset(dataset).input_shape
 
 
 def main() -> None:
@@ -46,148 +40,107 @@ def main() -> None:
     st.navigation(pages).run()
 
 
-# -- sidebar: what to run ------------------------------------------------------------------------
-def data_ui() -> tuple[str, Any, str | None]:
-    """Dataset picker; returns (name, uploaded DataSplits or None, error message or None)."""
-    name = st.sidebar.selectbox("dataset", [*list_datasets(), UPLOAD], key="dataset")
-    if name != UPLOAD:
-        return name, None, None
-    file = st.sidebar.file_uploader("CSV file (one row per sample)", type=["csv"], key="csv")
-    if file is None:
-        return name, None, "upload a CSV file to use your own data"
-    try:
-        df = pd.read_csv(io.BytesIO(file.getvalue()))
-    except Exception as e:  # pandas raises many kinds: all mean "not a CSV we can read"
-        return name, None, f"{file.name}: not a readable CSV ({type(e).__name__}: {e})"
-    if df.shape[1] < 2:
-        return name, None, f"{file.name}: needs at least one feature column and a target column"
-    target = st.sidebar.selectbox("target column", list(df.columns), index=len(df.columns) - 1, key="target")
-    try:
-        data = from_dataframe(df, target=target, name=file.name.rsplit(".", 1)[0])
-    except ValueError as e:
-        return name, None, f"{file.name}: {e}"
-    return name, data, None
-
-
-def model_ui(role: str, default: str, fits: list[str]) -> str:
-    """Family + sizes of one model; returns a zoo spec like 'mlp:64,32'."""
-    family0, _, sizes0 = default.partition(":")
-    family = st.sidebar.selectbox(f"{role} family", fits, index=fits.index(family0) if family0 in fits else 0,
-                                  key=f"{role}_family", help=f"families that fit this data (of {', '.join(FAMILIES)})")
-    sizes = st.sidebar.text_input(f"{role} sizes", value=sizes0 if family == family0 else "",
-                                  key=f"{role}_sizes_{family}", help="widths or channels, e.g. 64,32 (empty: default)")
-    return f"{family}:{sizes}" if sizes.strip() else family
-
-
-def settings_ui(dataset: str, shape: tuple[int, ...]) -> Settings:
-    """The sidebar controls; returns Settings (raises ValueError on a bad combination)."""
-    fits = models_for(shape)
-    teacher = model_ui("teacher", DEFAULT_TEACHERS.get(dataset, "mlp:256,256"), fits)
-    student = model_ui("student", DEFAULT_STUDENTS.get(dataset, "mlp:16"), fits)
-    sb = st.sidebar
-    sb.subheader("Loss")
-    temperature = sb.select_slider("temperature T", TEMPERATURES, value=4.0, key="temperature",
-                                   help="softens both outputs; changeable during a run")
-    mode = sb.radio("weights", ["alpha preset", "each term"], horizontal=True, key="mode")
-    weights: dict[str, Any]
-    if mode == "alpha preset":
-        weights = {"alpha": sb.slider("alpha (CE share)", 0.0, 1.0, 0.5, 0.05, key="alpha",
-                                      help="alpha*CE + (1-alpha)*T^2*KL")}
-    else:
-        weights = {"alpha": None, **{k: sb.slider(k, 0.0, 2.0, v, 0.05, key=k)
-                                     for k, v in (("w_ce", 0.5), ("w_kd", 0.5), ("w_mse", 0.0))}}
-    sb.subheader("Transfer set")
-    labeled = sb.slider("labeled fraction", 0.01, 1.0, 1.0, 0.01, key="labeled_fraction",
-                        help="share of train labels the student may use; the teacher labels every input")
-    extra = sb.number_input("extra generated inputs", 0, 50_000, 0, 1000, key="extra",
-                            disabled=dataset not in GENERATED, help="mnist1d, moons and spirals only")
-    mixup = sb.checkbox("mixup the transfer inputs", key="mixup")
-    sb.subheader("Optimization")
-    epochs = sb.number_input("epochs", 1, 10_000, 20, key="epochs", help="student and baseline")
-    teacher_epochs = sb.number_input("teacher epochs", 1, 10_000, 20, key="teacher_epochs",
-                                     help="a teacher trained once is cached and reused")
-    batch = sb.selectbox("batch size", [16, 32, 64, 128, 256], index=2, key="batch")
-    lr = sb.select_slider("learning rate", LEARNING_RATES, value=3e-3, key="lr")
-    seed = sb.number_input("seed", 0, 2**31 - 1, 0, key="seed")
-    return Settings(dataset=dataset, teacher=teacher, student=student, temperature=float(temperature),
-                    labeled_fraction=float(labeled), extra_unlabeled=int(extra) if dataset in GENERATED else 0,
-                    mixup=bool(mixup), epochs=int(epochs), teacher_epochs=int(teacher_epochs), batch_size=int(batch), lr=float(lr), seed=int(seed),
-                    **weights)
-
-
 # -- the page ------------------------------------------------------------------------------------
 def explore_page() -> None:
     st.title("Knowledge distillation, live")
     st.caption("A teacher's softened outputs teach a small student; a scratch baseline with the same "
                "labels, steps and initial weights shows what distillation adds.")
     reg = registry()
-    job = reg.get(st.query_params.get("job"))
-    dataset, uploaded, data_error = data_ui()
-    settings, error = None, data_error
+    job_id = st.query_params.get("job")
+    job = reg.get(job_id)
+    sidebar.seed_state()
+    if job is not None and st.session_state.get(ADOPTED) != job.job_id:
+        adopt(job)  # a reload or a second viewer: the sidebar shows the job's settings, the job keeps them
+    choice = sidebar.data_ui()
+    settings, error = None, choice.error
     if error is None:
         try:
-            shape = uploaded.input_shape if uploaded is not None else _input_shape(dataset)
-            settings = settings_ui(dataset if uploaded is None else "digits", shape)
+            settings = sidebar.settings_ui(choice)
         except ValueError as e:
-            error = str(e)
+            error = sidebar.md(str(e))
     if error:
         st.error(error)
-    run, pause, stop = controls_ui(job, can_run=settings is not None)
-    if run and settings is not None:
-        job = start_job(reg, settings, uploaded)
+    if job_id and job is None:
+        st.info("the job in this page's address is not on this server (finished long ago, or the server "
+                "restarted); press Run for a new one")
+    if st.session_state.pop(sidebar.MOVED, False) and job is not None and not job.run.done:
+        apply_live_controls(job)  # only a control moved in this session steers the job
+    if controls_ui(job, can_run=settings is not None) and settings is not None:
+        job = start_job(reg, settings, choice.data)
         if job is not None:
             st.rerun()  # a full rerun carries the new job id into the page URL
     if job is not None:
-        if pause:
-            job.run.resume() if job.run.status == "paused" else job.run.pause()
-        if stop:
-            job.run.stop()
-        if settings is not None and not job.run.done:
-            apply_live_controls(job, settings)
         live_ui(job.job_id)
         if job.run.done:
             results_ui(job)
     if settings is not None:
         with st.expander("Copy as code"):
-            st.code(code_for(settings, uploaded), language="python")
+            st.code(settings.to_code(), language="python")
 
 
-def controls_ui(job: Job | None, can_run: bool) -> tuple[bool, bool, bool]:
-    """Run / Pause / Stop buttons; returns which was pressed."""
+def adopt(job: Job) -> None:
+    """Show a job's own settings, and its current temperature and weights, in this session's sidebar."""
+    settings = job.context.get("settings")
+    if isinstance(settings, Settings):
+        weights = job.run.controls.current if job.run.controls is not None else None
+        sidebar.restore(settings, job.context.get("dataset_choice", settings.dataset), weights)
+    st.session_state[ADOPTED] = job.job_id
+
+
+def controls_ui(job: Job | None, can_run: bool) -> bool:
+    """Run / Pause / Stop buttons; returns whether Run was pressed. Pause and Stop act in their
+    callbacks, before the page is drawn, so the Pause button's label is the state after the click."""
     busy = job is not None and not job.run.done
+    steerable = busy and not job.run.stopped
+    paused = steerable and job.run.status == "paused"
+    job_id = job.job_id if job is not None else None
     a, b, c, _ = st.columns([1, 1, 1, 5])
     run = a.button("Run", type="primary", key="run", disabled=busy or not can_run, icon=":material/play_arrow:")
-    label = "Resume" if busy and job.run.status == "paused" else "Pause"
-    pause = b.button(label, key="pause", disabled=not busy, icon=":material/pause:")
-    stop = c.button("Stop", key="stop", disabled=not busy, icon=":material/stop:")
-    return run, pause, stop
+    b.button("Resume" if paused else "Pause", key="pause", disabled=not steerable, on_click=_toggle_pause,
+             args=(job_id,), icon=":material/play_arrow:" if paused else ":material/pause:")
+    c.button("Stop", key="stop", disabled=not steerable, on_click=_stop, args=(job_id,), icon=":material/stop:")
+    return run
 
 
-def start_job(reg: JobRegistry, settings: Settings, uploaded: Any) -> Job | None:
+def _toggle_pause(job_id: str | None) -> None:
+    job = registry().get(job_id)
+    if job is not None and not job.run.done:
+        job.run.resume() if job.run.status == "paused" else job.run.pause()
+
+
+def _stop(job_id: str | None) -> None:
+    job = registry().get(job_id)
+    if job is not None:
+        job.run.stop()
+
+
+def start_job(reg: JobRegistry, settings: Settings, data: Any) -> Job | None:
     """Build the experiment and start it on the registry; the job id goes into the URL."""
     try:
-        experiment = settings.experiment(data=uploaded, runs=True)
-        job = reg.start(experiment.run, label="distill", settings=settings, experiment=experiment)
+        experiment = settings.experiment(data=data, runs=True)
+        job = reg.start(experiment.run, label="distill", settings=settings, experiment=experiment,
+                        dataset_choice=UPLOAD if settings.csv is not None else settings.dataset)
     except TooManyJobs as e:
         st.warning(str(e))
         return None
     except (ValueError, RuntimeError) as e:
-        st.error(str(e))
+        st.error(sidebar.md(str(e)))
         return None
     st.query_params.from_dict({"job": job.job_id})
+    st.session_state[ADOPTED] = job.job_id
     return job
 
 
-def apply_live_controls(job: Job, settings: Settings) -> None:
-    """Temperature and weights moved in the sidebar reach the running job's next step."""
-    current = job.run.controls.current if job.run.controls is not None else None
-    wanted = settings.config().weights
-    if current is None or current != wanted:
-        try:
-            job.run.set_controls(temperature=wanted.temperature, w_ce=wanted.ce, w_kd=wanted.kd,
-                                 w_mse=wanted.mse, w_hint=wanted.hint)
-        except ValueError as e:
-            st.error(str(e))
+def apply_live_controls(job: Job) -> None:
+    """Send the live widgets' temperature and weights to the running job's next step."""
+    wanted = sidebar.live_weights()
+    w = job.run.controls.current if job.run.controls is not None else None
+    if w is not None and (w.temperature, w.ce, w.kd, w.mse) == tuple(wanted.values()):
+        return  # moved and moved back: nothing changes, and no "controls changed" mark
+    try:
+        job.run.set_controls(**wanted)
+    except ValueError as e:
+        st.error(str(e))
 
 
 @st.fragment(run_every=1.0)
@@ -199,16 +152,12 @@ def live_ui(job_id: str) -> None:
         return
     events = job.run.buffer.all()
     starts = [p for p in events if isinstance(p, FitStart)]
-    steps = [p for p in events if isinstance(p, StepEnd)]
     status = job.run.status
-    if starts:
-        cur = starts[-1]
-        last = next((p for p in reversed(steps) if p.run_id == cur.run_id), None)
-        done = last.step if last else 0
-        text = f"{cur.role}: step {done}/{cur.steps_planned}" if cur.steps_planned else f"{cur.role}: loaded"
-        st.progress(min(done / max(cur.steps_planned, 1), 1.0), text=f"{status} — {text} · job {job_id}")
-    else:
-        st.progress(0.0, text=f"{status} — preparing data and models · job {job_id}")
+    progress, text = progress_of(starts, [p for p in events if isinstance(p, StepEnd)])
+    st.progress(progress, text=f"{status} — {text} · job {job_id}")
+    note = teacher_note(starts)
+    if note:
+        st.caption(note)
     if status == "error":
         st.error(f"the run failed: {job.run.error}")
     for p in events:
@@ -216,15 +165,59 @@ def live_ui(job_id: str) -> None:
             st.error(f"{p.role} {p.status}: {p.message}")
     history = plots.as_frame(events)
     left, right = st.columns(2)
-    left.plotly_chart(plots.accuracy_figure(history), key="accuracy", width="stretch")
-    right.plotly_chart(plots.loss_figure(history), key="loss", width="stretch")
+    if starts and starts[-1].role == "teacher" and starts[-1].steps_planned:  # the teacher trains now
+        left.plotly_chart(teacher_figure(history), key="accuracy", width="stretch")
+        right.plotly_chart(plots.loss_figure(history, role="teacher"), key="loss", width="stretch")
+    else:
+        left.plotly_chart(plots.accuracy_figure(history), key="accuracy", width="stretch")
+        right.plotly_chart(plots.loss_figure(history), key="loss", width="stretch")
     if job.run.done and not st.session_state.get(f"shown-{job_id}"):
         st.session_state[f"shown-{job_id}"] = True
         st.rerun()  # once: draw the results below the live charts
 
 
+def progress_of(starts: list[FitStart], steps: list[StepEnd]) -> tuple[float, str]:
+    """The current fit's share done and a line saying which fit it is and where it stands."""
+    if not starts:
+        return 0.0, "preparing data and models"
+    cur = starts[-1]
+    if not cur.steps_planned:
+        return 1.0, f"{cur.role}: loaded"
+    last = next((p for p in reversed(steps) if p.run_id == cur.run_id), None)
+    done = last.step if last else 0
+    text = f"{cur.role}: step {done}/{cur.steps_planned}"
+    return min(done / cur.steps_planned, 1.0), text
+
+
+def teacher_note(starts: list[FitStart]) -> str | None:
+    """Where this job's teacher comes from: trained now (once, then cached) or the cache."""
+    teacher = next((p for p in starts if p.role == "teacher"), None)
+    if teacher is None:
+        return None
+    if not teacher.steps_planned:
+        return ("teacher: loaded from the cache (trained before on this data with these settings), "
+                "so the student starts at once")
+    return ("teacher: trained once, here, then cached: the next run with this data and teacher "
+            "loads it instead of training it again")
+
+
+def teacher_figure(history: pd.DataFrame) -> go.Figure:
+    """The teacher's own accuracy per evaluation, drawn while it trains (before any student)."""
+    fig = go.Figure()
+    if {"role", "event", "split", "acc"} <= set(history.columns):
+        evals = history[(history["role"] == "teacher") & (history["event"] == "eval")]
+        for i, (split, rows) in enumerate(evals.groupby("split", sort=False)):
+            fig.add_trace(go.Scatter(x=rows["step"].tolist(), y=rows["acc"].tolist(), mode="lines+markers",
+                                     name=f"teacher {split}", line=dict(color=plots.PALETTE[(i + 3) % 10])))
+    fig.update_layout(title="teacher accuracy (training it once; it is cached after)", xaxis_title="step",
+                      yaxis_title="accuracy", yaxis_range=[0, 1], template="plotly_white", showlegend=True,
+                      uirevision="teacher-accuracy", margin=dict(l=50, r=20, t=60, b=40))
+    return fig
+
+
 def results_ui(job: Job) -> None:
-    """Final numbers, the temperature explorer and (2-D data) decision boundaries."""
+    """Final numbers, whether KD beat scratch (and why not), the temperature explorer and (2-D
+    data) decision boundaries."""
     result = job.run.result
     experiment = job.context.get("experiment")
     if result is None or experiment is None or result.student is None:
@@ -234,9 +227,46 @@ def results_ui(job: Job) -> None:
         acc = fit.summary.get("test_acc")
         col.metric(f"{role} test accuracy", f"{acc:.3f}" if acc is not None else "n/a",
                    help=f"{fit.summary.get('student_params')} parameters")
+    verdict_ui(job.context.get("settings"), result)
     explorer_ui(experiment)
     if experiment.data.input_shape == (2,):
         boundary_ui(experiment, result)
+
+
+def verdict_ui(settings: Settings | None, result: Any) -> None:
+    """One line: did the student beat its scratch baseline, and if not, the likely reason."""
+    def acc(fit: Any) -> float | None:
+        return fit.summary.get("test_acc") if fit is not None else None
+
+    s = settings if isinstance(settings, Settings) else Settings()
+    student, scratch = acc(result.student), acc(result.baseline)
+    line = kd_verdict(student, scratch, labeled_fraction=s.labeled_fraction, teacher_acc=acc(result.teacher),
+                      extra_unlabeled=s.extra_unlabeled, mixup=s.mixup)
+    if line is None:
+        return
+    if student > scratch:
+        st.success(line)
+        return
+    st.warning(line)
+    section = readme_section()
+    if section:
+        with st.expander(f"When distillation does not beat scratch ({README_ANCHOR})"):
+            st.markdown(section)
+
+
+def readme_section(anchor: str = README_ANCHOR) -> str | None:
+    """The README section the verdict links to (its text, shown in the page: it works offline)."""
+    try:
+        text = README.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    slug = anchor.split("#", 1)[1]
+    headings = list(re.finditer(r"^(#+) (.+)$", text, flags=re.M))
+    for i, h in enumerate(headings):
+        if re.sub(r"[^a-z0-9 -]", "", h.group(2).lower()).replace(" ", "-") == slug:  # GitHub's anchors
+            end = next((n.start() for n in headings[i + 1:] if len(n.group(1)) <= len(h.group(1))), len(text))
+            return text[h.end():end].strip()
+    return None
 
 
 def explorer_ui(experiment: Any) -> None:
@@ -264,12 +294,3 @@ def boundary_ui(experiment: Any, result: Any) -> None:
             for fit in (result.teacher, result.student) if fit is not None]
     st.plotly_chart(plots.side_by_side(figs, ["teacher", "student"][:len(figs)]), key="boundaries",
                     width="stretch")
-
-
-def code_for(settings: Settings, uploaded: Any) -> str:
-    code = settings.to_code()
-    if uploaded is not None:
-        target = st.session_state.get("target", "target")
-        code = code.replace(f"data = wb.load_dataset('{settings.dataset}', seed={settings.seed})",
-                            f"data = wb.from_csv('{uploaded.name}.csv', target={target!r})")
-    return code
