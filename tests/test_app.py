@@ -136,12 +136,12 @@ def test_stop_works(at):
     job = job_of(at)
     t0 = time.monotonic()
     while not any(p.event == "step" for p in job.run.buffer.all()):
-        assert time.monotonic() - t0 < 60
+        assert time.monotonic() - t0 < 300
         time.sleep(0.05)
     at.run()
     assert at.button(key="stop").disabled is False and at.button(key="run").disabled is True
     at.button(key="stop").click().run()
-    assert job.run.join(10) and job.run.status == "stopped"
+    assert job.run.join(120) and job.run.status == "stopped"
     at.run()
     assert at.button(key="run").disabled is False
 
@@ -153,7 +153,7 @@ def test_live_temperature_change_reaches_the_job(at):
     job = job_of(at)
     t0 = time.monotonic()
     while job.run.controls is None:
-        assert time.monotonic() - t0 < 60
+        assert time.monotonic() - t0 < 300
         time.sleep(0.05)
     at.sidebar.select_slider(key="temperature").set_value(12.0).run()
     assert job.run.controls.current.temperature == 12.0

@@ -97,10 +97,10 @@ def test_experiment_on_a_live_run_can_be_stopped():
     import time
     t0 = time.monotonic()
     while not any(p.role == "teacher" and p.event == "step" for p in run.buffer.all()):
-        assert time.monotonic() - t0 < 30
+        assert time.monotonic() - t0 < 300
         time.sleep(0.01)
     run.stop()
-    assert run.join(10)
+    assert run.join(120)
     assert run.status == "stopped"  # a stopped teacher ends the experiment, no error
     assert run.result.student is None and run.result.teacher.status == "stopped"
 

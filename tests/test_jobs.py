@@ -39,11 +39,11 @@ def test_start_get_and_the_cap(registries):
     assert reg.get(a.job_id) is a and a.context == {"note": 1}
     assert reg.get("unknown") is None and reg.get(None) is None
     a.run.stop()
-    assert a.run.join(10)
+    assert a.run.join(120)
     c = reg.start(short_job, "c")  # a slot is free again
     assert c.run.join(30) and c.run.status == "completed"
     b.run.stop()
-    b.run.join(10)
+    b.run.join(120)
 
 
 def test_cleanup_drops_finished_and_abandoned_jobs(registries):
@@ -55,7 +55,7 @@ def test_cleanup_drops_finished_and_abandoned_jobs(registries):
     now = time.time()
     assert reg.cleanup(now) == []
     assert reg.cleanup(now + 6) == [live.job_id]  # nobody looked at it: stopped and dropped
-    assert live.run.join(10) and live.run.status == "stopped"
+    assert live.run.join(120) and live.run.status == "stopped"
     assert reg.cleanup(now + 11) == [done.job_id]
     assert reg.get(done.job_id) is None
 
@@ -64,7 +64,7 @@ def test_abandoned_jobs_are_stopped_even_when_nobody_starts_another(registries):
     reg = registries(max_running=4, abandon_after=0.5)
     live = reg.start(long_job)  # its page closes at once: nobody calls get() or start() again
     assert reg.reap_every == 1.0
-    assert live.run.join(10) and live.run.status == "stopped"
+    assert live.run.join(120) and live.run.status == "stopped"
     t0 = time.time()
     while reg.running() or live.job_id in reg._jobs:
         assert time.time() - t0 < 5, "the stopped job was not dropped"

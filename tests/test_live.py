@@ -102,7 +102,7 @@ def test_live_temperature_change_from_another_thread():
 
 def test_drain_and_since_cursors():
     run, _ = _live(epochs=2)
-    run.start().join(10)
+    run.start().join(120)
     everything = run.buffer.all()
     assert run.buffer.drain() == everything and run.buffer.drain() == []
     part, cur = run.buffer.since(3)
@@ -121,7 +121,7 @@ def test_error_in_the_thread_is_readable():
             return self.m(x)
 
     run = LiveRun(Distiller(None, Boom(), toy_data())).start()
-    assert run.join(10)
+    assert run.join(120)
     assert run.status == "error" and "kaboom" in run.error and "Traceback" in run.traceback
 
 
@@ -183,4 +183,4 @@ def test_stop_hooks_reach_work_that_is_not_a_fit():
     run = LiveRun(job).start()
     time.sleep(0.1)
     run.stop()
-    assert run.join(10) and run.result == "halted" and run.status == "stopped"
+    assert run.join(120) and run.result == "halted" and run.status == "stopped"

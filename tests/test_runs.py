@@ -61,7 +61,7 @@ def test_sigkill_leaves_a_readable_killed_run(tmp_path):
             if files and len(files[0].read_text().splitlines()) > 5:
                 break
             assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() - t0 < 60
+            assert time.monotonic() - t0 < 300
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
