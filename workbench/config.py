@@ -7,15 +7,20 @@ the value and what is valid, before any training starts.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
+
+import numpy as np
+import torch
 
 from .losses import LossWeights
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULERS = ("constant", "cosine")
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 DEFAULT_W_CE = 0.5
 DEFAULT_W_KD = 0.5
 
@@ -24,7 +29,14 @@ def _bad(name: str, value: Any, valid: str) -> ValueError:
     return ValueError(f"{name}: {value!r} is invalid; {valid}")
 
 
+def plain_scalar(value: Any) -> Any:
+    """A numpy scalar (``np.int64(5)``, ``np.float32(0.5)``, ``np.bool_(True)``) as the plain
+    Python value it holds; anything else unchanged (arrays stay arrays and are refused later)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _number(name: str, value: Any) -> float:
+    value = plain_scalar(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _bad(name, value, "expected a number")
     if not math.isfinite(value):
@@ -39,6 +51,13 @@ def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
         raise _bad(name, value, "expected an integer >= 1" + (" or None" if allow_none else ""))
 
 
+def check_alpha(alpha: Any) -> float:
+    """A valid ``alpha`` preset (shared by the config and live controls) as a float."""
+    if not 0.0 <= _number("alpha", alpha) <= 1.0:
+        raise _bad("alpha", alpha, "expected a number in [0, 1] (alpha*CE + (1-alpha)*KD)")
+    return float(plain_scalar(alpha))
+
+
 def check_weights(temperature: Any, w_ce: Any, w_kd: Any, w_mse: Any, w_hint: Any) -> None:
     """Validate a temperature and loss weights (shared by the config and live controls)."""
     if _number("temperature", temperature) <= 0:
@@ -51,6 +70,17 @@ def check_weights(temperature: Any, w_ce: Any, w_kd: Any, w_mse: Any, w_hint: An
         raise ValueError(
             f"w_ce, w_kd, w_mse, w_hint: all are 0 ({ws}); at least one weight must be > 0"
         )
+
+
+def _parses_as_device(name: str) -> bool:
+    """True for ``"auto"`` and CPU / CUDA / MPS device names (whether the device exists is
+    checked when a run starts: a config may be written on one machine and run on another)."""
+    if name == "auto":
+        return True
+    try:
+        return torch.device(name).type in DEVICE_TYPES
+    except (RuntimeError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -99,6 +129,8 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        for f in fields(self):  # numpy scalars become plain values, so to_dict() stays JSON-able
+            set_(f.name, plain_scalar(getattr(self, f.name)))
         for name in ("epochs", "batch_size", "log_every", "eval_batch_size"):
             _positive_int(name, getattr(self, name))
         for name in ("max_steps", "eval_every"):
@@ -122,12 +154,13 @@ class DistillConfig:
         if self.label_seed is not None and (isinstance(self.label_seed, bool) or not isinstance(self.label_seed, int)
                                             or self.label_seed < 0):
             raise _bad("label_seed", self.label_seed, "expected an integer >= 0, or None to use seed")
-        if not isinstance(self.device, str) or not self.device:
+        if not isinstance(self.device, str) or not _parses_as_device(self.device):
             raise _bad("device", self.device, "expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        for name in ("cache_teacher", "use_unlabeled", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise _bad(name, getattr(self, name), "expected True or False")
         if self.alpha is not None:
-            alpha = _number("alpha", self.alpha)
-            if not 0.0 <= alpha <= 1.0:
-                raise _bad("alpha", self.alpha, "expected a number in [0, 1] (alpha*CE + (1-alpha)*KD)")
+            alpha = check_alpha(self.alpha)
             for name, want in (("w_ce", alpha), ("w_kd", 1.0 - alpha)):
                 given = getattr(self, name)
                 if given is not None and not math.isclose(float(given), want, abs_tol=1e-12):
@@ -179,10 +212,14 @@ class DistillConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DistillConfig":
         """Build from a dict; unknown keys raise ``ValueError`` listing the valid ones."""
+        if not isinstance(d, Mapping):
+            raise _bad("config", d, "expected a DistillConfig or a dict of its fields")
         names = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(names))
+        unknown = sorted((k for k in d if k not in names), key=str)
         if unknown:
-            raise ValueError(f"config: unknown field(s) {unknown}; valid: {names}")
+            close = [(k, m[0]) for k in unknown if isinstance(k, str) and (m := difflib.get_close_matches(k, names, 1))]
+            hint = "".join(f" ({k!r}: did you mean {v!r}?)" for k, v in close)
+            raise ValueError(f"config: unknown field(s) {unknown}{hint}; valid: {names}")
         return cls(**d)
 
     def replace(self, **changes: Any) -> "DistillConfig":

@@ -23,16 +23,17 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from . import distributed
 from .callbacks import History
-from .config import DistillConfig, check_weights
+from .config import DistillConfig, check_alpha, check_weights
 from .data import DataSplits, Split, as_splits
 from .evaluation import Evaluator, logits_of
-from .events import Dispatcher, EpochEnd, EvalEnd, FitEnd, FitStart, StepEnd, frozen_map
+from .events import HOOKS, Dispatcher, EpochEnd, EvalEnd, FitEnd, FitStart, StepEnd, frozen_map
 from .hints import FeatureTap, find_module, make_adapter
 from .losses import LossWeights, ce_loss, distill_loss
 from .preflight import check_models, check_transfer, num_params, resolve_device
 from .transfer import BatchSource
 
 ROLES = ("teacher", "student", "baseline")
+CONTROLS = ("temperature", "w_ce", "w_kd", "w_mse", "w_hint", "alpha")  # what set_controls may change
 __all__ = ["Controls", "Distiller", "FitResult", "distill", "train", "logits_of", "resolve_device"]
 
 
@@ -64,7 +65,7 @@ class Controls:
             if alpha is not None:
                 if w_ce is not None or w_kd is not None:
                     raise ValueError("alpha: give either alpha or w_ce/w_kd, not both")
-                preset = LossWeights.from_alpha(alpha)
+                preset = LossWeights.from_alpha(check_alpha(alpha))
                 w_ce, w_kd = preset.ce, preset.kd
             new = dict(temperature=w.temperature if temperature is None else temperature,
                        w_ce=w.ce if w_ce is None else w_ce, w_kd=w.kd if w_kd is None else w_kd,
@@ -122,28 +123,24 @@ class Distiller:
                  callbacks: Iterable[Any] = (), role: str | None = None,
                  run_id: str | None = None, controls: Controls | None = None,
                  teacher_key: str | None = None, output_cache: Any = None, **overrides: Any):
-        if isinstance(config, Mapping):
-            config = DistillConfig.from_dict(config)
-        config = config or DistillConfig()
-        self.config = config.replace(**overrides) if overrides else config
-        if not isinstance(student, nn.Module):
-            raise ValueError(f"student: expected a torch.nn.Module, got {type(student).__name__}")
-        if teacher is not None and not isinstance(teacher, nn.Module):
-            raise ValueError(f"teacher: expected a torch.nn.Module or None, got {type(teacher).__name__}")
-        if teacher is student:
-            raise ValueError("teacher, student: the same module was passed as both; pass two models")
+        self.config = _config(config, overrides)
+        _check_pair(teacher, student)
         self.role = role or ("student" if teacher is not None else "teacher")
-        if self.role not in ROLES:
+        if not isinstance(self.role, str) or self.role not in ROLES:
             raise ValueError(f"role: {self.role!r} is invalid; valid: {', '.join(ROLES)}")
         if teacher is not None and self.role != "student":
             raise ValueError(f"role: {self.role!r} trains without a teacher; pass teacher=None or role='student'")
+        if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
+            raise ValueError(f"run_id: {run_id!r} is invalid; expected a non-empty string, or None for a fresh id")
+        if controls is not None and not isinstance(controls, Controls):
+            raise ValueError(f"controls: expected a workbench Controls or None, got {type(controls).__name__}")
         self.teacher, self.student = teacher, student
         self.teacher_key, self.output_cache = teacher_key, output_cache  # shared teacher outputs
         self.data: DataSplits = as_splits(data)
         self.run_id = run_id or f"{self.role}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         self.controls = controls or Controls(self.config.weights)
         self.recorder = History()
-        self.callbacks = list(callbacks)
+        self.callbacks = _callbacks(callbacks)
         self.adapter: nn.Module | None = None
         self._latest_eval: dict[str, EvalEnd] = {}
         self._net: nn.Module = student
@@ -152,6 +149,7 @@ class Distiller:
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()  # cleared while paused
+        self._started = threading.Lock()  # held from the first fit() on: a Distiller runs once
         check_transfer(self.config, self.data, teacher)
         self._hint_shapes = check_models(self.config, self.data, teacher, student)
 
@@ -173,11 +171,20 @@ class Distiller:
 
     def set_controls(self, **values: float) -> LossWeights:
         """Change temperature / loss weights (``temperature``, ``w_ce``, ``w_kd``, ``w_mse``, ``w_hint``, ``alpha``)."""
+        unknown = sorted(set(values) - set(CONTROLS))
+        if unknown:
+            raise ValueError(f"controls: unknown name(s) {unknown}; valid: {', '.join(CONTROLS)}")
         return self.controls.update(**values)
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> FitResult:
-        """Train; returns a :class:`FitResult`. Errors inside the run end it with status "error"."""
+        """Train; returns a :class:`FitResult`. Errors inside the run end it with status "error".
+
+        A Distiller runs once (one run id, one history): to train on, pass the trained student
+        to a new Distiller."""
+        if not self._started.acquire(blocking=False):
+            raise RuntimeError(f"fit: run {self.run_id!r} has already been started; a Distiller runs once, "
+                               "create a new one (with the trained student) to train again")
         cfg, data, teacher, student = self.config, self.data, self.teacher, self.student
         t0 = time.perf_counter()
         step = epoch = 0
@@ -455,6 +462,46 @@ class Distiller:
                 if getattr(p, k) is not None:
                     final[f"{name}_{k}"] = getattr(p, k)
         return final
+
+
+def _config(config: Any, overrides: Mapping[str, Any]) -> DistillConfig:
+    """The run's config from a DistillConfig, a dict of its fields or None, with ``overrides`` applied."""
+    if config is None:
+        config = DistillConfig()
+    elif isinstance(config, Mapping):
+        config = DistillConfig.from_dict(config)
+    elif not isinstance(config, DistillConfig):
+        raise ValueError(f"config: {type(config).__name__} {config!r:.80} is invalid; expected a DistillConfig, "
+                         "a dict of its fields or None")
+    return config.replace(**overrides) if overrides else config
+
+
+def _check_pair(teacher: Any, student: Any) -> None:
+    """Two distinct modules that share no parameters (freezing the teacher must not freeze the student)."""
+    if not isinstance(student, nn.Module):
+        raise ValueError(f"student: expected a torch.nn.Module, got {type(student).__name__}")
+    if teacher is not None and not isinstance(teacher, nn.Module):
+        raise ValueError(f"teacher: expected a torch.nn.Module or None, got {type(teacher).__name__}")
+    if teacher is student:
+        raise ValueError("teacher, student: the same module was passed as both; pass two models")
+    if teacher is not None:
+        shared = {id(p) for p in teacher.parameters()} & {id(p) for p in student.parameters()}
+        if shared:
+            raise ValueError(f"teacher, student: they share {len(shared)} parameter tensor(s) (is one part of the "
+                             "other?); the teacher is frozen while the student trains: pass a copy.deepcopy")
+
+
+def _callbacks(callbacks: Any) -> list[Any]:
+    """The callbacks as a list, each checked to have a hook (a lone callback must be wrapped in a list)."""
+    if callbacks is None:
+        return []
+    if any(callable(getattr(callbacks, h, None)) for h in HOOKS) or isinstance(callbacks, (str, bytes, Mapping)) \
+            or not isinstance(callbacks, Iterable):
+        raise ValueError(f"callbacks: expected a list of callback objects, got {type(callbacks).__name__}; "
+                         "pass callbacks=[cb]")
+    callbacks = list(callbacks)
+    Dispatcher(callbacks)  # raises on an object with no hook
+    return callbacks
 
 
 def distill(teacher: nn.Module, student: nn.Module, data: Any, config: DistillConfig | None = None,

@@ -25,9 +25,22 @@ def logits_of(out: Any) -> torch.Tensor:
     if isinstance(getattr(out, "logits", None), torch.Tensor):
         return out.logits
     raise TypeError(
-        f"model output: cannot find logits in a {type(out).__name__}; return a tensor, a tuple "
+        f"model output: cannot find logits in {_describe(out)}; return a tensor, a tuple "
         "whose first item is the logits, or an object/dict with a 'logits' entry"
     )
+
+
+def _describe(out: Any) -> str:
+    """What a model returned, for an error message: its type and keys or first item."""
+    if isinstance(out, Mapping):
+        keys = sorted(map(str, out))
+        if "logits" in out:
+            return f"a {type(out).__name__} whose 'logits' is a {type(out['logits']).__name__}, not a tensor"
+        return f"a {type(out).__name__} with keys {keys} (no 'logits')"
+    if isinstance(out, (tuple, list)):
+        first = f"whose first item is a {type(out[0]).__name__}" if out else "that is empty"
+        return f"a {type(out).__name__} {first}"
+    return f"a {type(out).__name__}"
 
 
 def batches(split: Split | DataLoader, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from .config import plain_scalar
 from .data import DataSplits
 
 FAMILIES = ("mlp", "cnn1d", "cnn2d")
@@ -51,8 +52,15 @@ def _square_side(shape: tuple[int, ...]) -> int | None:
     return side if side >= 4 and side * side == shape[0] else None
 
 
+def _ints(value: Any) -> Any:
+    """A sequence of numpy integers as plain ints (other values unchanged, checked by the caller)."""
+    if isinstance(value, (tuple, list, torch.Size)):
+        return tuple(plain_scalar(v) for v in value)
+    return plain_scalar(value)
+
+
 def _input_shape(data: DataSplits | Sequence[int]) -> tuple[int, ...]:
-    shape = data.input_shape if isinstance(data, DataSplits) else data
+    shape = _ints(data.input_shape if isinstance(data, DataSplits) else data)
     if isinstance(shape, int) or not isinstance(shape, (tuple, list, torch.Size)) or not shape or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape):
         raise _bad("input_shape", shape, "expected per-sample dimensions like (64,), (1, 40) or (1, 8, 8)")
@@ -60,6 +68,7 @@ def _input_shape(data: DataSplits | Sequence[int]) -> tuple[int, ...]:
 
 
 def _widths(name: str, value: Any, allow_empty: bool) -> tuple[int, ...]:
+    value = _ints(value)
     widths = (value,) if isinstance(value, int) and not isinstance(value, bool) else value
     if not isinstance(widths, (tuple, list)) or (not widths and not allow_empty) or not all(
             isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
@@ -69,6 +78,7 @@ def _widths(name: str, value: Any, allow_empty: bool) -> tuple[int, ...]:
 
 
 def _dropout(value: Any) -> float:
+    value = plain_scalar(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise _bad("dropout", value, "expected a number in [0, 1)")
     return float(value)
@@ -149,6 +159,7 @@ def build_model(family: str, data: DataSplits | Sequence[int], num_classes: int 
         raise _bad("family", family, f"does not fit input shape {shape}; valid for this data: {', '.join(fits)}")
     if num_classes is None and isinstance(data, DataSplits):
         num_classes = data.num_classes
+    num_classes = plain_scalar(num_classes)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise _bad("num_classes", num_classes, "expected an integer >= 2 (pass it with an input shape)")
     unknown = sorted(set(size) - set(DEFAULTS[family]))
@@ -210,6 +221,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
 def measure_latency(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1, repeats: int = 50,
                     warmup: int = 5, max_seconds: float = 1.0) -> dict[str, float]:
     """Median and p90 milliseconds per forward pass of a batch (eval, no_grad, model's device)."""
+    batch_size, repeats = plain_scalar(batch_size), plain_scalar(repeats)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise _bad("batch_size", batch_size, "expected an integer >= 1")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
