@@ -52,6 +52,9 @@ _EXPORTS = {
     "load_checkpoint": "runs",
     "export_run": "export",
     "export_model": "export",
+    "load_model": "loading",
+    "LoadedModel": "loading",
+    "check_compatible": "loading",
     "Dashboard": "ui.widgets",
 }
 
