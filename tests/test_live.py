@@ -184,3 +184,15 @@ def test_stop_hooks_reach_work_that_is_not_a_fit():
     time.sleep(0.1)
     run.stop()
     assert run.join(120) and run.result == "halted" and run.status == "stopped"
+
+
+def test_stop_all_stops_and_joins_every_unfinished_run():
+    from workbench import live
+
+    a, _ = _live()
+    b, _ = _live()
+    a.start(), b.start()
+    _wait_for(lambda: len(steps(a)) >= 2 and len(steps(b)) >= 2)
+    assert set(live.running()) == {a, b}
+    assert set(live.stop_all(timeout=120)) == {a, b}
+    assert a.status == b.status == "stopped" and live.running() == []

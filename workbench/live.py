@@ -7,8 +7,10 @@ silently dead thread: ``status`` becomes "error" and ``error``/``traceback`` say
 
 from __future__ import annotations
 
+import atexit
 import threading
 import traceback
+import weakref
 from typing import Any, Callable, Iterable
 
 from .engine import Controls, Distiller, FitResult
@@ -16,6 +18,35 @@ from .events import FitEnd, Payload
 from .losses import LossWeights
 
 _SEVERITY = {"completed": 0, "stopped": 1, "diverged": 2, "error": 3}
+_STARTED: "weakref.WeakSet[LiveRun]" = weakref.WeakSet()  # runs whose thread was started
+
+
+def running() -> list["LiveRun"]:
+    """Live runs started in this process that have not finished."""
+    return [r for r in list(_STARTED) if r._thread.is_alive()]
+
+
+def stop_all(timeout: float = 30.0) -> list["LiveRun"]:
+    """Stop every unfinished live run and wait for each (up to ``timeout`` s in all); returns them.
+
+    Called at interpreter exit: a training thread still inside a torch op while Python shuts
+    down aborts the process ("terminate called without an active exception").
+    """
+    runs = running()
+    for r in runs:
+        r.stop()
+    deadline = threading.Event()
+    timer = threading.Timer(timeout, deadline.set)
+    timer.daemon = True
+    timer.start()
+    for r in runs:
+        while not deadline.is_set() and not r.join(0.1):
+            pass
+    timer.cancel()
+    return runs
+
+
+atexit.register(stop_all)
 
 
 class EventBuffer:
@@ -106,6 +137,7 @@ class LiveRun:
 
     # -- control from the UI thread ----------------------------------------------------------
     def start(self) -> "LiveRun":
+        _STARTED.add(self)
         self._thread.start()
         return self
 
