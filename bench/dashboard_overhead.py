@@ -22,7 +22,7 @@ import statistics, time, torch, warnings
 warnings.simplefilter("ignore")
 torch.set_num_threads(1)
 import workbench as wb
-from workbench.events import FitEnd
+from workbench.engine.events import FitEnd
 settings = wb.Settings.for_dataset("digits", labeled_fraction=0.1, epochs=150, log_every=5)
 settings.experiment().prepare_teacher()  # the teacher is cached: both sides only distill
 

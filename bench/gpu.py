@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from workbench.config import DistillConfig
-from workbench.engine import Distiller
+from workbench.engine.config import DistillConfig
+from workbench.engine.distiller import Distiller
 
 
 def cnn(channels: tuple[int, ...], seed: int) -> nn.Module:

@@ -27,7 +27,7 @@ import time
 import torch
 
 from workbench import DistillConfig, load_dataset
-from workbench.compare import Sweep, paired_gain, pareto_front
+from workbench.sweeps.sweep import Sweep, paired_gain, pareto_front
 
 STUDENTS = [f"mlp:{w},{w}" for w in (8, 16, 32, 64, 128)]
 METHODS = ["scratch", "kd", "mse"]

@@ -20,7 +20,7 @@ import statistics
 import torch
 
 from workbench import DistillConfig, Distiller, load_dataset
-from workbench.models import build_model, count_macs
+from workbench.models.zoo import build_model, count_macs
 
 
 class EpochTimes:

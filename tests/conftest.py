@@ -27,7 +27,7 @@ def _no_live_run_outlives_its_test():
     yield
     import sys
 
-    live = sys.modules.get("workbench.live")
+    live = sys.modules.get("workbench.engine.live")
     if live is None:
         return
     left = live.stop_all(timeout=120)

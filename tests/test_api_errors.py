@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from helpers import Recorder, mlp, toy_data
 from workbench import DistillConfig, Distiller, as_splits, build_model, distill, train
-from workbench.data import MAX_CLASSES, DataSplits, Split
-from workbench.engine import Controls
+from workbench.data.splits import MAX_CLASSES, DataSplits, Split
+from workbench.engine.distiller import Controls
 
 
 def _fails(match, fn, *args, **kwargs):
@@ -371,7 +371,7 @@ def test_hand_made_splits_are_checked_and_converted():
         torch.testing.assert_close(p, q)
     d = DataSplits(train=Split(x, y))
     assert as_splits(d) is d  # valid splits pass through unchanged
-    from workbench.text import text_splits
+    from workbench.data.text import text_splits
 
     d = text_splits("to be or not to be, that is the question. " * 20, block_size=8)
     assert as_splits(d) is d and d.train.x.dtype == torch.int64  # text blocks keep their integer tokens

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from workbench import cli
-from workbench.engine import Distiller
+from workbench.engine.distiller import Distiller
 from workbench.verdict import kd_verdict
 
 
@@ -130,7 +130,7 @@ def test_the_app_the_cli_and_python_share_one_teacher(tmp_path, capsys, teacher_
     plain Experiment with other loss settings then find the same teacher in the cache."""
     from workbench import DistillConfig, load_dataset
     from workbench.experiment import Experiment
-    from workbench.settings import Settings
+    from workbench.ui.settings import Settings
 
     app = Settings(dataset="moons", teacher="mlp:16", student="mlp:4", temperature=2.0, alpha=0.3,
                    labeled_fraction=0.5, epochs=2, teacher_epochs=2, seed=0).experiment(runs=True).run()

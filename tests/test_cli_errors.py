@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from workbench import cli
-from workbench.engine import Distiller
+from workbench.engine.distiller import Distiller
 
 NO_CSV = "no.csv"
 
@@ -128,7 +128,7 @@ def test_an_environment_folder_that_is_a_file_is_named(variable, argv, tmp_path,
 
 def test_force_lets_a_large_model_through(monkeypatch, capsys):
     """The size cap names the flag; --force passes it (cap lowered so the model stays tiny)."""
-    from workbench.datasets import load_dataset
+    from workbench.data.datasets import load_dataset
 
     monkeypatch.setattr(cli, "MAX_PARAMS", 100)
     data = load_dataset("moons")
@@ -149,11 +149,11 @@ def test_terminal_output_escapes_control_characters(monkeypatch, capsys):
     assert cli.printable("café-ü") == "café-ü"  # printable text is kept as is
     frame = pd.DataFrame([{"run_id": evil, "role": "student", "status": "completed", "dataset": "d\x1bx",
                            "val_acc": 0.5, "test_acc": None}])
-    monkeypatch.setattr("workbench.runs.list_runs", lambda root=None: frame)
+    monkeypatch.setattr("workbench.store.runs.list_runs", lambda root=None: frame)
     assert cli.main(["runs"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "run\\x1b[2J" in out and "d\\x1bx" in out
-    monkeypatch.setattr("workbench.runs.remove_runs", lambda runs, root=None: list(runs))
+    monkeypatch.setattr("workbench.store.runs.remove_runs", lambda runs, root=None: list(runs))
     assert cli.main(["rm", evil]) == 0
     out = capsys.readouterr().out
     assert out.strip() == "removed run\\x1b[2J\\x1b]0;pwned\\x07-1\\nnext"

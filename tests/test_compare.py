@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 
 from workbench import DistillConfig, build_model, load_dataset
-from workbench import compare
-from workbench.compare import (Method, Sweep, best_temperature, paired_gain, pareto_front, summarize,
+from workbench.sweeps import sweep as compare
+from workbench.sweeps.sweep import (Method, Sweep, best_temperature, paired_gain, pareto_front, summarize,
                                t_quantile)
 
 TEACHER = "mlp:32,32"
@@ -289,8 +289,9 @@ def test_parallel_with_stop_and_resume_equals_serial():
 
 
 def test_recorded_runs_and_figures():
-    from workbench import plots, sweep_plots
-    from workbench.compare import run_histories
+    from workbench import plots
+    from workbench.sweeps import plots as sweep_plots
+    from workbench.sweeps.sweep import run_histories
 
     s = _sweep(students=["mlp:2", "mlp:4"], methods=["scratch", "kd", "mse"], temperatures=[2, 4], record=True)
     df = s.run()
@@ -331,7 +332,7 @@ def test_sweep_names_stay_inside_the_runs_folder(tmp_path):
             _sweep(name=bad)
     import numpy as np
 
-    from workbench.datasets import from_arrays
+    from workbench.data.datasets import from_arrays
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(120, 2)).astype("float32"), rng.integers(0, 2, 120)

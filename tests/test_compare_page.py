@@ -13,12 +13,14 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from workbench import compare, plots, sweep_plots
-from workbench.compare import paired_gain, summarize
-from workbench.config import DistillConfig
-from workbench.datasets import load_dataset
+from workbench import plots
+from workbench.sweeps import sweep as compare
+from workbench.sweeps import plots as sweep_plots
+from workbench.sweeps.sweep import paired_gain, summarize
+from workbench.engine.config import DistillConfig
+from workbench.data.datasets import load_dataset
 from workbench.experiment import Experiment
-from workbench.runs import list_runs, read_metrics, runs_root
+from workbench.store.runs import list_runs, read_metrics, runs_root
 
 APP = str(pathlib.Path(__file__).parent.parent / "app.py")
 COMPARE = "workbench/ui/compare_entry.py"

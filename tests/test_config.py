@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from workbench.config import DistillConfig
+from workbench.engine.config import DistillConfig
 
 
 @pytest.mark.parametrize("field,value,valid", [

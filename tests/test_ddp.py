@@ -11,13 +11,13 @@ import torch
 
 from helpers import mlp, toy_data
 from workbench import DistillConfig, distill
-from workbench.runs import list_runs
+from workbench.store.runs import list_runs
 
 SCRIPT = textwrap.dedent("""
     import sys, json, torch, torch.nn as nn
     import workbench as wb
-    from workbench import distributed
-    from workbench.runs import RunRecorder
+    from workbench.engine import distributed
+    from workbench.store.runs import RunRecorder
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 8, generator=g)
@@ -101,7 +101,7 @@ def test_a_dataloader_under_torchrun_trains_and_says_it_is_not_sharded(tmp_path)
 
 
 def test_bf16_runs_the_student_in_bf16_and_the_losses_in_fp32(monkeypatch):
-    import workbench.engine as engine
+    import workbench.engine.distiller as engine
 
     student, seen = mlp(seed=2), {"student": set(), "loss": set()}
     student.register_forward_hook(lambda m, i, out: seen["student"].add(out.dtype))

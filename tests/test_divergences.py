@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.divergences import (DIVERGENCES, TopKRecord, centred_logit_mse, flatten_positions,
+from workbench.engine.divergences import (DIVERGENCES, TopKRecord, centred_logit_mse, flatten_positions,
                                    forward_kl, generalized_jsd, get_divergence, reverse_kl,
                                    top_k_record, topk_forward_kl)
 
@@ -103,7 +103,7 @@ def test_forward_kl_matches_functional_kl_div_and_not_reverse():
 
 
 def test_forward_kl_matches_losses_kd_term():
-    losses = pytest.importorskip("workbench.losses")
+    losses = pytest.importorskip("workbench.engine.losses")
     s, t, T = logits(8, 10, seed=5), logits(8, 10, seed=6), 4.0
     torch.testing.assert_close(forward_kl(s, t, T), losses.kd_loss(s, t, T))
 

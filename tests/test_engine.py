@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from helpers import Recorder, mlp, toy_data
 from workbench import DistillConfig, Distiller, distill, train
-from workbench.callbacks import EarlyStopping, JsonlWriter, ProgressBar
+from workbench.engine.callbacks import EarlyStopping, JsonlWriter, ProgressBar
 
 
 def test_exact_event_order():

@@ -9,7 +9,7 @@ import torch.nn as nn
 from helpers import Recorder
 from workbench import DistillConfig, from_dataframe, load_dataset
 from workbench.experiment import Experiment
-from workbench.live import LiveRun
+from workbench.engine.live import LiveRun
 
 
 def test_three_roles_one_stream_and_a_table():
@@ -139,7 +139,7 @@ def test_one_teacher_key_for_any_loss_mix_and_another_for_other_training():
 
 def test_estimate_params_counts_without_building():
     from workbench.experiment import estimate_params
-    from workbench.models import build_model
+    from workbench.models.zoo import build_model
 
     data = load_dataset("digits")
     # 64*W + W + W*W + W + W*10 + 10 for W = 100000: far too large to allocate (40 GB), counted at once.
@@ -168,7 +168,7 @@ def test_a_cache_or_runs_path_that_is_a_file_fails_before_training(tmp_path, mon
 
 
 def test_a_cache_that_cannot_be_written_warns_and_keeps_the_teacher(tmp_path):
-    from workbench.cache import TeacherCache
+    from workbench.store.cache import TeacherCache
 
     (tmp_path / "file").write_text("x")
     model = nn.Linear(2, 2)

@@ -15,7 +15,7 @@ DOCS = pathlib.Path(__file__).parent.parent / "docs"
 def test_quick_reproduction_writes_a_page_and_figures():
     before = {p: p.stat().st_mtime for p in DOCS.glob("results*")} if DOCS.exists() else {}
     # no --out: the quick mode's own default (a temporary folder), run from the repository root
-    out = subprocess.run([sys.executable, "-m", "workbench.experiments", "--quick", "--workers", "1"],
+    out = subprocess.run([sys.executable, "-m", "workbench.reports.results", "--quick", "--workers", "1"],
                          capture_output=True, text=True, timeout=900, cwd=DOCS.parent)
     assert out.returncode == 0, out.stderr[-3000:]
     folder = pathlib.Path(re.search(r"wrote (\S+)/results\.md", out.stdout).group(1))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from workbench.gpt import GPT, build_gpt, generate, gpt_macs, gpt_param_count, gpt_size
+from workbench.models.gpt import GPT, build_gpt, generate, gpt_macs, gpt_param_count, gpt_size
 
 SPEC = {"family": "gpt", "vocab_size": 11, "block_size": 8, "n_layer": 2, "n_head": 2, "n_embd": 16}
 

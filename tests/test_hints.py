@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from helpers import Recorder, mlp, toy_data
 from workbench import DistillConfig, Distiller, distill
-from workbench.hints import make_adapter
+from workbench.engine.hints import make_adapter
 
 
 def test_adapters_map_student_shapes_to_teacher_shapes():

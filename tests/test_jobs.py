@@ -6,7 +6,7 @@ import pytest
 
 from helpers import mlp, toy_data
 from workbench import DistillConfig
-from workbench.jobs import JobRegistry, TooManyJobs
+from workbench.ui.jobs import JobRegistry, TooManyJobs
 
 
 def long_job(live):

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from helpers import mlp, toy_data
 from workbench import DistillConfig, Distiller, LiveRun
-from workbench.events import FitEnd, StepEnd
+from workbench.engine.events import FitEnd, StepEnd
 
 
 def _wait_for(cond, timeout=120.0):
@@ -155,7 +155,7 @@ def test_engine_imports_no_ui_package():
         "import sys\n"
         "for m in ('streamlit', 'ipywidgets', 'plotly', 'IPython', 'anywidget'):\n"
         "    sys.modules[m] = None  # any import of it now fails\n"
-        "import workbench, workbench.engine, workbench.live, workbench.callbacks\n"
+        "import workbench, workbench.engine.distiller, workbench.engine.live, workbench.engine.callbacks\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('streamlit', 'ipywidgets', 'plotly') and sys.modules[m]]\n"
         "assert not bad, bad\n"
         "print('ok')\n"
@@ -187,7 +187,7 @@ def test_stop_hooks_reach_work_that_is_not_a_fit():
 
 
 def test_stop_all_stops_and_joins_every_unfinished_run():
-    from workbench import live
+    from workbench.engine import live
 
     a, _ = _live()
     b, _ = _live()

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 import workbench as wb
-from workbench.data import DataSplits, Split
-from workbench.export import export_model
-from workbench.loading import LoadedModel, check_compatible, hf_task_of, load_model
-from workbench.models import build_model
-from workbench.runs import RunRecorder
+from workbench.data.splits import DataSplits, Split
+from workbench.store.export import export_model
+from workbench.models.load import LoadedModel, check_compatible, hf_task_of, load_model
+from workbench.models.zoo import build_model
+from workbench.store.runs import RunRecorder
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
 
@@ -317,6 +317,6 @@ def test_importing_the_loader_pulls_in_no_optional_package():
     import subprocess
     import sys
 
-    code = "import sys, workbench.loading; print(sorted({'transformers', 'safetensors'} & set(sys.modules)))"
+    code = "import sys, workbench.models.load; print(sorted({'transformers', 'safetensors'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

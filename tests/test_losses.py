@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.losses import LossWeights, ce_loss, distill_loss, hint_loss, kd_loss, mse_loss
+from workbench.engine.losses import LossWeights, ce_loss, distill_loss, hint_loss, kd_loss, mse_loss
 
 
 def test_ce_hand_computed():

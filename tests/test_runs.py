@@ -13,15 +13,15 @@ import torch
 
 from helpers import mlp, toy_data
 from workbench import DistillConfig, Distiller, load_dataset, train
-from workbench.cache import OutputCache
+from workbench.store.cache import OutputCache
 from workbench.experiment import Experiment
-from workbench.export import export_model, export_run, load_exported
-from workbench.runs import RunRecorder, list_runs, load_checkpoint, load_run, remove_run
+from workbench.store.export import export_model, export_run, load_exported
+from workbench.store.runs import RunRecorder, list_runs, load_checkpoint, load_run, remove_run
 
 
 def test_a_recorded_run_reads_back(tmp_path):
     data = load_dataset("moons")
-    from workbench.models import build_model
+    from workbench.models.zoo import build_model
     model = build_model("mlp", data, hidden=(8,))
     seen_mid_run = []
 
@@ -210,7 +210,7 @@ def test_cli_runs_show_export_rm(tmp_path):
 
 
 def test_teachers_given_as_modules_never_share_cached_outputs():
-    from workbench.models import build_model
+    from workbench.models.zoo import build_model
     data = load_dataset("moons")
     cfg = DistillConfig(epochs=2, alpha=0.0)
     torch.manual_seed(0)
@@ -228,9 +228,9 @@ def test_teachers_given_as_modules_never_share_cached_outputs():
 def test_teacher_key_follows_the_data_the_teacher_sees():
     import dataclasses
 
-    from workbench.cache import teacher_key
-    from workbench.data import Split
-    from workbench.models import build_model
+    from workbench.store.cache import teacher_key
+    from workbench.data.splits import Split
+    from workbench.models.zoo import build_model
     data = load_dataset("moons", n_unlabeled=50)
     model, cfg = build_model("mlp", data), DistillConfig().to_dict()
     key = teacher_key(model, cfg, data)

@@ -15,9 +15,9 @@ import torch
 from helpers import mlp, toy_data
 from workbench import DistillConfig, Distiller, load_dataset, train
 from workbench.cli import main
-from workbench.export import export_run
-from workbench.models import build_model
-from workbench.runs import (RunRecorder, list_runs, load_checkpoint, load_run, remove_run, remove_runs,
+from workbench.store.export import export_run
+from workbench.models.zoo import build_model
+from workbench.store.runs import (RunRecorder, list_runs, load_checkpoint, load_run, remove_run, remove_runs,
                             run_dir)
 
 REFUSED = "is not a valid run id|is a link, not a real folder"

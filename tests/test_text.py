@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.data import DataSplits, Split
-from workbench.text import (IGNORE_INDEX, CharTokenizer, from_text, load_text_dataset, make_blocks,
+from workbench.data.splits import DataSplits, Split
+from workbench.data.text import (IGNORE_INDEX, CharTokenizer, from_text, load_text_dataset, make_blocks,
                             min_text_length, read_text_file, shakespeare_text, split_lengths, tokenizer_of)
 
 CORPUS = Path(__file__).resolve().parents[1] / "workbench" / "corpora" / "shakespeare.txt.gz"
@@ -210,7 +210,7 @@ def test_splits_are_plain_split_objects():
 
 
 def test_as_splits_keeps_token_blocks_as_they_are():
-    from workbench.data import as_splits
+    from workbench.data.splits import as_splits
 
     data = from_text("to be or not to be, that is the question\n" * 40, block_size=16)
     checked = as_splits(data)

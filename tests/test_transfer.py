@@ -6,8 +6,8 @@ import torch.nn as nn
 
 from helpers import Recorder, mlp, toy_data
 from workbench import DistillConfig, Distiller, distill, train
-from workbench.data import as_splits
-from workbench.transfer import Stream, labeled_subset
+from workbench.data.splits import as_splits
+from workbench.engine.batches import Stream, labeled_subset
 
 
 def test_labeled_subset_is_stratified_seeded_and_refuses_empty_classes():

@@ -106,7 +106,7 @@ _temperature_list = _type(_temperatures, "temperatures > 0 separated by commas, 
 
 
 def _dataset(text: str) -> str:
-    from .datasets import list_datasets
+    from .data.datasets import list_datasets
 
     if text not in list_datasets():
         raise argparse.ArgumentTypeError(f"{text!r} is not a built-in dataset; valid: {', '.join(list_datasets())} "
@@ -115,7 +115,7 @@ def _dataset(text: str) -> str:
 
 
 def _model(text: str) -> str:
-    from .models import parse_model
+    from .models.zoo import parse_model
 
     try:
         parse_model(text)
@@ -141,7 +141,7 @@ def _students(text: str) -> list[str]:
 
 
 def _methods(text: str) -> list[str]:
-    from .compare import BUILTINS
+    from .sweeps.sweep import BUILTINS
 
     valid = [m for m in BUILTINS if m != "hints"]  # hints need layer names: Python only
     names = [m.strip() for m in text.split(",")]
@@ -153,7 +153,7 @@ def _methods(text: str) -> list[str]:
 
 
 def _folder(text: str) -> Path:
-    from .cache import folder_problem
+    from .store.cache import folder_problem
 
     problem = folder_problem(text)
     if problem:
@@ -199,7 +199,7 @@ def _check_sizes(data: Any, force: bool, **models: str) -> None:
 
 
 def _progress(args: argparse.Namespace, desc: str | None = None) -> list:
-    from .callbacks import ProgressBar
+    from .engine.callbacks import ProgressBar
 
     return [] if (args.json or args.quiet) else [ProgressBar(desc=desc)]
 
@@ -228,10 +228,10 @@ def _fmt(v: Any, spec: str) -> str:
 # -- commands ------------------------------------------------------------------------------------
 
 def _demo(args: argparse.Namespace) -> int:
-    from .config import DistillConfig
-    from .datasets import load_dataset
+    from .engine.config import DistillConfig
+    from .data.datasets import load_dataset
     from .experiment import Experiment
-    from .models import count_params
+    from .models.zoo import count_params
 
     cfg = DistillConfig(epochs=args.epochs, seed=args.seed, lr=args.lr, temperature=args.temperature,
                         alpha=args.alpha)  # every value is checked here, before any training
@@ -260,7 +260,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _distill_data(args: argparse.Namespace) -> Any:
-    from .datasets import from_csv, load_dataset
+    from .data.datasets import from_csv, load_dataset
 
     if not args.csv:
         if args.target:
@@ -283,8 +283,8 @@ def _distill_data(args: argparse.Namespace) -> Any:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    from . import distributed
-    from .config import DistillConfig
+    from .engine import distributed
+    from .engine.config import DistillConfig
     from .experiment import Experiment, teacher_config_for
 
     if args.mixup_alpha is not None and not args.mixup:
@@ -320,11 +320,11 @@ def _distill(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import Sweep
-    from .config import DistillConfig
-    from .datasets import load_dataset
-    from .settings import DEFAULT_TEACHERS
-    from .sweep_stats import paired_gain, summarize
+    from .sweeps.sweep import Sweep
+    from .engine.config import DistillConfig
+    from .data.datasets import load_dataset
+    from .ui.settings import DEFAULT_TEACHERS
+    from .sweeps.stats import paired_gain, summarize
 
     cfg = DistillConfig(epochs=args.epochs, lr=args.lr, temperature=args.temperature, alpha=args.alpha,
                         labeled_fraction=args.labeled_fraction)
@@ -371,7 +371,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _runs(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .runs import list_runs
+    from .store.runs import list_runs
 
     df = list_runs(args.runs)
     if args.json:
@@ -391,7 +391,7 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from .runs import load_run
+    from .store.runs import load_run
 
     rec = load_run(args.run, args.runs)
     out = {"run_id": rec.run_id, "status": rec.status, "path": str(rec.path), "config": rec.config,
@@ -401,7 +401,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import export_run
+    from .store.export import export_run
 
     facts = export_run(args.run, args.format, args.runs, args.out)
     print(json.dumps(facts, indent=2, default=str))
@@ -409,7 +409,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _rm(args: argparse.Namespace) -> int:
-    from .runs import remove_runs
+    from .store.runs import remove_runs
 
     for run in remove_runs(args.run, args.runs):  # all or none: every id is checked before any is removed
         print(f"removed {printable(run)}")
@@ -589,7 +589,7 @@ def _one_line_warnings(prog: str, shown: list[str]) -> Iterator[None]:
 
 def _check_environment(args: argparse.Namespace) -> None:
     """A ``$WORKBENCH_RUNS`` that is not a folder fails before any training (``--runs`` is a flag)."""
-    from .cache import check_folder
+    from .store.cache import check_folder
 
     env = os.environ.get("WORKBENCH_RUNS")
     if env and getattr(args, "runs", False) is None:

@@ -15,16 +15,16 @@ from typing import Any, Iterable, Mapping
 import torch
 import torch.nn as nn
 
-from . import distributed
-from .cache import OutputCache, TeacherCache, check_cache_root, check_folder, digest, teacher_key, tensor_digest
-from .callbacks import History
-from .config import DistillConfig
-from .data import DataSplits, Split, as_splits
-from .engine import Distiller, FitResult, resolve_device
-from .evaluation import Evaluator
-from .events import Dispatcher, FitEnd, FitStart, frozen_map
-from .models import build_model, count_params, parse_model
-from .runs import RunRecorder, runs_root
+from .engine import distributed
+from .store.cache import OutputCache, TeacherCache, check_cache_root, check_folder, digest, teacher_key, tensor_digest
+from .engine.callbacks import History
+from .engine.config import DistillConfig
+from .data.splits import DataSplits, Split, as_splits
+from .engine.distiller import Distiller, FitResult, resolve_device
+from .engine.evaluation import Evaluator
+from .engine.events import Dispatcher, FitEnd, FitStart, frozen_map
+from .models.zoo import build_model, count_params, parse_model
+from .store.runs import RunRecorder, runs_root
 
 ModelArg = nn.Module | str | Mapping[str, Any]
 # Fits without a teacher (a teacher, a scratch baseline) train on plain CE: none of these apply.
@@ -171,7 +171,7 @@ class Experiment:
     def run(self, live: Any = None) -> ExperimentResult:
         """Train (or check) the teacher, then distill the student, then the scratch baseline.
 
-        ``live``: the :class:`~workbench.live.LiveRun` this runs on (``LiveRun(exp.run)``), so
+        ``live``: the :class:`~workbench.engine.live.LiveRun` this runs on (``LiveRun(exp.run)``), so
         its buffer gets every event and stop, pause and live controls reach every fit.
         """
         make = live.distiller if live is not None else Distiller

@@ -14,9 +14,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from .. import plots
-from ..events import FitEnd, FitStart, StepEnd
-from ..jobs import Job, JobRegistry, TooManyJobs
-from ..settings import Settings
+from ..engine.evaluation import predict_logits
+from ..engine.events import FitEnd, FitStart, StepEnd
+from .jobs import Job, JobRegistry, TooManyJobs
+from .settings import Settings
 from ..verdict import README_ANCHOR, kd_verdict
 from . import sidebar
 from .sidebar import UPLOAD
@@ -271,26 +272,27 @@ def readme_section(anchor: str = README_ANCHOR) -> str | None:
 
 def explorer_ui(experiment: Any) -> None:
     """The teacher's softened distribution for one test input at the sidebar's temperature."""
-    import torch
-
     st.subheader("Temperature explorer")
     data = experiment.data
     split = data.test if data.test is not None else data.train
     i = st.slider("test input", 0, len(split) - 1, 0, key="explore_input")
-    with torch.no_grad():
-        from ..evaluation import logits_of
-        logits = logits_of(experiment.teacher.eval()(split.x[i:i + 1]))[0]
+    logits = predict_logits(experiment.teacher, split.x[i:i + 1])[0]  # the teacher's device; its mode restored
     T = st.session_state.get("temperature", 4.0)
     fig = plots.softmax_figure(logits, [1.0, float(T)], data.class_names)
     fig.update_layout(title=f"teacher's softmax at T=1 and T={T} (true class {data.class_names[int(split.y[i])]})")
     st.plotly_chart(fig, key="explorer", width="stretch")
 
 
+def _predict_classes(model: Any) -> Any:
+    """A ``predict(points) -> classes`` for the decision-boundary figure."""
+    return lambda points: predict_logits(model, points).argmax(-1).numpy()
+
+
 def boundary_ui(experiment: Any, result: Any) -> None:
     st.subheader("Decision boundaries")
     data = experiment.data
     x, y = data.test.x.numpy(), data.test.y.numpy()
-    figs = [plots.decision_boundary_figure(plots.predictor(fit.model), x, y, grid=80)
+    figs = [plots.decision_boundary_figure(_predict_classes(fit.model), x, y, grid=80)
             for fit in (result.teacher, result.student) if fit is not None]
     st.plotly_chart(plots.side_by_side(figs, ["teacher", "student"][:len(figs)]), key="boundaries",
                     width="stretch")

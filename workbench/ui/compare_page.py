@@ -8,14 +8,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from .. import plots, sweep_plots
-from ..compare import Sweep, best_temperature, paired_gain, pareto_front, summarize
-from ..config import DistillConfig
-from ..datasets import list_datasets
-from ..jobs import Job, TooManyJobs
-from ..live import EventBuffer
-from ..runs import list_runs, read_metrics, runs_root
-from ..settings import DEFAULT_TEACHERS
+from .. import plots
+from ..sweeps import plots as sweep_plots
+from ..sweeps.sweep import Sweep, best_temperature, paired_gain, pareto_front, summarize
+from ..engine.config import DistillConfig
+from ..data.datasets import list_datasets
+from .jobs import Job, TooManyJobs
+from ..engine.live import EventBuffer
+from ..store.runs import list_runs, read_metrics, runs_root
+from .settings import DEFAULT_TEACHERS
 
 STUDENTS = ["mlp:2", "mlp:4", "mlp:8", "mlp:16", "mlp:32", "mlp:64", "mlp:128"]
 # Table columns in words; fractions (accuracies, gains) are shown in percent with one decimal.

@@ -18,11 +18,11 @@ from typing import Any
 
 import streamlit as st
 
-from ..data import DataSplits
-from ..datasets import from_dataframe, list_datasets, load_dataset, read_csv
-from ..losses import LossWeights
-from ..models import FAMILIES, models_for, parse_model
-from ..settings import DEFAULT_STUDENTS, DEFAULT_TEACHERS, Settings
+from ..data.splits import DataSplits
+from ..data.datasets import from_dataframe, list_datasets, load_dataset, read_csv
+from ..engine.losses import LossWeights
+from ..models.zoo import FAMILIES, models_for, parse_model
+from .settings import DEFAULT_STUDENTS, DEFAULT_TEACHERS, Settings
 
 UPLOAD = "upload a CSV..."
 TEMPERATURES = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0]

@@ -1,8 +1,8 @@
 """Reproduce what distillation achieves here: regenerates ``docs/results.md`` and
 ``docs/results.json`` (every headline figure as name -> mean, std, n).
 
-    python -m workbench.experiments            # the full page (docs/), run time printed
-    python -m workbench.experiments --quick    # the whole pipeline, tiny, into a temp folder
+    python -m workbench.reports.results            # the full page (docs/), run time printed
+    python -m workbench.reports.results --quick    # the whole pipeline, tiny, into a temp folder
 
 Temperatures and weights are picked on the validation split, never on test; students run over
 several seeds and the KD-vs-scratch gain is paired by seed with a 95% t-interval.
@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
 
-from .compare import Sweep
-from .sweep_plots import accuracy_vs_size, gain_figure, temperature_heatmap
-from .sweep_stats import best_temperature, paired_gain, summarize
-from .config import DistillConfig
-from .datasets import load_dataset
-from .experiment import Experiment
+from ..sweeps.sweep import Sweep
+from ..sweeps.plots import accuracy_vs_size, bars_with_lines, gain_figure, mean_curve, temperature_heatmap
+from ..sweeps.stats import best_temperature, paired_gain, summarize
+from ..engine.config import DistillConfig
+from ..data.datasets import load_dataset
+from ..experiment import Experiment
 
 FULL = dict(seeds=5, teacher_seeds=3, mnist_teacher_epochs=150, mnist_student_epochs=100, n_extra=50000,
             extra_sizes=[5000, 20000],
@@ -63,7 +62,7 @@ class Report:
                  for i, (title, fig) in enumerate(self.charts, 1)]
         return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>KD Workbench results: figures</title>"
                 "</head><body style='font-family: sans-serif'><h1>What distillation achieves here: figures</h1>"
-                "<p>Regenerated with <code>results.md</code> by <code>python -m workbench.experiments</code>.</p>"
+                "<p>Regenerated with <code>results.md</code> by <code>python -m workbench.reports.results</code>.</p>"
                 + "\n".join(parts) + "</body></html>\n")
 
     def add(self, *lines: str) -> None:
@@ -145,7 +144,7 @@ def mnist1d(p: dict, rep: Report, workers: int, runs: Path) -> None:
         rows.append({"method": m, "test accuracy %": _pm(f)})
         bars.append((m, 100 * f["mean"], 100 * f["std"]))
     rep.table(pd.DataFrame(rows))
-    rep.chart("MNIST-1D: test accuracy by transfer set (mean ± std over seeds)", _bars(
+    rep.chart("MNIST-1D: test accuracy by transfer set (mean ± std over seeds)", bars_with_lines(
         bars, "test accuracy %", [("published MLP", 68.0), ("published CNN", 94.0),
                                   ("our teacher", 100 * rep.figures["mnist1d.teacher.test_acc"]["mean"])]))
     rep.add("Published (Greydanus, *Scaling down deep learning*): logistic regression 32%, MLP 68%, CNN 94%, "
@@ -178,25 +177,9 @@ def transfer_set_size(p: dict, rep: Report, workers: int, runs: Path, base: Dist
     rep.table(pd.DataFrame(rows))
     sizes = [0, *p["extra_sizes"], p["n_extra"]]
     names = ["mnist1d.kd.test_acc", *[f"mnist1d.kd-extra-{n}.test_acc" for n in p["extra_sizes"]], "mnist1d.kd-extra.test_acc"]
-    fig = go.Figure(go.Scatter(x=sizes, y=[100 * rep.figures[k]["mean"] for k in names], mode="lines+markers",
-                               error_y=_error_bars([100 * rep.figures[k]["std"] for k in names])))
-    fig.update_layout(xaxis_title="generated inputs labeled by the teacher", yaxis_title="student test accuracy %",
-                      template="plotly_white")
+    fig = mean_curve(sizes, [100 * rep.figures[k]["mean"] for k in names], [100 * rep.figures[k]["std"] for k in names],
+                     "generated inputs labeled by the teacher", "student test accuracy %")
     rep.chart("MNIST-1D: the student grows with the transfer set", fig)
-
-
-def _bars(bars: list[tuple[str, float, float]], y_title: str, lines: list[tuple[str, float]] = ()) -> Any:
-    """Bars with error bars, and labeled horizontal reference lines."""
-    fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[b[1] for b in bars], error_y=_error_bars([b[2] for b in bars])))
-    for name, y in lines:
-        fig.add_hline(y=y, line=dict(dash="dot", color="gray"), annotation_text=name)
-    fig.update_layout(yaxis_title=y_title, template="plotly_white")
-    return fig
-
-
-def _error_bars(stds: list[float]) -> dict:
-    """Plotly error bars from standard deviations (none drawn where one seed gives no std)."""
-    return dict(type="data", array=[0.0 if math.isnan(s) else s for s in stds])
 
 
 def digits(p: dict, rep: Report, workers: int, runs: Path) -> None:
@@ -274,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     digits(p, rep, args.workers, runs)
     seconds = time.perf_counter() - t0
     head = ["# What distillation achieves here", "",
-            f"Regenerated by `python -m workbench.experiments{' --quick' if args.quick else ''}` in "
+            f"Regenerated by `python -m workbench.reports.results{' --quick' if args.quick else ''}` in "
             f"{seconds / 60:.1f} minutes on {os.cpu_count()} CPU cores. Numbers are test accuracies, mean ± std over "
             "seeds; temperatures and weights were chosen on the validation split.", ""]
     (out / "results.md").write_text("\n".join(head + rep.lines) + "\n")

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping
 import torch
 import torch.nn as nn
 
-from .events import FitEnd, FitStart, Payload
+from ..engine.events import FitEnd, FitStart, Payload
 
 STALE_SECONDS = 30.0  # a heartbeat older than this means the process is gone
 FUTURE_SECONDS = 3600.0  # clocks of hosts sharing a runs folder differ by less than this
@@ -383,7 +383,7 @@ class RunRecord:
 
 def _load_model(path: Path) -> tuple[nn.Module | None, dict[str, torch.Tensor] | None]:
     """The run's weights (``model.pt``) and, for zoo models (``spec.json``), the model holding them."""
-    from .models import build_model_from_spec
+    from ..models.zoo import build_model_from_spec
 
     weights = path / "model.pt"
     if not weights.exists():

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .config import plain_scalar
+from .values import plain_scalar
 
 SPLITS = ("train", "val", "test")
 MAX_CLASSES = 1_000_000  # a larger label is almost surely not a class index (an ID, a year...)

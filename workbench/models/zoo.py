@@ -16,8 +16,9 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .config import plain_scalar
-from .data import DataSplits
+from ..data.values import plain_scalar
+from ..engine.evaluation import inference
+from ..data.splits import DataSplits
 
 FAMILIES = ("mlp", "cnn1d", "cnn2d")
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -186,21 +187,6 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-class _EvalNoGrad:
-    """Put a model in eval mode under no_grad for a measurement, then restore its mode."""
-
-    def __init__(self, model: nn.Module):
-        self.model, self.was_training, self.no_grad = model, model.training, torch.no_grad()
-
-    def __enter__(self) -> None:
-        self.model.eval()
-        self.no_grad.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.no_grad.__exit__(*exc)
-        self.model.train(self.was_training)
-
-
 def _example(model: nn.Module, input_shape: Sequence[int], batch_size: int) -> torch.Tensor:
     p = next(model.parameters(), None)
     device, dtype = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
@@ -213,7 +199,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
 
     x = _example(model, input_shape, 1)
     counter = FlopCounterMode(display=False)
-    with _EvalNoGrad(model), counter:
+    with inference(model), counter:
         model(x)
     return counter.get_total_flops() // 2
 
@@ -229,7 +215,7 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], batch_size: in
     x = _example(model, input_shape, batch_size)
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     times: list[float] = []
-    with _EvalNoGrad(model):
+    with inference(model):
         for _ in range(max(warmup, 0)):
             model(x)
         sync()

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from .data import DataSplits, Split
+from .splits import DataSplits, Split
 
 IGNORE_INDEX = -100  # target of a position with no next character (F.cross_entropy's default)
 TEXT_DATASETS = ("shakespeare-char",)

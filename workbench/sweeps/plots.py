@@ -1,4 +1,4 @@
-"""Plotly figures of a sweep (:mod:`workbench.compare`): pure functions of its DataFrames.
+"""Plotly figures of a sweep (:mod:`workbench.sweeps.sweep`): pure functions of its DataFrames.
 
 Run curves of chosen cells: ``plots.overlay_figure(compare.run_histories(rows))``.
 """
@@ -10,8 +10,8 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 
-from .sweep_stats import best_temperature, nondominated, summarize
-from .plots import PALETTE, _layout
+from .stats import best_temperature, nondominated, summarize
+from ..plots import PALETTE, _layout
 
 X_TITLES = {"params": "parameters", "macs": "multiply-accumulates per sample", "latency_ms": "latency (ms, batch 1)"}
 # Axis titles in words for the metric columns; fractions (accuracies) get percent ticks.
@@ -120,4 +120,26 @@ def temperature_heatmap(df: pd.DataFrame, method: str | None = None, metric: str
     _layout(fig, f"{method}: mean {metric_title(metric)} by temperature and student", "student", "temperature",
             f"sweep-temperature-{method}-{metric}")
     fig.update_yaxes(type="category")
+    return fig
+
+
+def error_bars(stds: list[float]) -> dict:
+    """Plotly error bars from standard deviations (none drawn where one seed gives no std)."""
+    return dict(type="data", array=[0.0 if math.isnan(s) else s for s in stds])
+
+
+def mean_curve(x: list, means: list[float], stds: list[float], x_title: str, y_title: str) -> go.Figure:
+    """Means with error bars along ``x`` (e.g. accuracy vs transfer-set size)."""
+    fig = go.Figure(go.Scatter(x=x, y=means, mode="lines+markers", error_y=error_bars(stds)))
+    fig.update_layout(xaxis_title=x_title, yaxis_title=y_title, template="plotly_white")
+    return fig
+
+
+def bars_with_lines(bars: list[tuple[str, float, float]], y_title: str,
+                    lines: list[tuple[str, float]] = ()) -> go.Figure:
+    """Bars (name, mean, std) with error bars, and labeled horizontal reference lines."""
+    fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[b[1] for b in bars], error_y=error_bars([b[2] for b in bars])))
+    for name, y in lines:
+        fig.add_hline(y=y, line=dict(dash="dot", color="gray"), annotation_text=name)
+    fig.update_layout(yaxis_title=y_title, template="plotly_white")
     return fig

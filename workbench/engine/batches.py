@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import distributed
-from .data import Split
+from ..data.splits import Split
 
 
 def labeled_subset(y: torch.Tensor, fraction: float, seed: int,

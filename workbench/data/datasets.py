@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from .data import DataSplits, _as_tensor, as_split
+from .splits import DataSplits, _as_tensor, as_split
 
 if TYPE_CHECKING:
     import pandas as pd

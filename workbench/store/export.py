@@ -77,7 +77,7 @@ def _export_path(out: str | os.PathLike | None, rec: RunRecord, suffix: str,
 def export_run(run_id: str, fmt: str = "export", root: str | os.PathLike | None = None,
                out: str | os.PathLike | None = None) -> dict[str, Any]:
     """Export a finished run's model and add params, MACs and CPU latency to its summary."""
-    from .models import count_macs, count_params, measure_latency
+    from ..models.zoo import count_macs, count_params, measure_latency
 
     if fmt not in FORMATS:
         raise ValueError(f"format: {fmt!r} is invalid; valid: {', '.join(FORMATS)}")

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ..data.values import plain_scalar
 from .losses import LossWeights
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -27,12 +28,6 @@ DEFAULT_W_KD = 0.5
 
 def _bad(name: str, value: Any, valid: str) -> ValueError:
     return ValueError(f"{name}: {value!r} is invalid; {valid}")
-
-
-def plain_scalar(value: Any) -> Any:
-    """A numpy scalar (``np.int64(5)``, ``np.float32(0.5)``, ``np.bool_(True)``) as the plain
-    Python value it holds; anything else unchanged (arrays stay arrays and are refused later)."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _number(name: str, value: Any) -> float:

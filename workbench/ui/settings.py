@@ -8,8 +8,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .config import DistillConfig
-from .data import DataSplits
+from ..engine.config import DistillConfig
+from ..data.splits import DataSplits
 
 DEFAULT_TEACHERS = {"digits": "mlp:256,256", "digits-images": "cnn2d:32,64", "mnist1d": "cnn1d:64,64,64",
                     "moons": "mlp:64,64", "spirals": "mlp:128,128"}
@@ -47,8 +47,8 @@ class Settings:
     target: str | None = None  # the CSV's label column
 
     def __post_init__(self) -> None:
-        from .datasets import list_datasets
-        from .models import parse_model
+        from ..data.datasets import list_datasets
+        from ..models.zoo import parse_model
 
         if self.csv is None and self.dataset not in list_datasets():
             raise ValueError(f"dataset: {self.dataset!r} is not a built-in dataset; valid: "
@@ -110,7 +110,7 @@ class Settings:
 
     def data(self) -> DataSplits:
         """The data these settings name: the CSV file when ``csv`` is set, else the built-in dataset."""
-        from .datasets import from_csv, load_dataset
+        from ..data.datasets import from_csv, load_dataset
 
         if self.csv is not None:
             return from_csv(self.csv, target=self.target, seed=self.seed)
@@ -120,7 +120,7 @@ class Settings:
                    callbacks: Iterable[Any] = (), **kwargs: Any):
         """The :class:`~workbench.experiment.Experiment` these settings describe (models and
         data given from Python take the place of the zoo specs and the built-in dataset)."""
-        from .experiment import Experiment
+        from ..experiment import Experiment
 
         return Experiment(data if data is not None else self.data(),
                           teacher if teacher is not None else self.teacher,

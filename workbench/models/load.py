@@ -36,9 +36,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import DataSplits, Split
-from .models import build_model_from_spec
-from .runs import load_checkpoint, load_run
+from ..data.splits import DataSplits, Split
+from .zoo import build_model_from_spec
+from ..store.runs import load_checkpoint, load_run
 
 KINDS = ("run", "export", "state_dict", "safetensors", "hf", "torchscript")
 HF_TASKS = ("sequence-classification", "causal-lm")

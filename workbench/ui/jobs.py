@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .live import LiveRun
+from ..engine.live import LiveRun
 
 
 class TooManyJobs(RuntimeError):

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .data import Split
+from ..data.splits import Split
 from .events import EvalEnd
 
 
@@ -28,6 +28,56 @@ def logits_of(out: Any) -> torch.Tensor:
         f"model output: cannot find logits in {_describe(out)}; return a tensor, a tuple "
         "whose first item is the logits, or an object/dict with a 'logits' entry"
     )
+
+
+class inference:
+    """A context in which ``model`` runs as for inference: eval mode and no grad, its mode restored after.
+
+    The one place that puts a model in eval mode for a measurement or a prediction, so no caller
+    forgets to restore a model that was training (a teacher in the middle of a live run, say).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model, self.was_training, self.no_grad = model, model.training, torch.no_grad()
+
+    def __enter__(self) -> nn.Module:
+        self.model.eval()
+        self.no_grad.__enter__()
+        return self.model
+
+    def __exit__(self, *exc: Any) -> None:
+        self.no_grad.__exit__(*exc)
+        self.model.train(self.was_training)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model with neither)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def predict_logits(model: nn.Module, x: Any, batch_size: int = 1024) -> torch.Tensor:
+    """The model's logits on ``x`` (a tensor or array) as float32 on the CPU.
+
+    Eval mode, no grad, inputs moved to the model's device in batches of ``batch_size``, and the
+    model's train/eval mode restored after: every prediction outside the training loop (plots,
+    sweeps, the explorers, checks before training) goes through here.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size: {batch_size!r} is invalid; expected an integer >= 1")
+    x = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    device = model_device(model)
+    with inference(model):
+        parts = [logits_of(model(x[i:i + batch_size].to(device))).float().cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(parts) if parts else torch.empty(0)
+
+
+def soft_targets(model: nn.Module, x: Any, temperature: float, batch_size: int = 1024) -> torch.Tensor:
+    """softmax(logits / T) of the model on ``x``: the teacher's softened distribution, per row."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"temperature: {temperature!r} is invalid; expected a number > 0")
+    return torch.softmax(predict_logits(model, x, batch_size) / float(temperature), dim=-1)
 
 
 def _describe(out: Any) -> str:

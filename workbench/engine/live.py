@@ -13,7 +13,7 @@ import traceback
 import weakref
 from typing import Any, Callable, Iterable
 
-from .engine import Controls, Distiller, FitResult
+from .distiller import Controls, Distiller, FitResult
 from .events import FitEnd, Payload
 from .losses import LossWeights
 

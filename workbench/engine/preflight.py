@@ -11,10 +11,10 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from .config import DEVICE_TYPES, DistillConfig
-from .data import DataSplits, Split, first_batch
+from ..data.splits import DataSplits, Split, first_batch
 from .evaluation import logits_of
 from .hints import FeatureTap, find_module
-from .transfer import labeled_subset
+from .batches import labeled_subset
 
 
 def resolve_device(name: str) -> torch.device:

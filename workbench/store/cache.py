@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from .data import Split
+from ..data.splits import Split
 from .runs import atomic_save, load_checkpoint
 
 # Fields of a config that do not change what a teacher learns: reporting and device, and the

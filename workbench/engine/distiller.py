@@ -24,13 +24,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 from . import distributed
 from .callbacks import History
 from .config import DistillConfig, check_alpha, check_weights
-from .data import DataSplits, Split, as_splits
+from ..data.splits import DataSplits, Split, as_splits
 from .evaluation import Evaluator, logits_of
 from .events import HOOKS, Dispatcher, EpochEnd, EvalEnd, FitEnd, FitStart, StepEnd, frozen_map
 from .hints import FeatureTap, find_module, make_adapter
 from .losses import LossWeights, ce_loss, distill_loss
 from .preflight import check_models, check_transfer, num_params, resolve_device
-from .transfer import BatchSource
+from .batches import BatchSource
 
 ROLES = ("teacher", "student", "baseline")
 CONTROLS = ("temperature", "w_ce", "w_kd", "w_mse", "w_hint", "alpha")  # what set_controls may change
@@ -114,7 +114,7 @@ class Distiller:
 
     ``stop()``, ``pause()``, ``resume()`` and ``set_controls()`` may be called from any thread
     and take effect before the next step. With ``teacher_key`` and an ``output_cache``
-    (:class:`workbench.cache.OutputCache`) the teacher's outputs on the transfer set are shared
+    (:class:`workbench.store.cache.OutputCache`) the teacher's outputs on the transfer set are shared
     across runs and sessions.
     """
 

@@ -6,7 +6,7 @@ temperature) -- is one fit, run by :func:`run_cell` in worker processes (forkser
 thread each, or in-process (``workers=1``, same thread count). A cell is seeded from its seed alone,
 so serial and parallel sweeps give the same numbers. Rows are appended to
 ``<runs>/sweeps/<name>.csv`` as cells finish; the same sweep started again skips the cells saved
-there. The analysis (``summarize``, ``paired_gain``, ...) lives in :mod:`workbench.sweep_stats`
+there. The analysis (``summarize``, ``paired_gain``, ...) lives in :mod:`workbench.sweeps.stats`
 and is re-exported here.
 """
 
@@ -30,17 +30,17 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .cache import OutputCache, TeacherCache, digest, tensor_digest
-from .config import DEFAULT_W_KD, DistillConfig
-from .data import DataSplits, Split, as_splits
-from .datasets import load_dataset
-from .engine import Distiller
-from .evaluation import logits_of
-from .experiment import Experiment, make_model
-from .hints import find_module
-from .models import build_model_from_spec, count_macs, count_params, measure_latency
-from .runs import RunRecorder, atomic_write_json, is_run_id, load_run, runs_root
-from .sweep_stats import (best_temperature, nondominated, paired_gain, pareto_front, summarize,  # re-exported
+from ..store.cache import OutputCache, TeacherCache, digest, tensor_digest
+from ..engine.config import DEFAULT_W_KD, DistillConfig
+from ..data.splits import DataSplits, Split, as_splits
+from ..data.datasets import load_dataset
+from ..engine.distiller import Distiller
+from ..engine.evaluation import predict_logits
+from ..experiment import Experiment, make_model
+from ..engine.hints import find_module
+from ..models.zoo import build_model_from_spec, count_macs, count_params, measure_latency
+from ..store.runs import RunRecorder, atomic_write_json, is_run_id, load_run, runs_root
+from .stats import (best_temperature, nondominated, paired_gain, pareto_front, summarize,  # re-exported
                           t_quantile)
 
 if TYPE_CHECKING:  # pandas is imported where used: workers never load it (0.25 s each)
@@ -114,21 +114,12 @@ class _Context:
     def __init__(self, data: DataSplits, teacher: nn.Module, key: str | None, cache_dir: Any):
         self.data, self.teacher, self.teacher_key = data, teacher.eval(), key
         self.outputs = OutputCache(cache_dir) if key else None  # teacher logits, shared across cells
-        self.teacher_test = _predict(teacher, data.test.x) if isinstance(data.test, Split) else None
+        self.teacher_test = predict_logits(teacher, data.test.x).argmax(-1) if isinstance(data.test, Split) else None
 
 
 _CONTEXT: _Context | None = None  # set in each worker process by _init_worker
 _ACTIVE: set[str] = set()  # sweep files being written by this process (two app sessions, one sweep)
 _ACTIVE_LOCK = threading.Lock()
-
-
-def _predict(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
-    dev, was_training = next(model.parameters()).device, model.training
-    model.eval()
-    with torch.no_grad():
-        out = torch.cat([logits_of(model(x[i:i + batch].to(dev))).argmax(1).cpu() for i in range(0, len(x), batch)])
-    model.train(was_training)
-    return out
 
 
 def _pool_context():
@@ -140,7 +131,7 @@ def _pool_context():
 
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = get_context("forkserver")
-        ctx.set_forkserver_preload(["workbench.compare"])  # read when the server starts
+        ctx.set_forkserver_preload(["workbench.sweeps.sweep"])  # read when the server starts
         return ctx
     return get_context("spawn")
 
@@ -180,7 +171,7 @@ def _fit_cell(ctx: _Context, cell: Mapping[str, Any]) -> dict[str, Any]:
                         output_cache=ctx.outputs if teacher else None).fit()
         agree = None
         if ctx.teacher_test is not None and res.status == "completed":  # for scratch students too
-            agree = (_predict(student, ctx.data.test.x) == ctx.teacher_test).float().mean().item()
+            agree = (predict_logits(student, ctx.data.test.x).argmax(-1) == ctx.teacher_test).float().mean().item()
         s = res.summary
         row.update(val_acc=s.get("val_acc"), test_acc=s.get("test_acc"), test_agreement=agree,
                    seconds=s.get("seconds"), status=res.status, message=res.message)
