@@ -1,5 +1,12 @@
-"""The Dashboard in JupyterLab in a real Chromium: it renders, Distill works, the chart grows."""
+"""The Dashboard in JupyterLab in a real Chromium, in three fresh kernels in a row: each time it
+renders, Distill works, and every curve chart (accuracy, loss, agreement) draws points.
 
+Charts stayed blank in some sessions: a figure's browser model that was still loading plotly's
+bundle dropped the message carrying its traces (see ``LiveFigure``). Which charts were hit
+depended on timing, hence several kernels and a check of every chart.
+"""
+
+import json
 import time
 
 import nbformat
@@ -8,36 +15,58 @@ import pytest
 from browser import browser_page  # noqa: F401  (fixture)
 from browser import assert_no_widget_errors, run_notebook_in_lab, screenshot, serve_jupyterlab
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
+KERNELS = 3
 CELL = """\
 import workbench as wb
-dash = wb.Dashboard(wb.Settings.for_dataset("moons", epochs=60, teacher_epochs=20, log_every=2))
+dash = wb.Dashboard(wb.Settings.for_dataset("moons", epochs=20, teacher_epochs=5, log_every=2))
 dash
 """
-POINTS = ".jp-OutputArea-output .js-plotly-plot .scatterlayer .trace path.point"
+CURVES = ("accuracy", "loss", "agreement")  # the first three plots of the panel, in this order
+PLOTS = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output .js-plotly-plot"
+# drawn points (markers) per plot of the open notebook, as the browser rendered them
+POINTS_JS = f"""() => [...document.querySelectorAll({PLOTS!r})]
+    .map(el => el.querySelectorAll('.scatterlayer .trace path.point').length)"""
+
+CLOSE_ALL_JS = """async () => {
+  const app = window.jupyterapp;
+  await app.commands.execute('docmanager:save-all');
+  await app.commands.execute('application:close-all');
+  await app.serviceManager.sessions.shutdownAll();
+}"""
 
 
-def test_dashboard_distill_in_jupyterlab(browser_page, tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(CELL)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nbformat.write(nb, tmp_path / "dash.ipynb")
+def open_dashboard(page, url, name):
+    """Run the dashboard notebook ``name`` in a fresh kernel; returns its Distill button."""
+    run_notebook_in_lab(page, url, name, timeout=240)
+    page.locator(PLOTS).nth(3).wait_for(timeout=120_000)  # the three curve charts and the explorer
+    distill = page.locator(".jp-OutputArea-output button", has_text="Distill")
+    distill.wait_for()
+    assert_no_widget_errors(page)
+    return distill
+
+
+def test_dashboard_distill_draws_every_chart_in_fresh_kernels(browser_page, tmp_path):
+    for i in range(KERNELS):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(CELL)]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+        nbformat.write(nb, tmp_path / f"dash{i}.ipynb")
     page = browser_page
     with serve_jupyterlab(tmp_path, timeout=120) as url:
-        run_notebook_in_lab(page, url, "dash", timeout=120)
-        page.locator(".jp-OutputArea-output .js-plotly-plot").first.wait_for()
-        distill = page.locator(".jp-OutputArea-output button", has_text="Distill")
-        distill.wait_for()
-        assert_no_widget_errors(page)
-        before = page.locator(POINTS).count()
-        distill.click()
-        t0 = time.monotonic()
-        page.wait_for_function(f"() => document.querySelectorAll({POINTS!r}).length > {before}", timeout=120_000)
-        grew_after = time.monotonic() - t0
-        page.locator(".jp-OutputArea-output", has_text="distill done").wait_for(timeout=120_000)
-        after = page.locator(POINTS).count()
-        assert after > before
-        assert_no_widget_errors(page)
-        screenshot(page, "dashboard_jupyterlab")
-        print(f"chart points {before} -> {after}; first new points {grew_after:.1f} s after Distill")
+        for i in range(KERNELS):
+            if i:  # the last notebook is closed (so the workspace does not reopen it) and its kernel shut down
+                page.evaluate(CLOSE_ALL_JS)
+            distill = open_dashboard(page, url, f"dash{i}")
+            assert page.evaluate(POINTS_JS)[:3] == [0, 0, 0]
+            distill.click()
+            t0 = time.monotonic()
+            page.locator(".jp-OutputArea-output", has_text="distill done").wait_for(timeout=300_000)
+            # the last redraw's points reach the browser a moment after the status line
+            page.wait_for_function(f"() => ({POINTS_JS})().slice(0, 3).every(n => n > 0)", timeout=60_000)
+            points = dict(zip(CURVES, page.evaluate(POINTS_JS)))
+            assert all(points[c] > 0 for c in CURVES), f"kernel {i}: a chart drew no points: {json.dumps(points)}"
+            assert_no_widget_errors(page)
+            screenshot(page, f"dashboard_jupyterlab_{i}")
+            print(f"kernel {i}: points {points}, done {time.monotonic() - t0:.1f} s after Distill")

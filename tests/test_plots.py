@@ -63,7 +63,8 @@ def _trace(fig, name):
 def test_accuracy_figure_matches_history(runs):
     h = runs["history"]
     fig = plots.accuracy_figure(h)
-    assert [t.name for t in fig.data] == ["student", "baseline", "teacher", "controls changed"]
+    assert [t.name for t in fig.data] == ["student", "baseline", "teacher", "teacher training", "controls changed"]
+    assert not _trace(fig, "teacher training").x  # the student's steps are not the teacher's
     for role in ("student", "baseline"):
         ref = _evals(h, role)
         assert list(_trace(fig, role).x) == ref.step.tolist() and len(ref) == 4
@@ -94,6 +95,22 @@ def test_accuracy_split_and_teacher_fallback(runs):
     tr = plots.accuracy_traces(no_student, split="test")
     assert tr["teacher"][1] == [_evals(h, "teacher", "test").acc.iloc[-1]] * 2
     assert tr["student"] == ([], []) and tr["controls changed"] == ([], [])
+
+
+def test_a_teacher_in_training_draws_its_own_curve_and_loss(runs):
+    h = runs["history"]
+    teacher_only = h[h.role == "teacher"]  # what a live chart has while the teacher trains
+    ref = _evals(h, "teacher")
+    tr = plots.accuracy_traces(teacher_only)
+    assert tr["teacher training"] == (ref.step.tolist(), ref.acc.tolist()) and len(ref) > 1
+    assert tr["teacher"] == ([0, ref.step.max()], [ref.acc.iloc[-1]] * 2)
+    assert plots.live_role(teacher_only) == "teacher"
+    steps = teacher_only[teacher_only.event == "step"]
+    assert plots.loss_traces(teacher_only, plots.live_role(teacher_only))["total"] == (
+        steps.step.tolist(), steps.loss.tolist())
+    # once the student steps, the charts follow it (and the baseline after it does not take over)
+    assert plots.live_role(h) == "student" and plots.live_role(h[h.role != "teacher"]) == "student"
+    assert plots.live_role(None) == "student"
 
 
 def test_payload_lists_give_the_same_traces(runs):
@@ -235,7 +252,11 @@ def test_decision_boundary_figure():
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3)).train()
-    predict_net = plots.predictor(net)
+    from workbench.engine.evaluation import predict_logits
+
+    def predict_net(points):
+        return predict_logits(net, points).argmax(-1).numpy()
+
     assert predict_net(X).tolist() == net(torch.from_numpy(X)).argmax(1).tolist() and net.training
     boundary = plots.decision_boundary_figure(predict_net, torch.from_numpy(X), torch.from_numpy(y), grid=10)
     assert np.asarray(boundary.data[0].z).shape == (10, 10) and len(boundary.data) == 1 + 3

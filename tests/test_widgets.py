@@ -1,16 +1,23 @@
 """The Jupyter Dashboard, driven headlessly: set values, click buttons, wait for the thread."""
 
+import contextlib
+import html
+import re
+import threading
 import time
 
+import plotly.graph_objects as go
 import pytest
 import torch
 import torch.nn as nn
 
 from helpers import mlp, toy_data
 from workbench import DistillConfig, Settings, as_splits, load_dataset, plots, train
-from workbench.events import FitEnd, StepEnd
-from workbench.models import models_for
-from workbench.ui.widgets import GIVEN, Dashboard
+from workbench.engine.events import EvalEnd, FitEnd, FitStart, StepEnd
+from workbench.models.zoo import models_for
+from workbench.ui import widgets
+from workbench.ui.widgets import DEFAULT_SETTINGS, GIVEN, Dashboard
+from workbench.verdict import README_ANCHOR, kd_verdict
 
 
 def _wait_for(cond, timeout=60.0):
@@ -24,9 +31,17 @@ def steps(dash, role=None):
     return [p for p in dash.job.buffer.all() if isinstance(p, StepEnd) and (role is None or p.role == role)]
 
 
+def evals(dash, role, split="val"):
+    return [p for p in dash.job.buffer.all() if isinstance(p, EvalEnd) and p.role == role and p.split == split]
+
+
+def traces(fig):
+    return {t.name: t for t in fig.data}
+
+
 def test_widget_values_become_settings():
     d = Dashboard()
-    assert d.settings() == Settings()
+    assert d.settings() == DEFAULT_SETTINGS
     d.dataset.value = "moons"
     d.student.sizes.value = "4"
     d.temperature.value = 8.0
@@ -123,7 +138,8 @@ def test_pause_resume_stop_and_refusing_a_second_run():
 
 
 def test_live_temperature_change_reaches_the_engine():
-    d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=3000, log_every=1))
+    d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=3000, teacher_epochs=1,
+                           log_every=1))
     d.distill()
     _wait_for(lambda: len(steps(d, "student")) > 5)
     d.temperature.value = 8.0
@@ -235,3 +251,192 @@ def test_a_teacher_trained_in_the_same_run_leaves_the_students_loss_alone():
     assert d.distill() and d.wait(120)
     assert steps(d, "student") and all("kd" in p.terms and p.w_kd == 0.5 for p in steps(d, "student"))
     assert all(p.w_kd == 0.0 and p.w_ce == 1.0 for role in ("teacher", "baseline") for p in steps(d, role))
+
+
+def test_first_screen_is_the_case_where_distillation_beats_scratch():
+    # docs/results.md: digits, MLP-16 student, 10% of the labels: KD 95.4 vs scratch 88.1
+    s = Dashboard().settings()
+    assert (s.dataset, s.teacher, s.student, s.labeled_fraction) == ("digits-images", "cnn2d:32,64", "mlp:16", 0.1)
+    assert (s.temperature, s.alpha) == (4.0, 0.1)
+    assert s.teacher_config().epochs == 15 and s.epochs == 40  # a minute or so on a laptop CPU
+
+
+def test_teacher_epochs_are_their_own_control():
+    d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=5, teacher_epochs=2, log_every=1))
+    assert d.teacher_epochs.value == 2
+    d.epochs.value = 400  # more student epochs do not retrain the teacher for longer
+    assert d.settings().epochs == 400 and d.settings().teacher_config().epochs == 2
+    d.teacher_epochs.value = 3
+    assert re.search(r"teacher_config = wb\.DistillConfig\(.*\bepochs=3\b", d.show_code())
+    assert d.train_teacher() and d.wait(120)
+    start = [p for p in d.job.buffer.all() if isinstance(p, FitStart)]
+    assert [(p.role, p.epochs) for p in start] == [("teacher", 3)]
+    assert Dashboard(Settings(dataset="moons", epochs=7)).teacher_epochs.value == 7  # the epochs it would run
+
+
+def test_temperature_slider_shows_runs_and_copies_the_same_round_value():
+    d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=1, teacher_epochs=1,
+                           temperature=2.0, log_every=1))
+    labels = [label for label, _ in d.temperature.options]
+    assert all(float(label) == value for label, value in d.temperature.options)  # shown = value
+    d.temperature.index = labels.index("4")  # what dragging the slider in the browser sends
+    assert (d.temperature.label, d.temperature.value) == ("4", 4.0)
+    assert d.settings().temperature == 4.0 and "temperature=4.0" in d.show_code()
+    assert d.distill() and d.wait(120)
+    assert {p.temperature for p in steps(d, "student")} == {4.0}
+    assert "T=4 " in d.explorer_fig.layout.title.text
+    odd = Dashboard(Settings(dataset="moons", temperature=3.7))
+    assert (odd.temperature.label, odd.settings().temperature) == ("3.7", 3.7)
+
+
+class FakeComm:
+    """Stands in for the kernel's comm: records the state messages a widget sends to the browser."""
+
+    kernel = comm_id = "fake"
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, data=None, buffers=None, **kwargs):
+        self.sent.append(data)
+
+    def on_msg(self, *args):
+        pass
+
+    def on_close(self, *args):
+        pass
+
+    def close(self, *args, **kwargs):
+        pass
+
+
+def test_a_chart_update_is_not_lost_while_the_kernel_applies_a_browser_message():
+    # The blank val-accuracy chart: the drawer thread updated a figure while the kernel's thread
+    # applied the browser's reply to the last update; ipywidgets held the change notifications of
+    # that figure and sent "_py2js_update: None" in place of the update.
+    d = Dashboard(Settings(dataset="moons"))
+    fig = d.accuracy_fig
+    fig.comm = FakeComm()
+    errors, drawer = [], None
+
+    def draw():
+        try:
+            with fig.edit():
+                plots.apply_traces(fig, {"student": ([0, 5], [0.5, 0.75])})
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    held = fig.hold_trait_notifications
+
+    @contextlib.contextmanager
+    def applying_a_browser_message():
+        nonlocal drawer
+        with held():
+            drawer = threading.Thread(target=draw)
+            drawer.start()
+            drawer.join(1.0)  # give it the window; a safe figure makes it wait for the lock instead
+            yield
+
+    fig.hold_trait_notifications = applying_a_browser_message
+    fig.set_state({"_js2py_pointsCallback": None})  # the kernel's thread applies a browser message
+    drawer.join(60)
+    assert not drawer.is_alive() and not errors
+    updates = [m["state"]["_py2js_update"] for m in fig.comm.sent if "_py2js_update" in m.get("state", {})]
+    sent = [u["style_data"] for u in updates if u]
+    assert sent and sent[-1]["x"] == [[0, 5]] and sent[-1]["y"] == [[0.5, 0.75]]
+
+
+def opened_state(fig_factory):
+    """The state a widget's comm opens with: what a browser model that drops later messages has."""
+    from ipywidgets.widgets import widget as ipy
+
+    sent = []
+    real = ipy.comm.create_comm
+
+    def create_comm(**kwargs):
+        sent.append(kwargs.get("data", {}).get("state", {}))
+        return real(**kwargs)
+
+    ipy.comm.create_comm = create_comm
+    try:
+        fig = fig_factory()
+    finally:
+        ipy.comm.create_comm = real
+    return fig, sent[-1]
+
+
+def test_the_charts_open_with_every_trace_and_their_size():
+    # the blank charts: a browser model still loading plotly's bundle drops the messages that
+    # follow the comm's opening; plotly sent the traces and layout only in such a message
+    d = Dashboard(Settings(dataset="moons"))
+    for name in ("accuracy_fig", "loss_fig", "agreement_fig", "explorer_fig"):
+        fig, state = opened_state(lambda: type(getattr(d, name))(go.Figure(getattr(d, name))))
+        assert [t["name"] for t in state["_widget_data"]] == [t.name for t in fig.data], name
+        assert state["_widget_layout"]["height"] == fig.layout.height, name
+
+
+def test_a_chart_whose_browser_model_stopped_listening_is_replaced(monkeypatch):
+    monkeypatch.setattr(widgets, "DEAF_SECONDS", 1e9)
+    d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=2, teacher_epochs=1,
+                           log_every=1))
+    deaf, alive = d.loss_fig, d.accuracy_fig
+    for fig in (deaf, alive):  # each view answers once it is drawn
+        fig.set_state({"_js2py_traceDeltas": {"trace_deltas": [], "trace_edit_id": 0}})
+    assert d.distill() and d.wait(120)
+    alive.set_state({"_js2py_traceDeltas": {"trace_deltas": [], "trace_edit_id": alive._last_trace_edit_id}})
+    monkeypatch.setattr(widgets, "DEAF_SECONDS", 0.0)
+    assert d.revive_charts() == ["loss_fig"]  # the loss view never applied an update
+    assert d.loss_fig is not deaf and d.loss_fig in d._charts.children and deaf not in d._charts.children
+    assert d.accuracy_fig is alive
+    total = traces(d.loss_fig)["total"]
+    assert len(total.x) > 0 and list(total.y) == list(traces(deaf)["total"].y)
+    assert d.revive_charts() == []  # the new widget has no view yet: nothing to replace
+
+
+def test_the_teacher_is_drawn_live_and_the_status_says_it_is_trained_once_then_cached():
+    d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=1, teacher_epochs=3000,
+                           log_every=1))
+    assert d.train_teacher()
+    _wait_for(lambda: "teacher: training it once (then cached for later runs)" in d.status.value, 120)
+    _wait_for(lambda: len(evals(d, "teacher")) >= 2, 120)
+    d.stop()
+    assert d.wait(60)
+    ev, st = evals(d, "teacher"), steps(d, "teacher")
+    teacher = traces(d.accuracy_fig)["teacher training"]
+    assert list(teacher.x) == [p.step for p in ev] and list(teacher.y) == pytest.approx([p.acc for p in ev])
+    assert len(teacher.x) >= 2
+    assert d.loss_fig.layout.title.text == "teacher training loss"
+    assert list(traces(d.loss_fig)["total"].y) == pytest.approx([p.loss for p in st])
+
+    d.teacher_epochs.value = 2  # a stopped teacher is not cached: train one to the end
+    assert d.train_teacher() and d.wait(120)
+    assert "teacher done" in d.status.value and "(teacher trained and cached)" in d.status.value
+    assert d.distill() and d.wait(120)
+    assert "distill done" in d.status.value and "(teacher loaded from the cache)" in d.status.value
+    assert not traces(d.accuracy_fig)["teacher training"].x  # the student's chart: the teacher is a line
+    assert d.loss_fig.layout.title.text == "student training loss"
+
+
+def test_the_verdict_says_whether_distillation_beat_scratch_and_links_why_not():
+    # lr=1e-5 for one epoch: the teacher learns nothing, so the student cannot beat scratch
+    d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=1, teacher_epochs=1,
+                           lr=1e-5, log_every=5))
+    assert d.verdict.value == ""
+    assert d.distill() and d.wait(120)
+    test = {p.role: p.final["test_acc"] for p in d.job.buffer.all() if isinstance(p, FitEnd)}
+    line = kd_verdict(test["student"], test["baseline"], labeled_fraction=1.0, teacher_acc=test["teacher"])
+    assert line.startswith("Distillation did not beat scratch") and README_ANCHOR in line
+    assert html.unescape(re.sub(r"<[^>]+>", "", d.verdict.value)) == line
+    assert f"href='{README_ANCHOR}'" in d.verdict.value
+    assert d.train_teacher() and d.verdict.value == ""  # a new run clears it
+    assert d.wait(120)
+
+
+def test_data_without_a_val_split_is_charted_on_the_split_it_is_evaluated_on():
+    data = as_splits({k: v for k, v in toy_data().items() if k != "val"})
+    d = Dashboard(Settings(epochs=3, log_every=1), data=data, teacher=mlp(hidden=32, seed=1), student=mlp(seed=2))
+    assert d.distill() and d.wait(120)
+    ev = evals(d, "student", "test")
+    assert ev and list(traces(d.accuracy_fig)["student"].x) == [p.step for p in ev]
+    assert d.accuracy_fig.layout.title.text == "test accuracy"
+    assert list(traces(d.agreement_fig)["agreement"].y) == pytest.approx([p.agreement for p in ev])

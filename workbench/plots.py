@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 
 HistoryLike = Any  # a DataFrame, a History, an iterable of payloads / flat dicts, or None
 Traces = dict[str, tuple[list, list]]
-ACCURACY_TRACES = ("student", "baseline", "teacher", "controls changed")
+ACCURACY_TRACES = ("student", "baseline", "teacher", "teacher training", "controls changed")
 LOSS_TERMS = ("ce", "kd", "mse", "hint")
 EVAL_METRICS = ("acc", "loss", "teacher_acc", "agreement", "kl")
 PALETTE = qualitative.Plotly
@@ -27,18 +27,17 @@ EVENTS = ("step", "eval", "epoch")
 
 # -- inputs ------------------------------------------------------------------------------------
 def as_frame(history: HistoryLike) -> pd.DataFrame:
-    """A history frame from a DataFrame, a History, or payloads / flat dicts (step, eval, epoch rows)."""
-    from .callbacks import History, flat_row
-
+    """A history frame from a DataFrame, a History (anything with ``frame()``), or payloads / flat
+    dicts (step, eval, epoch rows). Duck-typed: figure builders never import the engine."""
     if history is None:
         return pd.DataFrame()
     if isinstance(history, pd.DataFrame):
         return history
-    if isinstance(history, History):
+    if callable(getattr(history, "frame", None)):
         return history.frame()
     rows = []
     for p in history:  # fit_start / fit_end (e.g. from a LiveRun buffer) are not curve points
-        row = flat_row(p) if hasattr(p, "to_dict") else dict(p)
+        row = p.to_dict() if hasattr(p, "to_dict") else dict(p)
         for name, v in (row.pop("terms", None) or {}).items():
             row[f"loss_{name}"] = v
         if row.get("event") in EVENTS:
@@ -145,13 +144,19 @@ def controls_markers(history: HistoryLike, role: str = "student") -> tuple[list,
 
 
 def accuracy_traces(history: HistoryLike, split: str = "val", max_points: int = 2000) -> Traces:
-    """x/y by trace name for :func:`accuracy_figure` (see :data:`ACCURACY_TRACES`)."""
+    """x/y by trace name for :func:`accuracy_figure` (see :data:`ACCURACY_TRACES`).
+
+    Until the student or the baseline has an eval, "teacher training" is the teacher run's own
+    curve (a teacher training live is worth watching); after that the dashed "teacher" line
+    alone stands for it, since the runs' steps do not share an axis.
+    """
     df = as_frame(history)
     out = {role: _xy(_rows(_last_run(df, role), "eval", split), "acc", max_points)
            for role in ("student", "baseline")}
     steps = out["student"][0] + out["baseline"][0]
-    if not steps:  # no student or baseline yet: span the teacher run
-        steps = _xy(_rows(_last_run(df, "teacher"), "eval", split), "acc", max_points)[0]
+    teacher_run = _xy(_rows(_last_run(df, "teacher"), "eval", split), "acc", max_points)
+    out["teacher training"] = ([], []) if steps else teacher_run
+    steps = steps or teacher_run[0]
     t = teacher_accuracy(df, split)
     out["teacher"] = ([0, max(steps)], [t, t]) if t is not None and steps else ([], [])
     out["controls changed"] = controls_markers(df)[:2]
@@ -165,6 +170,7 @@ def accuracy_figure(history: HistoryLike, split: str = "val", max_points: int = 
         _line("student", traces["student"], line=dict(color=PALETTE[0])),
         _line("baseline", traces["baseline"], line=dict(color=PALETTE[2])),
         _line("teacher", traces["teacher"], "lines", line=dict(color="black", dash="dash")),
+        _line("teacher training", traces["teacher training"], line=dict(color="gray", width=1.5)),
         _line("controls changed", traces["controls changed"], "lines", hoverinfo="text",
               line=dict(color="gray", dash="dot", width=1), hovertext=controls_markers(history)[2]),
     ])
@@ -179,6 +185,16 @@ def loss_traces(history: HistoryLike, role: str = "student", max_points: int = 2
     out = {"total": _xy(steps, "loss", max_points)}
     out.update({term: _xy(steps, f"loss_{term}", max_points) for term in (*LOSS_TERMS, *extra)})
     return out
+
+
+def live_role(history: HistoryLike) -> str:
+    """The role a live loss chart follows: the student once it has stepped, else the teacher
+    while it trains (the baseline after the student does not take the chart over)."""
+    df = as_frame(history)
+    for role in ("student", "teacher"):
+        if not _rows(_last_run(df, role), "step").empty:
+            return role
+    return "student"
 
 
 def loss_figure(history: HistoryLike, role: str = "student", log_y: bool = False,
@@ -280,25 +296,6 @@ def softmax_figure(logits: Any, temperatures: float | Iterable[float] = (1, 4, 2
 
 
 # -- decision boundaries (2-D data) ------------------------------------------------------------
-def predictor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """A ``predict`` for :func:`decision_boundary_figure` from a torch model (argmax of its logits)."""
-    import torch
-
-    from .evaluation import logits_of
-
-    def predict(points: np.ndarray) -> np.ndarray:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                return logits_of(model(torch.as_tensor(points, device=device))).argmax(1).cpu().numpy()
-        finally:
-            model.train(was_training)
-
-    return predict
-
-
 def _numpy(a: Any) -> np.ndarray:
     return np.asarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a)
 

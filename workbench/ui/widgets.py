@@ -1,17 +1,20 @@
 """The Jupyter Dashboard: pick a teacher and a student, tune temperature and loss weights (also
 while a run goes on), and watch the distilled student race a scratch baseline to the teacher.
 
-Training runs on a :class:`~workbench.live.LiveRun` thread. A small drawing thread reads its
+Training runs on a :class:`~workbench.engine.live.LiveRun` thread. A small drawing thread reads its
 event buffer a few times a second and updates the progress bar, status line and plotly
 FigureWidgets under ``batch_update`` (tqdm would land in whatever cell runs at the time).
+The figures are LiveFigures: the drawing thread's updates and the browser's replies,
+which the kernel's own thread applies, never interleave (see there why that matters).
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import ipywidgets as w
 import plotly.graph_objects as go
@@ -19,17 +22,107 @@ import plotly.graph_objects as go
 import pandas as pd
 
 from .. import plots
-from ..callbacks import flat_row
-from ..datasets import list_datasets, load_dataset
-from ..events import FitEnd, FitStart, StepEnd
-from ..hints import find_module
-from ..live import LiveRun
-from ..models import DEFAULTS, FAMILIES, models_for
-from ..settings import Settings
+from ..engine.callbacks import flat_row
+from ..data.datasets import list_datasets, load_dataset
+from ..engine.events import FitEnd, FitStart, StepEnd
+from ..engine.hints import find_module
+from ..engine.live import LiveRun
+from ..models.zoo import DEFAULTS, FAMILIES, models_for
+from .settings import Settings
+from ..verdict import README_ANCHOR, kd_verdict
 
 REDRAW_SECONDS = 0.5  # at most two redraws a second: drawing shares the GIL with training
+DEAF_SECONDS = 10.0  # a chart whose browser model applied nothing sent this long ago is replaced
+MAX_REVIVALS = 8  # replacements per Dashboard: a browser that never answers is not a reason to loop
 GIVEN = "(from Python)"  # the family shown for a model given as a module
 STYLE = {"description_width": "110px"}
+# The first screen: few labels, where the teacher's soft labels clearly beat scratch (docs/results.md:
+# digits MLP-16 with 10% labels); about a minute on a laptop CPU, the teacher trained once and cached.
+DEFAULT_SETTINGS = Settings.for_dataset("digits-images", labeled_fraction=0.1, temperature=4.0, alpha=0.1,
+                                        epochs=40, teacher_epochs=15)
+# Round temperatures only: what the slider shows is what runs and what "copy as code" writes.
+TEMPERATURES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0)
+
+
+def temperature_options(current: float) -> list[tuple[str, float]]:
+    """(label, value) pairs for the temperature slider: the round values and ``current``."""
+    return [(f"{t:g}", t) for t in sorted({*TEMPERATURES, float(current)})]
+
+
+class LiveFigure(go.FigureWidget):
+    """A FigureWidget for live charts: the browser gets the whole figure when the widget is
+    created, and a drawing thread may update it while the kernel's thread applies the browser's
+    messages to it (use :meth:`edit`).
+
+    Why, for the first: FigureWidget opens its comm with no traces and sends them in a second
+    message. The browser's model (anywidget) drops every message that arrives before it has
+    loaded plotly's 5 MB bundle, which each figure loads on its own; with a few figures created
+    at once (the Dashboard has four) some views drew an empty figure and never got a trace.
+    Opening the comm once the figure is built puts every trace in the first message.
+
+    Why, for the second: ipywidgets applies a browser message under ``hold_trait_notifications``,
+    which swaps ``notify_change`` for a cache until it is done. plotly sends an update by setting
+    ``_py2js_update = msg`` and then ``= None``; done from another thread in that window, the
+    cache sends the final value, None, and the update is lost. Both sides hold one lock.
+
+    A model that took over 2 s to load that bundle drops every later message, for good: its view
+    draws the first state and no update. :attr:`deaf` tells (the view answered once, then never
+    applied an update), so the Dashboard can replace the widget with a new one.
+    """
+
+    _defer_open = True  # Widget.__init__ would open the comm before plotly has built the figure
+
+    def __init__(self, figure: go.Figure):
+        self._edit_lock = threading.RLock()
+        super().__init__(figure)
+        self._defer_open = False
+        self.open()  # the comm's first message carries _widget_data and _widget_layout
+        self._view_seen = False  # a view has answered (it does once drawn, and after each update)
+        self._applied = 0  # the latest edit id a view has applied
+        self._unapplied_since: float | None = None  # when the oldest update not yet applied was sent
+        self.observe(self._view_answered, "_js2py_traceDeltas")
+
+    def _view_answered(self, change: dict) -> None:
+        if change["new"]:
+            self._view_seen = True
+            self._applied = max(self._applied, change["new"].get("trace_edit_id", 0))
+            if self._applied >= self._last_trace_edit_id:
+                self._unapplied_since = None
+
+    @property
+    def deaf(self) -> bool:
+        """True when a view was drawn but has applied none of the updates sent for DEAF_SECONDS."""
+        return (self._view_seen and self._unapplied_since is not None
+                and time.monotonic() - self._unapplied_since > DEAF_SECONDS)
+
+    def open(self) -> None:
+        if not self._defer_open:
+            super().open()
+
+    def set_state(self, sync_data: dict) -> None:
+        with self._edit_lock:
+            super().set_state(sync_data)
+
+    @contextlib.contextmanager
+    def edit(self) -> Iterator["LiveFigure"]:
+        """Update the figure in one message, never while a browser message is being applied."""
+        with self._edit_lock:
+            with self.batch_update():
+                yield self
+            if self._last_trace_edit_id > self._applied and self._unapplied_since is None:
+                self._unapplied_since = time.monotonic()
+
+
+class _Drawn:
+    """What the drawer has read and drawn of one job (a new job never shares it)."""
+
+    def __init__(self, job: LiveRun, cacheable: bool, split: str):
+        self.job, self.cacheable, self.split = job, cacheable, split
+        self.rows: list[dict] = []  # flat event rows (appended, never rebuilt)
+        self.cursor = 0
+        self.start: FitStart | None = None  # the latest fit_start, and its latest step
+        self.last_step: StepEnd | None = None
+        self.teacher_note = ""  # "teacher loaded from the cache" / "teacher trained and cached"
 
 
 class ModelPicker(w.HBox):
@@ -92,17 +185,15 @@ class Dashboard(w.VBox):
 
     def __init__(self, settings: Settings | None = None, data: Any = None, teacher: Any = None,
                  student: Any = None, runs: Any = None):
-        s = self._base = settings or Settings()  # fields without a control (log_every, ...) come from here
+        s = self._base = settings or DEFAULT_SETTINGS  # fields without a control (log_every, ...) come from here
         self._data, self._teacher_module, self._student_module, self.runs = data, teacher, student, runs
         self.job: LiveRun | None = None
         self.experiment = None
         self._teacher = teacher  # the teacher known so far (given, or the latest run's), for the explorer
         self._loaded: dict[str, Any] = {}  # built-in datasets loaded for their shape and the explorer
         self._drawer: threading.Thread | None = None
-        self._rows: list[dict] = []  # flat event rows drawn so far (appended, never rebuilt)
-        self._cursor = 0
-        self._start_p: FitStart | None = None  # the latest fit_start drawn, and its latest step
-        self._last_step: StepEnd | None = None
+        self._drawn: _Drawn | None = None
+        self._draw_lock = threading.RLock()  # one redraw at a time (the drawer's or a caller's)
         style = STYLE
 
         def lay() -> w.Layout:  # one Layout per widget: hiding one must not hide the others
@@ -115,8 +206,8 @@ class Dashboard(w.VBox):
         self.teacher = ModelPicker("teacher", s.teacher, fits, teacher)
         self.student = ModelPicker("student", s.student, fits, student)
         self.fits = w.HTML()
-        self.temperature = w.FloatLogSlider(value=s.temperature, base=10, min=0, max=1.30103, step=0.01,
-                                            description="temperature", style=style, layout=lay())
+        self.temperature = w.SelectionSlider(options=temperature_options(s.temperature), value=float(s.temperature),
+                                             description="temperature", style=style, layout=lay())
         self.mode = w.ToggleButtons(options=["alpha", "weights"], value="alpha" if s.alpha is not None else "weights",
                                     description="loss", style=style)
         self.alpha = w.FloatSlider(value=s.alpha if s.alpha is not None else 0.5, min=0, max=1, step=0.05,
@@ -133,6 +224,9 @@ class Dashboard(w.VBox):
                                                 description="extra inputs", style=style, layout=lay())
         self.mixup = w.Checkbox(value=s.mixup, description="mixup transfer inputs", indent=False)
         self.epochs = w.BoundedIntText(value=s.epochs, min=1, max=10_000, description="epochs", style=style, layout=lay())
+        self.teacher_epochs = w.BoundedIntText(value=s.teacher_config().epochs, min=1, max=10_000,
+                                               description="teacher epochs", style=style, layout=lay(),
+                                               tooltip="the teacher's own epochs: trained once, then cached")
         self.batch_size = w.Dropdown(options=[16, 32, 64, 128, 256, 512], value=s.batch_size, description="batch",
                                      style=style, layout=lay())
         self.lr = w.FloatLogSlider(value=s.lr, base=10, min=-5, max=-0.5, step=0.1, description="lr", style=style,
@@ -148,16 +242,16 @@ class Dashboard(w.VBox):
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.code_button = w.Button(description="Copy as code", icon="code")
         self.status = w.HTML(value="<b>ready</b>")
+        self.verdict = w.HTML()  # after a distill run: did the student beat scratch, and if not why
         self.progress = w.IntProgress(value=0, min=0, max=1, description="", layout=w.Layout(width="330px"))
         self.code = w.Textarea(layout=w.Layout(width="100%", height="170px", display="none"))
         self.sample = w.IntSlider(value=0, min=0, max=9, description="test input", style=style, layout=lay())
-        self.accuracy_fig = go.FigureWidget(plots.accuracy_figure(None))
-        self.loss_fig = go.FigureWidget(plots.loss_figure(None))
-        self.agreement_fig = go.FigureWidget(plots.agreement_figure(None))
-        self.explorer_fig = go.FigureWidget(plots.softmax_figure([0.0, 0.0], s.temperature))
-        for fig in (self.accuracy_fig, self.loss_fig, self.agreement_fig, self.explorer_fig):
-            fig.update_layout(height=300, margin=dict(l=40, r=10, t=40, b=30))
-        self.agreement_fig.update_layout(height=380)  # two stacked panels
+        # Each figure is complete before it becomes a widget: the browser's model starts from it.
+        size = dict(height=300, margin=dict(l=40, r=10, t=40, b=30))
+        self.accuracy_fig = LiveFigure(plots.accuracy_figure(None).update_layout(**size))
+        self.loss_fig = LiveFigure(plots.loss_figure(None).update_layout(**size))
+        self.agreement_fig = LiveFigure(plots.agreement_figure(None).update_layout(**{**size, "height": 380}))  # 2 panels
+        self.explorer_fig = LiveFigure(plots.softmax_figure([0.0, 0.0], s.temperature).update_layout(**size))
 
         self.train_button.on_click(lambda _: self.train_teacher())
         self.distill_button.on_click(lambda _: self.distill())
@@ -178,14 +272,18 @@ class Dashboard(w.VBox):
             w.HTML("<b>Data and models</b>"), self.dataset, self.teacher, self.student, self.fits,
             w.HTML("<b>Loss</b>"), self.temperature, self.mode, self._weights_box,
             w.HTML("<b>Transfer set</b>"), self.labeled_fraction, self.extra_unlabeled, self.mixup,
-            w.HTML("<b>Optimization</b>"), self.epochs, self.batch_size, self.lr, self.optimizer,
+            w.HTML("<b>Optimization</b>"), self.epochs, self.teacher_epochs, self.batch_size, self.lr, self.optimizer,
             self.weight_decay, self.seed,
         ], layout=w.Layout(width="350px"))
         buttons = w.HBox([self.train_button, self.distill_button, self.pause_button, self.stop_button,
                           self.code_button])
-        charts = w.VBox([self.accuracy_fig, self.loss_fig, self.agreement_fig, w.HTML("<b>Temperature explorer</b>"), self.sample,
-                         self.explorer_fig], layout=w.Layout(width="600px"))
-        super().__init__([buttons, w.HBox([self.status, self.progress]), w.HBox([controls, charts]), self.code])
+        self._charts = charts = w.VBox([self.accuracy_fig, self.loss_fig, self.agreement_fig,
+                                        w.HTML("<b>Temperature explorer</b>"), self.sample, self.explorer_fig],
+                                       layout=w.Layout(width="600px"))
+        self._revivals = 0
+        super().__init__([buttons, w.HBox([self.status, self.progress]), self.verdict, w.HBox([controls, charts]),
+                          self.code])
+
 
     # -- settings ------------------------------------------------------------------------------
     def settings(self) -> Settings:
@@ -197,8 +295,9 @@ class Dashboard(w.VBox):
                        "hint_teacher": self.hint_teacher.value.strip() or None}
         dataset = self.dataset.value if self._data is None else "digits"
         return self._base.replace(dataset=dataset, teacher=self.teacher.spec, student=self.student.spec,
-                        temperature=round(self.temperature.value, 4), labeled_fraction=self.labeled_fraction.value,
+                        temperature=float(self.temperature.value), labeled_fraction=self.labeled_fraction.value,
                         extra_unlabeled=self.extra_unlabeled.value, mixup=self.mixup.value, epochs=self.epochs.value,
+                        teacher_epochs=self.teacher_epochs.value,
                         batch_size=self.batch_size.value, lr=self.lr.value, optimizer=self.optimizer.value,
                         weight_decay=self.weight_decay.value, seed=self.seed.value, **weights)
 
@@ -264,10 +363,15 @@ class Dashboard(w.VBox):
         except (ValueError, RuntimeError) as e:
             self._say(str(e), "error")
             return False
-        for fig, builder in self._curves():
-            plots.apply_traces(fig, builder(None))
+        if self._drawer is not None:  # the last job's drawer ends with its final redraw
+            self._drawer.join()
         exp = self.experiment
         self.job = LiveRun(lambda live: work(exp, live), name=label)
+        split = "val" if exp.data.val is not None else "test"  # the split the engine evaluates during a fit
+        with self._draw_lock:
+            self._drawn = _Drawn(self.job, exp.cache and exp.teacher_key is not None, split)
+            self._draw_charts(self._drawn, None)
+        self.verdict.value = ""
         self.pause_button.disabled = self.stop_button.disabled = False
         self.pause_button.description = "Pause"
         self._say(f"{label}: starting")
@@ -314,7 +418,7 @@ class Dashboard(w.VBox):
             return
         try:
             if change["owner"] is self.temperature:
-                self.job.set_controls(temperature=round(self.temperature.value, 4))
+                self.job.set_controls(temperature=float(self.temperature.value))
             elif change["owner"] is self.alpha and self.mode.value == "alpha":
                 self.job.set_controls(alpha=self.alpha.value)
             elif self.mode.value == "weights":
@@ -323,13 +427,7 @@ class Dashboard(w.VBox):
             self._say(str(e), "error")
 
     # -- drawing (its own thread) -------------------------------------------------------------
-    def _curves(self) -> list[tuple[go.FigureWidget, Any]]:
-        """Each curve chart with the plots function that gives its traces from the history."""
-        return [(self.accuracy_fig, plots.accuracy_traces), (self.loss_fig, plots.loss_traces),
-                (self.agreement_fig, plots.agreement_traces)]
-
     def _draw_loop(self, job: LiveRun) -> None:
-        self._rows, self._cursor, self._start_p, self._last_step = [], 0, None, None
         while True:
             finished = job.done
             self.redraw(job)
@@ -339,35 +437,81 @@ class Dashboard(w.VBox):
 
     def redraw(self, job: LiveRun | None = None) -> None:
         """Bring progress, status and charts up to date with the job's events."""
-        job = job or self.job
-        if job is None:
-            return
-        new, self._cursor = job.buffer.since(self._cursor)  # only what arrived since the last redraw
-        if not new and not job.done:
-            return
-        for p in new:
-            if isinstance(p, FitStart):
-                self._start_p, self._last_step = p, None
-            elif isinstance(p, StepEnd) and self._start_p is not None and p.run_id == self._start_p.run_id:
-                self._last_step = p
-        self._rows.extend(flat_row(p) for p in new if p.event in ("step", "eval", "epoch"))
-        cur, last = self._start_p, self._last_step
-        if cur is not None:
-            self.progress.max = max(cur.steps_planned, 1)
-            self.progress.value = last.step if last else 0
-            if not job.done and last is not None:
-                self._say(f"{cur.role}: step {last.step}/{cur.steps_planned}, loss {last.loss:.4f}, "
-                          f"T={last.temperature:g}" + (" (paused)" if job.status == "paused" else ""))
-        history = pd.DataFrame(self._rows)
-        for fig, builder in self._curves():
-            with fig.batch_update():
-                plots.apply_traces(fig, builder(history))
-        if job.done:
-            self._finish(job, job.buffer.all())
+        with self._draw_lock:
+            job = job or self.job
+            if job is None or self._drawn is None or self._drawn.job is not job:
+                return  # no job, or one that a newer job replaced
+            d = self._drawn
+            finished = job.done  # read before the buffer: a finished job has appended everything
+            new, d.cursor = job.buffer.since(d.cursor)  # only what arrived since the last redraw
+            if not new and not finished:
+                return
+            for p in new:
+                if isinstance(p, FitStart):
+                    d.start, d.last_step = p, None
+                elif isinstance(p, StepEnd) and d.start is not None and p.run_id == d.start.run_id:
+                    d.last_step = p
+                elif isinstance(p, FitEnd) and p.role == "teacher":
+                    d.teacher_note = ("teacher loaded from the cache" if "teacher cache" in p.message else
+                                      "teacher trained and cached" if d.cacheable and p.status == "completed" else "")
+            d.rows.extend(flat_row(p) for p in new if p.event in ("step", "eval", "epoch"))
+            if d.start is not None:
+                self.progress.max = max(d.start.steps_planned, 1)
+                self.progress.value = d.last_step.step if d.last_step else 0
+                if not finished:
+                    self._say(self._running_status(d))
+            self._draw_charts(d, pd.DataFrame(d.rows))
+            if finished:
+                self._finish(d)
+            self.revive_charts()
 
-    def _finish(self, job: LiveRun, events: list) -> None:
+    def revive_charts(self) -> list[str]:
+        """Replace each chart whose browser model stopped applying updates (see LiveFigure.deaf)
+        by a new widget with the same figure; returns the names of the charts replaced."""
+        replaced = []
+        with self._draw_lock:
+            for name in ("accuracy_fig", "loss_fig", "agreement_fig", "explorer_fig"):
+                old = getattr(self, name)
+                if not old.deaf or self._revivals >= MAX_REVIVALS:
+                    continue
+                with old._edit_lock:
+                    new = LiveFigure(go.Figure(old))
+                setattr(self, name, new)
+                self._charts.children = tuple(new if c is old else c for c in self._charts.children)
+                old.close()
+                self._revivals += 1
+                replaced.append(name)
+        return replaced
+
+    def _running_status(self, d: _Drawn) -> str:
+        """The status line during a fit: which fit, its step and loss, and where the teacher came from."""
+        cur, last = d.start, d.last_step
+        paused = " (paused)" if d.job.status == "paused" else ""
+        if cur.role == "teacher":
+            head = "teacher: training it once (then cached for later runs)" if d.cacheable else "teacher: training it"
+            return head + (f": step {last.step}/{cur.steps_planned}, loss {last.loss:.4f}" if last else "") + paused
+        text = f"{cur.role}: step {last.step}/{cur.steps_planned}, loss {last.loss:.4f}, T={last.temperature:g}" \
+            if last else f"{cur.role}: starting"
+        return text + (f" ({d.teacher_note})" if d.teacher_note else "") + paused
+
+    def _draw_charts(self, d: _Drawn, history: pd.DataFrame | None) -> None:
+        """Every curve chart from the job's history (None: empty charts, titled for this job)."""
+        role = plots.live_role(history)
+        charts = [(self.accuracy_fig, plots.accuracy_traces(history, d.split), f"{d.split} accuracy"),
+                  (self.loss_fig, plots.loss_traces(history, role), f"{role} training loss"),
+                  (self.agreement_fig, plots.agreement_traces(history, d.split),
+                   f"teacher-student agreement ({d.split})")]
+        for fig, traces, title in charts:
+            with fig.edit():
+                plots.apply_traces(fig, traces)
+                fig.layout.title.text = title
+
+    def _finish(self, d: _Drawn) -> None:
+        """The job ended: say how (and, for a distill run, the verdict); enable the next run."""
+        job = d.job
         self.pause_button.disabled = self.stop_button.disabled = True
-        ends = [p for p in events if isinstance(p, FitEnd)]
+        ends = [p for p in job.buffer.all() if isinstance(p, FitEnd)]
+        note = f" ({d.teacher_note})" if d.teacher_note else ""
         if job.status == "error":
             self._say(f"{job.name} failed: {job.error}", "error")
         elif job.status in ("diverged", "stopped"):
@@ -375,10 +519,26 @@ class Dashboard(w.VBox):
             self._say(f"{job.name} {job.status}: {why}", "error" if job.status == "diverged" else "info")
         else:
             parts = [f"{p.role} {p.final.get('test_acc', float('nan')):.3f}" for p in ends if p.final]
-            self._say(f"{job.name} done; test accuracy: {', '.join(parts)}", "ok")
+            self._say(f"{job.name} done; test accuracy: {', '.join(parts)}{note}", "ok")
+            self._show_verdict(ends)
         if self.experiment is not None:  # its teacher: given, loaded, trained (or partly, if stopped)
             self._teacher = self.experiment.teacher
             self._draw_explorer()
+
+    def _show_verdict(self, ends: list[FitEnd]) -> None:
+        """One line under the status: did the distilled student beat scratch, and if not, why."""
+        test = {p.role: p.final.get("test_acc") for p in ends if p.status == "completed"}
+        exp = self.experiment
+        unlabeled = exp.data.unlabeled
+        line = kd_verdict(test.get("student"), test.get("baseline"), labeled_fraction=exp.config.labeled_fraction,
+                          teacher_acc=test.get("teacher"), mixup=exp.config.mixup_alpha > 0,
+                          extra_unlabeled=0 if unlabeled is None else len(unlabeled))
+        if line is None:
+            return
+        won = line.startswith("Distillation beat")
+        link = f"<a href='{README_ANCHOR}' target='_blank'>{README_ANCHOR}</a>"
+        self.verdict.value = (f"<span style='color:{'#1b5e20' if won else '#8a4b00'}'>"
+                              f"{html.escape(line).replace(README_ANCHOR, link)}</span>")
 
     def _draw_explorer(self) -> None:
         """Redraw the teacher's softened distribution for the chosen test input (no training)."""
@@ -386,23 +546,17 @@ class Dashboard(w.VBox):
         running = self.job is not None and not self.job.done
         if teacher is None or (running and (teacher.training or (exp is not None and exp.train_teacher))):
             return  # no teacher yet, or one that the run is training (or about to use) right now
-        import torch
-
-        from ..evaluation import logits_of
+        from ..engine.evaluation import predict_logits
 
         data = exp.data if exp is not None else self._shown_data()
         split = data.test if data.test is not None else data.train
         self.sample.max = len(split) - 1
         x = split.x[self.sample.value:self.sample.value + 1]
-        device = next(teacher.parameters()).device
-        was_training = teacher.training
-        try:
-            with torch.no_grad():
-                logits = logits_of(teacher.eval()(x.to(device)))[0].cpu()
-        finally:
-            teacher.train(was_training)
-        fig = plots.softmax_figure(logits, [round(self.temperature.value, 2)], data.class_names)
-        with self.explorer_fig.batch_update():
+        logits = predict_logits(teacher, x)[0]  # eval, no grad, the teacher's device; its mode restored
+        t = float(self.temperature.value)
+        fig = plots.softmax_figure(logits, [t], data.class_names)
+        label = data.class_names[int(split.y[self.sample.value])]
+        with self._draw_lock, self.explorer_fig.edit():
             self.explorer_fig.data = []
             self.explorer_fig.add_traces(fig.data)
-            self.explorer_fig.layout.title = f"teacher's softmax at T={self.temperature.value:.2f} (label {data.class_names[int(split.y[self.sample.value])]})"
+            self.explorer_fig.layout.title = f"teacher's softmax at T={t:g} (label {label})"
