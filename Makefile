@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch first, pinned to the CPU wheel these machines carry; override e.g. TORCH='torch>=2.4'.
 TORCH ?= torch==2.13.0
 
-.PHONY: install browser app demo test test-fast bench clean
+.PHONY: install browser app demo test test-fast lint fix bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,11 +47,19 @@ demo: install
 	$(BIN)/workbench demo
 
 ## Run every test: unit, engine, notebooks and browser tests (a missing browser fails them).
-test: install browser
+test: install browser lint
 	$(BIN)/python -m pytest
 
+## Lint and format check (ruff, pinned in the dev extra); `make fix` applies both.
+lint: install
+	$(BIN)/ruff check .
+
+fix: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 ## A quick subset for the edit loop (skips slow and browser tests).
-test-fast: install
+test-fast: install lint
 	$(BIN)/python -m pytest -m "not slow and not browser" -x -q
 
 bench: install

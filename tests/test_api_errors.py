@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
+from helpers import Recorder, mlp, toy_data
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-from helpers import Recorder, mlp, toy_data
 from workbench import DistillConfig, Distiller, as_splits, build_model, distill, train
 from workbench.data.splits import MAX_CLASSES, DataSplits, Split
 from workbench.engine.distiller import Controls

@@ -5,7 +5,6 @@ import re
 import time
 
 import pytest
-
 from browser import launch_chromium, screenshot, serve_streamlit
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]

@@ -12,8 +12,7 @@ import torch.nn as nn
 
 from workbench import DistillConfig, build_model, load_dataset
 from workbench.sweeps import sweep as compare
-from workbench.sweeps.sweep import (Method, Sweep, best_temperature, paired_gain, pareto_front, summarize,
-                               t_quantile)
+from workbench.sweeps.sweep import Method, Sweep, best_temperature, paired_gain, pareto_front, summarize, t_quantile
 
 TEACHER = "mlp:32,32"
 FAST = DistillConfig(epochs=2, device="cpu")

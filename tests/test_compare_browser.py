@@ -3,7 +3,6 @@
 import re
 
 import pytest
-
 from browser import launch_chromium, screenshot, serve_streamlit
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]

@@ -14,13 +14,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from workbench import plots
-from workbench.sweeps import sweep as compare
-from workbench.sweeps import plots as sweep_plots
-from workbench.sweeps.sweep import paired_gain, summarize
-from workbench.engine.config import DistillConfig
 from workbench.data.datasets import load_dataset
+from workbench.engine.config import DistillConfig
 from workbench.experiment import Experiment
 from workbench.store.runs import list_runs, read_metrics, runs_root
+from workbench.sweeps import plots as sweep_plots
+from workbench.sweeps import sweep as compare
+from workbench.sweeps.sweep import paired_gain, summarize
 
 APP = str(pathlib.Path(__file__).parent.parent / "app.py")
 COMPARE = "workbench/ui/compare_entry.py"

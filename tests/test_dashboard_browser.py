@@ -11,9 +11,13 @@ import time
 
 import nbformat
 import pytest
-
-from browser import browser_page  # noqa: F401  (fixture)
-from browser import assert_no_widget_errors, run_notebook_in_lab, screenshot, serve_jupyterlab
+from browser import (
+    assert_no_widget_errors,
+    browser_page,  # noqa: F401  (fixture)
+    run_notebook_in_lab,
+    screenshot,
+    serve_jupyterlab,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -47,7 +51,7 @@ def open_dashboard(page, url, name):
     return distill
 
 
-def test_dashboard_distill_draws_every_chart_in_fresh_kernels(browser_page, tmp_path):
+def test_dashboard_distill_draws_every_chart_in_fresh_kernels(browser_page, tmp_path):  # noqa: F811
     for i in range(KERNELS):
         nb = nbformat.v4.new_notebook()
         nb.cells = [nbformat.v4.new_code_cell(CELL)]

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench.data.splits import DataSplits, Split
 from workbench.data.datasets import from_arrays, from_csv, from_dataframe, list_datasets, load_dataset
+from workbench.data.splits import DataSplits, Split
 
 EXPECTED = {  # name -> (input_shape, num_classes, total rows)
     "digits": ((64,), 10, 1797),

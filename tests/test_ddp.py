@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 import torch
-
 from helpers import mlp, toy_data
+
 from workbench import DistillConfig, distill
 from workbench.store.runs import list_runs
 

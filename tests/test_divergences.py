@@ -8,9 +8,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.engine.divergences import (DIVERGENCES, TopKRecord, centred_logit_mse, flatten_positions,
-                                   forward_kl, generalized_jsd, get_divergence, reverse_kl,
-                                   top_k_record, topk_forward_kl)
+from workbench.engine.divergences import (
+    DIVERGENCES,
+    TopKRecord,
+    centred_logit_mse,
+    flatten_positions,
+    forward_kl,
+    generalized_jsd,
+    get_divergence,
+    reverse_kl,
+    top_k_record,
+    topk_forward_kl,
+)
 
 NAMES = ("kl", "reverse_kl", "jsd", "mse", "topk_kl")
 

@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
-
 from helpers import Recorder
+
 from workbench import DistillConfig, from_dataframe, load_dataset
-from workbench.experiment import Experiment
 from workbench.engine.live import LiveRun
+from workbench.experiment import Experiment
 
 
 def test_three_roles_one_stream_and_a_table():

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from helpers import Recorder, mlp, toy_data
+
 from workbench import DistillConfig, Distiller, distill
 from workbench.engine.hints import make_adapter
 

@@ -3,8 +3,8 @@
 import time
 
 import pytest
-
 from helpers import mlp, toy_data
+
 from workbench import DistillConfig
 from workbench.ui.jobs import JobRegistry, TooManyJobs
 

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 import workbench as wb
 from workbench.data.splits import DataSplits, Split
-from workbench.store.export import export_model
 from workbench.models.load import LoadedModel, check_compatible, hf_task_of, load_model
 from workbench.models.zoo import build_model
+from workbench.store.export import export_model
 from workbench.store.runs import RunRecorder
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")

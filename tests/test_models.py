@@ -9,8 +9,15 @@ import torch
 from torch import nn
 
 from workbench.data.datasets import list_datasets, load_dataset
-from workbench.models.zoo import (build_model, build_model_from_spec, count_macs, count_params, describe,
-                              measure_latency, models_for)
+from workbench.models.zoo import (
+    build_model,
+    build_model_from_spec,
+    count_macs,
+    count_params,
+    describe,
+    measure_latency,
+    models_for,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from workbench import DistillConfig, Distiller, train
-from workbench import plots
+from workbench import DistillConfig, Distiller, plots, train
 
 
 def _data():

@@ -10,11 +10,11 @@ import time
 
 import pytest
 import torch
-
 from helpers import mlp, toy_data
+
 from workbench import DistillConfig, Distiller, load_dataset, train
-from workbench.store.cache import OutputCache
 from workbench.experiment import Experiment
+from workbench.store.cache import OutputCache
 from workbench.store.export import export_model, export_run, load_exported
 from workbench.store.runs import RunRecorder, list_runs, load_checkpoint, load_run, remove_run
 
@@ -228,9 +228,9 @@ def test_teachers_given_as_modules_never_share_cached_outputs():
 def test_teacher_key_follows_the_data_the_teacher_sees():
     import dataclasses
 
-    from workbench.store.cache import teacher_key
     from workbench.data.splits import Split
     from workbench.models.zoo import build_model
+    from workbench.store.cache import teacher_key
     data = load_dataset("moons", n_unlabeled=50)
     model, cfg = build_model("mlp", data), DistillConfig().to_dict()
     key = teacher_key(model, cfg, data)

@@ -11,14 +11,13 @@ import warnings
 import pandas as pd
 import pytest
 import torch
-
 from helpers import mlp, toy_data
+
 from workbench import DistillConfig, Distiller, load_dataset, train
 from workbench.cli import main
-from workbench.store.export import export_run
 from workbench.models.zoo import build_model
-from workbench.store.runs import (RunRecorder, list_runs, load_checkpoint, load_run, remove_run, remove_runs,
-                            run_dir)
+from workbench.store.export import export_run
+from workbench.store.runs import RunRecorder, list_runs, load_checkpoint, load_run, remove_run, remove_runs, run_dir
 
 REFUSED = "is not a valid run id|is a link, not a real folder"
 
@@ -169,7 +168,7 @@ WRONG_SHAPES = [
     ("summary.json", "[1]"), ("summary.json", "null"), ("summary.json", '{"status": [1], "val_acc": "high"}'),
     ("summary.json", '{"status": "\\u001b[2J", "seconds": "yesterday", "params": {"n": 1}}'),
     ("status.json", "[1]"), ("status.json", '{"heartbeat": "yesterday", "pid": "x"}'),
-    ("status.json", '{"heartbeat": 1e300, "pid": 99999999999999999999, "host": "%s"}' % os.uname().nodename),
+    ("status.json", '{"heartbeat": 1e300, "pid": 99999999999999999999, "host": "' + os.uname().nodename + '"}'),
     ("status.json", '{"heartbeat": true, "pid": true}'),
 ]
 

@@ -11,8 +11,18 @@ import pytest
 import torch
 
 from workbench.data.splits import DataSplits, Split
-from workbench.data.text import (IGNORE_INDEX, CharTokenizer, from_text, load_text_dataset, make_blocks,
-                            min_text_length, read_text_file, shakespeare_text, split_lengths, tokenizer_of)
+from workbench.data.text import (
+    IGNORE_INDEX,
+    CharTokenizer,
+    from_text,
+    load_text_dataset,
+    make_blocks,
+    min_text_length,
+    read_text_file,
+    shakespeare_text,
+    split_lengths,
+    tokenizer_of,
+)
 
 CORPUS = Path(__file__).resolve().parents[1] / "workbench" / "corpora" / "shakespeare.txt.gz"
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 import torch.nn as nn
-
 from helpers import Recorder, mlp, toy_data
+
 from workbench import DistillConfig, Distiller, distill, train
 from workbench.data.splits import as_splits
 from workbench.engine.batches import Stream, labeled_subset

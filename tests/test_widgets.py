@@ -10,8 +10,8 @@ import plotly.graph_objects as go
 import pytest
 import torch
 import torch.nn as nn
-
 from helpers import mlp, toy_data
+
 from workbench import DistillConfig, Settings, as_splits, load_dataset, plots, train
 from workbench.engine.events import EvalEnd, FitEnd, FitStart, StepEnd
 from workbench.models.zoo import models_for
@@ -370,7 +370,7 @@ def test_the_charts_open_with_every_trace_and_their_size():
     # follow the comm's opening; plotly sent the traces and layout only in such a message
     d = Dashboard(Settings(dataset="moons"))
     for name in ("accuracy_fig", "loss_fig", "agreement_fig", "explorer_fig"):
-        fig, state = opened_state(lambda: type(getattr(d, name))(go.Figure(getattr(d, name))))
+        fig, state = opened_state(lambda name=name: type(getattr(d, name))(go.Figure(getattr(d, name))))
         assert [t["name"] for t in state["_widget_data"]] == [t.name for t in fig.data], name
         assert state["_widget_layout"]["height"] == fig.layout.height, name
 

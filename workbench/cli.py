@@ -25,8 +25,9 @@ import re
 import sys
 import unicodedata
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 # Models past this many parameters are refused unless --force: a typo like mlp:100000,100000
 # (10 billion parameters) would otherwise try to allocate 40 GB before anything is said.
@@ -228,8 +229,8 @@ def _fmt(v: Any, spec: str) -> str:
 # -- commands ------------------------------------------------------------------------------------
 
 def _demo(args: argparse.Namespace) -> int:
-    from .engine.config import DistillConfig
     from .data.datasets import load_dataset
+    from .engine.config import DistillConfig
     from .experiment import Experiment
     from .models.zoo import count_params
 
@@ -320,11 +321,11 @@ def _distill(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .sweeps.sweep import Sweep
-    from .engine.config import DistillConfig
     from .data.datasets import load_dataset
-    from .ui.settings import DEFAULT_TEACHERS
+    from .engine.config import DistillConfig
     from .sweeps.stats import paired_gain, summarize
+    from .sweeps.sweep import Sweep
+    from .ui.settings import DEFAULT_TEACHERS
 
     cfg = DistillConfig(epochs=args.epochs, lr=args.lr, temperature=args.temperature, alpha=args.alpha,
                         labeled_fraction=args.labeled_fraction)

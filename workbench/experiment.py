@@ -9,21 +9,22 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
 
+from .data.splits import DataSplits, Split, as_splits
 from .engine import distributed
-from .store.cache import OutputCache, TeacherCache, check_cache_root, check_folder, digest, teacher_key, tensor_digest
 from .engine.callbacks import History
 from .engine.config import DistillConfig
-from .data.splits import DataSplits, Split, as_splits
 from .engine.distiller import Distiller, FitResult, resolve_device
 from .engine.evaluation import Evaluator
 from .engine.events import Dispatcher, FitEnd, FitStart, frozen_map
 from .models.zoo import build_model, count_params, parse_model
+from .store.cache import OutputCache, TeacherCache, check_cache_root, check_folder, digest, teacher_key, tensor_digest
 from .store.runs import RunRecorder, runs_root
 
 ModelArg = nn.Module | str | Mapping[str, Any]

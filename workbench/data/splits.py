@@ -8,8 +8,9 @@ kd-facts.md: about 1.6x faster per epoch than ``DataLoader(TensorDataset)`` on s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ class Split:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(self.x.to(device), self.y.to(device))
 
 
@@ -78,7 +79,7 @@ class DataSplits:
         """The splits that are present, by name, in train/val/test order."""
         return {n: s for n in SPLITS if (s := getattr(self, n)) is not None}
 
-    def with_(self, **changes: Any) -> "DataSplits":
+    def with_(self, **changes: Any) -> DataSplits:
         """A copy with some fields replaced."""
         return replace(self, **changes)
 

@@ -15,9 +15,10 @@ import gzip
 import hashlib
 import math
 import re
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ class CharTokenizer:
         self._codes = np.array([ord(c) for c in self.chars], dtype=np.uint32)  # ascending, like the chars
 
     @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
+    def from_text(cls, text: str) -> CharTokenizer:
         """The tokenizer whose vocabulary is the distinct characters of ``text``."""
         return cls(sorted(set(text)))
 
@@ -93,7 +94,7 @@ class CharTokenizer:
         return {"kind": "char", "chars": self.chars}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CharTokenizer":
+    def from_dict(cls, d: Mapping[str, Any]) -> CharTokenizer:
         """The tokenizer saved by ``to_dict``."""
         if not isinstance(d, Mapping) or d.get("kind") != "char" or not isinstance(d.get("chars"), str):
             raise _bad("tokenizer", d, "expected a dict from CharTokenizer.to_dict(): {'kind': 'char', 'chars': ...}")

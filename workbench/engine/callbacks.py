@@ -50,20 +50,20 @@ class History:
     def rows(self) -> list[dict[str, Any]]:
         return [flat_row(p) for p in list(self.payloads)]
 
-    def frame(self, event: str | None = None) -> "pd.DataFrame":
+    def frame(self, event: str | None = None) -> pd.DataFrame:
         import pandas as pd
 
         rows = [flat_row(p) for p in list(self.payloads) if event is None or p.event == event]
         df = pd.DataFrame(rows)
         return df.dropna(axis=1, how="all") if event is not None else df
 
-    def steps(self) -> "pd.DataFrame":
+    def steps(self) -> pd.DataFrame:
         return self.frame("step")
 
-    def evals(self) -> "pd.DataFrame":
+    def evals(self) -> pd.DataFrame:
         return self.frame("eval")
 
-    def epochs(self) -> "pd.DataFrame":
+    def epochs(self) -> pd.DataFrame:
         return self.frame("epoch")
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
-import numpy as np
 import torch
 
 from ..data.values import plain_scalar
@@ -205,7 +205,7 @@ class DistillConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DistillConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> DistillConfig:
         """Build from a dict; unknown keys raise ``ValueError`` listing the valid ones."""
         if not isinstance(d, Mapping):
             raise _bad("config", d, "expected a DistillConfig or a dict of its fields")
@@ -217,7 +217,7 @@ class DistillConfig:
             raise ValueError(f"config: unknown field(s) {unknown}{hint}; valid: {names}")
         return cls(**d)
 
-    def replace(self, **changes: Any) -> "DistillConfig":
+    def replace(self, **changes: Any) -> DistillConfig:
         """A validated copy with some fields changed (``alpha`` re-derives the weights)."""
         d = self.to_dict()
         if "alpha" not in changes and ({"w_ce", "w_kd"} & set(changes)):

@@ -9,9 +9,10 @@ Fabric). A callback that wants training to end sets ``should_stop = True`` (and 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, Iterable, Mapping, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 HOOKS = ("on_fit_start", "on_step_end", "on_eval_end", "on_epoch_end", "on_fit_end")
 STATUSES = ("completed", "stopped", "diverged", "error")

@@ -71,7 +71,7 @@ class LossWeights:
     hint: float = 0.0
 
     @classmethod
-    def from_alpha(cls, alpha: float, temperature: float = 4.0) -> "LossWeights":
+    def from_alpha(cls, alpha: float, temperature: float = 4.0) -> LossWeights:
         """The popular preset ``alpha * CE + (1 - alpha) * T^2 * KL``."""
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha: {alpha!r} is outside the valid range [0, 1]")

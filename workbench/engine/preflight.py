@@ -10,11 +10,11 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from .config import DEVICE_TYPES, DistillConfig
 from ..data.splits import DataSplits, Split, first_batch
+from .batches import labeled_subset
+from .config import DEVICE_TYPES, DistillConfig
 from .evaluation import logits_of
 from .hints import FeatureTap, find_module
-from .batches import labeled_subset
 
 
 def resolve_device(name: str) -> torch.device:

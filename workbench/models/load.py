@@ -37,8 +37,8 @@ import torch
 from torch import nn
 
 from ..data.splits import DataSplits, Split
-from .zoo import build_model_from_spec
 from ..store.runs import load_checkpoint, load_run
+from .zoo import build_model_from_spec
 
 KINDS = ("run", "export", "state_dict", "safetensors", "hf", "torchscript")
 HF_TASKS = ("sequence-classification", "causal-lm")

@@ -11,14 +11,15 @@ import math
 import statistics
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..data.splits import DataSplits
 from ..data.values import plain_scalar
 from ..engine.evaluation import inference
-from ..data.splits import DataSplits
 
 FAMILIES = ("mlp", "cnn1d", "cnn2d")
 DEFAULTS: dict[str, dict[str, Any]] = {

@@ -22,12 +22,12 @@ from typing import Any
 
 import pandas as pd
 
-from ..sweeps.sweep import Sweep
+from ..data.datasets import load_dataset
+from ..engine.config import DistillConfig
+from ..experiment import Experiment
 from ..sweeps.plots import accuracy_vs_size, bars_with_lines, gain_figure, mean_curve, temperature_heatmap
 from ..sweeps.stats import best_temperature, paired_gain, summarize
-from ..engine.config import DistillConfig
-from ..data.datasets import load_dataset
-from ..experiment import Experiment
+from ..sweeps.sweep import Sweep
 
 FULL = dict(seeds=5, teacher_seeds=3, mnist_teacher_epochs=150, mnist_student_epochs=100, n_extra=50000,
             extra_sizes=[5000, 20000],

@@ -10,8 +10,8 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 
-from .stats import best_temperature, nondominated, summarize
 from ..plots import PALETTE, _layout
+from .stats import best_temperature, nondominated, summarize
 
 X_TITLES = {"params": "parameters", "macs": "multiply-accumulates per sample", "latency_ms": "latency (ms, batch 1)"}
 # Axis titles in words for the metric columns; fractions (accuracies) get percent ticks.

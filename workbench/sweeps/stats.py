@@ -7,7 +7,8 @@ t-interval, Pareto fronts, and the temperature chosen on validation accuracy.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pandas is imported where used: sweep workers never load it
     import pandas as pd

@@ -21,27 +21,27 @@ import re
 import secrets
 import threading
 import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 
-from ..store.cache import OutputCache, TeacherCache, digest, tensor_digest
-from ..engine.config import DEFAULT_W_KD, DistillConfig
-from ..data.splits import DataSplits, Split, as_splits
 from ..data.datasets import load_dataset
+from ..data.splits import DataSplits, Split, as_splits
+from ..engine.config import DEFAULT_W_KD, DistillConfig
 from ..engine.distiller import Distiller
 from ..engine.evaluation import predict_logits
-from ..experiment import Experiment, make_model
 from ..engine.hints import find_module
+from ..experiment import Experiment, make_model
 from ..models.zoo import build_model_from_spec, count_macs, count_params, measure_latency
+from ..store.cache import OutputCache, TeacherCache, digest, tensor_digest
 from ..store.runs import RunRecorder, atomic_write_json, is_run_id, load_run, runs_root
-from .stats import (best_temperature, nondominated, paired_gain, pareto_front, summarize,  # re-exported
-                          t_quantile)
+from .stats import best_temperature, nondominated, paired_gain, pareto_front, summarize, t_quantile  # re-exported
 
 if TYPE_CHECKING:  # pandas is imported where used: workers never load it (0.25 s each)
     import pandas as pd

@@ -16,10 +16,10 @@ import streamlit as st
 from .. import plots
 from ..engine.evaluation import predict_logits
 from ..engine.events import FitEnd, FitStart, StepEnd
-from .jobs import Job, JobRegistry, TooManyJobs
-from .settings import Settings
 from ..verdict import README_ANCHOR, kd_verdict
 from . import sidebar
+from .jobs import Job, JobRegistry, TooManyJobs
+from .settings import Settings
 from .sidebar import UPLOAD
 
 TWO_D = ("moons", "spirals")

@@ -9,13 +9,13 @@ import pandas as pd
 import streamlit as st
 
 from .. import plots
-from ..sweeps import plots as sweep_plots
-from ..sweeps.sweep import Sweep, best_temperature, paired_gain, pareto_front, summarize
-from ..engine.config import DistillConfig
 from ..data.datasets import list_datasets
-from .jobs import Job, TooManyJobs
+from ..engine.config import DistillConfig
 from ..engine.live import EventBuffer
 from ..store.runs import list_runs, read_metrics, runs_root
+from ..sweeps import plots as sweep_plots
+from ..sweeps.sweep import Sweep, best_temperature, paired_gain, pareto_front, summarize
+from .jobs import Job, TooManyJobs
 from .settings import DEFAULT_TEACHERS
 
 STUDENTS = ["mlp:2", "mlp:4", "mlp:8", "mlp:16", "mlp:32", "mlp:64", "mlp:128"]

@@ -5,11 +5,12 @@ transfer set and optimization. Both UIs (Jupyter and Streamlit) build their runs
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
-from ..engine.config import DistillConfig
 from ..data.splits import DataSplits
+from ..engine.config import DistillConfig
 
 DEFAULT_TEACHERS = {"digits": "mlp:256,256", "digits-images": "cnn2d:32,64", "mnist1d": "cnn1d:64,64,64",
                     "moons": "mlp:64,64", "spirals": "mlp:128,128"}
@@ -80,13 +81,13 @@ class Settings:
         self.config()  # every training field is checked by DistillConfig
 
     @classmethod
-    def for_dataset(cls, dataset: str, **changes: Any) -> "Settings":
+    def for_dataset(cls, dataset: str, **changes: Any) -> Settings:
         """Settings with the dataset's default teacher and student (``changes`` may replace them)."""
         defaults = {"teacher": DEFAULT_TEACHERS.get(dataset, "mlp:256,256"),
                     "student": DEFAULT_STUDENTS.get(dataset, "mlp:16")}
         return cls(dataset=dataset, **{**defaults, **changes})
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     def weights(self) -> dict[str, Any]:

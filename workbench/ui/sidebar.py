@@ -18,8 +18,8 @@ from typing import Any
 
 import streamlit as st
 
-from ..data.splits import DataSplits
 from ..data.datasets import from_dataframe, list_datasets, load_dataset, read_csv
+from ..data.splits import DataSplits
 from ..engine.losses import LossWeights
 from ..models.zoo import FAMILIES, models_for, parse_model
 from .settings import DEFAULT_STUDENTS, DEFAULT_TEACHERS, Settings

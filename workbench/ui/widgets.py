@@ -14,22 +14,22 @@ import contextlib
 import html
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import ipywidgets as w
+import pandas as pd
 import plotly.graph_objects as go
 
-import pandas as pd
-
 from .. import plots
-from ..engine.callbacks import flat_row
 from ..data.datasets import list_datasets, load_dataset
+from ..engine.callbacks import flat_row
 from ..engine.events import FitEnd, FitStart, StepEnd
 from ..engine.hints import find_module
 from ..engine.live import LiveRun
 from ..models.zoo import DEFAULTS, FAMILIES, models_for
-from .settings import Settings
 from ..verdict import README_ANCHOR, kd_verdict
+from .settings import Settings
 
 REDRAW_SECONDS = 0.5  # at most two redraws a second: drawing shares the GIL with training
 DEAF_SECONDS = 10.0  # a chart whose browser model applied nothing sent this long ago is replaced
@@ -104,7 +104,7 @@ class LiveFigure(go.FigureWidget):
             super().set_state(sync_data)
 
     @contextlib.contextmanager
-    def edit(self) -> Iterator["LiveFigure"]:
+    def edit(self) -> Iterator[LiveFigure]:
         """Update the figure in one message, never while a browser message is being applied."""
         with self._edit_lock:
             with self.batch_update():
