@@ -34,6 +34,8 @@ _EXPORTS = {
     "from_arrays": "data.datasets",
     "from_dataframe": "data.datasets",
     "from_csv": "data.datasets",
+    "from_text": "data.text",
+    "load_text_dataset": "data.text",
     "build_model": "models.zoo",
     "build_model_from_spec": "models.zoo",
     "models_for": "models.zoo",

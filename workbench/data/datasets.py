@@ -4,6 +4,8 @@ Everything is local: digits ship with scikit-learn, MNIST-1D is generated with t
 package's ``make_dataset`` (never its downloader), moons and spirals are generated here.
 Splits are seeded and stratified; standardization is fitted on the train split only and then
 applied to val, test and the unlabeled transfer inputs.
+The built-in text (``shakespeare-char``) is ``text.load_text_dataset``'s; ``load_dataset`` routes it
+there, and ``list_datasets()`` lists it only with ``kind="text"`` or ``"all"``.
 
 MNIST-1D: ``data_seed`` (42: the published set) fixes the data, ``test_fraction`` sets
 make_dataset's ``train_split`` (0.2: its 4000/1000 split, all 4000 kept for training as in the
@@ -30,6 +32,8 @@ import numpy as np
 import torch
 
 from .splits import DataSplits, _as_tensor, as_split
+from .text import DEFAULT_FRACTIONS as TEXT_FRACTIONS
+from .text import TEXT_DATASETS, load_text_dataset
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -247,16 +251,34 @@ _BUILDERS: dict[str, tuple[Callable[..., DataSplits], tuple[str, ...]]] = {
 }
 
 
-def list_datasets() -> list[str]:
-    """Names of the built-in datasets ``load_dataset`` accepts."""
-    return list(_BUILDERS)
+TABLE_DATASETS = tuple(_BUILDERS)
+DATASET_KINDS = ("table", "text", "all")
+TABLE_FRACTIONS = (0.15, 0.2)  # val, test: stratified random rows
+TEXT_OPTIONS = ("block_size",)
 
 
-def load_dataset(name: str, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2,
+def list_datasets(kind: str = "table") -> list[str]:
+    """Names of the built-in datasets ``load_dataset`` accepts: ``"table"`` (the default: tables
+    and images, one label per sample, what the engine trains and the UIs offer), ``"text"``
+    (character sequences, one next-character target per position) or ``"all"``."""
+    if kind not in DATASET_KINDS:
+        raise _bad("kind", kind, f"valid: {', '.join(DATASET_KINDS)}")
+    return [*(TABLE_DATASETS if kind in ("table", "all") else ()), *(TEXT_DATASETS if kind in ("text", "all") else ())]
+
+
+def load_dataset(name: str, *, seed: int = 0, val_fraction: float | None = None, test_fraction: float | None = None,
                  n_unlabeled: int = 0, **kwargs: Any) -> DataSplits:
-    """A built-in dataset as seeded, stratified splits; ``spec`` holds the arguments that rebuild it."""
+    """A built-in dataset as seeded splits; ``spec`` holds the arguments that rebuild it.
+
+    Tables are split into stratified random rows (fractions default to 0.15 val / 0.2 test); text
+    (``"shakespeare-char"``, option ``block_size``) into contiguous ranges by
+    ``text.load_text_dataset`` (fractions default to 0.05 / 0.05)."""
+    if name in TEXT_DATASETS:
+        return _text_dataset(name, seed, val_fraction, test_fraction, n_unlabeled, kwargs)
     if name not in _BUILDERS:
-        raise _bad("name", name, f"valid datasets: {', '.join(_BUILDERS)}")
+        raise _bad("name", name, f"valid datasets: {', '.join(list_datasets('all'))}")
+    val_fraction = TABLE_FRACTIONS[0] if val_fraction is None else val_fraction
+    test_fraction = TABLE_FRACTIONS[1] if test_fraction is None else test_fraction
     build, knobs = _BUILDERS[name]
     unknown = sorted(set(kwargs) - set(knobs))
     if unknown:
@@ -267,6 +289,25 @@ def load_dataset(name: str, *, seed: int = 0, val_fraction: float = 0.15, test_f
     spec = {"name": name, "seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction,
             "n_unlabeled": n_unlabeled, **kwargs}
     return build(seed, val_fraction, test_fraction, n_unlabeled, spec, **kwargs)
+
+
+def _text_dataset(name: str, seed: Any, val_fraction: Any, test_fraction: Any, n_unlabeled: Any,
+                  kwargs: dict[str, Any]) -> DataSplits:
+    """``load_text_dataset`` with the text defaults; a ``tokenizer`` (from ``data.spec``) must match the corpus'."""
+    options = dict(kwargs)
+    tokenizer = options.pop("tokenizer", None)  # present when rebuilding from data.spec
+    unknown = sorted(map(str, set(options) - set(TEXT_OPTIONS)))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not an option of dataset {name!r}; valid: {', '.join(TEXT_OPTIONS)}")
+    data = load_text_dataset(name, seed=seed, n_unlabeled=n_unlabeled,
+                             val_fraction=TEXT_FRACTIONS[0] if val_fraction is None else val_fraction,
+                             test_fraction=TEXT_FRACTIONS[1] if test_fraction is None else test_fraction,
+                             **options)
+    if tokenizer is not None and tokenizer != data.spec["tokenizer"]:
+        raise _bad("tokenizer", tokenizer, f"does not match the vocabulary of dataset {name!r} "
+                                           f"({data.num_classes} characters); expected {data.spec['tokenizer']!r} "
+                                           "or no tokenizer")
+    return data
 
 
 # ----------------------------------------------------------------------------- user data
