@@ -2,8 +2,8 @@
 
     workbench app [--address 127.0.0.1] [--port 8501] [--open]
     workbench demo [--dataset digits] [--epochs 30] [--json]
-    workbench distill --dataset digits --teacher cnn2d --student mlp:16 --temperature 4 --alpha 0.5
-                      --epochs 20 [--labeled-fraction 0.1] [--extra-unlabeled N] [--mixup]
+    workbench distill --dataset digits --teacher cnn2d|run:ID|FILE --student mlp:16|run:ID|FILE [--trusted]
+                      --temperature 4 --alpha 0.5 --epochs 20 [--labeled-fraction 0.1] [--extra-unlabeled N] [--mixup]
                       [--csv PATH --target COL] [--runs DIR] [--seed S] [--json]
     workbench compare --students mlp:4,mlp:16 --methods scratch,kd [--temperatures 1,2,4,8]
 
@@ -125,6 +125,25 @@ def _model(text: str) -> str:
     return text
 
 
+_SOURCE_HELP = ("a zoo spec (mlp:16), run:ID, a .pt/.pth/.safetensors file with its spec, a Hugging Face folder, "
+                "or with --trusted a .pt2/.ts program")
+
+
+def _model_or_source(text: str) -> str:
+    """A zoo spec, or a model to load (checked here for its form; loaded and checked against the data later)."""
+    from .experiment import is_source
+    from .store.runs import RUN_ID_RULE, is_run_id
+
+    if not is_source(text):
+        return _model(text)
+    if text.startswith("run:"):
+        if not is_run_id(text[len("run:"):]):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid run:ID; the id must be {RUN_ID_RULE}")
+    elif not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: no such file or folder; expected {_SOURCE_HELP}")
+    return text
+
+
 def _students(text: str) -> list[str]:
     """'mlp:4,mlp:16' (sizes re-joined at their commas) or 'mlp:64,32;mlp:8' -> a list of specs."""
     parts = [s.strip() for s in text.split(";" if ";" in text else ",") if s.strip()]
@@ -190,9 +209,11 @@ def printable(text: Any) -> str:
 
 def _check_sizes(data: Any, force: bool, **models: str) -> None:
     """Refuse a model past MAX_PARAMS (counted without building it) unless ``--force``."""
-    from .experiment import estimate_params
+    from .experiment import estimate_params, is_source
 
     for flag, spec in models.items():
+        if is_source(spec):  # its weights exist already: there is nothing to refuse before building
+            continue
         n = estimate_params(spec, data, f"--{flag.replace('_', '-')}")
         if n > MAX_PARAMS and not force:
             raise ValueError(f"--{flag.replace('_', '-')}: {spec!r} has {n:,} parameters, more than "
@@ -298,7 +319,8 @@ def _distill(args: argparse.Namespace) -> int:
     data = _distill_data(args)
     _check_sizes(data, args.force, teacher=args.teacher, student=args.student)
     exp = Experiment(data, args.teacher, args.student, cfg, teacher_cfg, callbacks=_progress(args),
-                     runs=args.runs or True, retrain=args.retrain)
+                     runs=args.runs or True, retrain=args.retrain, trusted=args.trusted)
+    loaded = {role: m.description for role, m in exp.loaded.items()}
     result = exp.run()
     if not distributed.is_main():  # under torchrun only rank 0 reports
         return _status(result)
@@ -306,7 +328,7 @@ def _distill(args: argparse.Namespace) -> int:
     verdict = _verdict(result, cfg, args.extra_unlabeled)
     if args.json:
         print(json.dumps({"dataset": data.name, "config": cfg.to_dict(), "teacher_val_acc": result.teacher_val_acc,
-                          "warnings": result.warnings, "verdict": verdict,
+                          "loaded": loaded, "warnings": result.warnings, "verdict": verdict,
                           "runs": json.loads(table.to_json(orient="records"))}, indent=2))
         return _status(result)
     for note in result.warnings:
@@ -314,6 +336,10 @@ def _distill(args: argparse.Namespace) -> int:
             print(f"workbench distill: warning: {printable(note)}", file=sys.stderr)
     print(f"\n{printable(data.name)}: T={cfg.temperature}, w_ce={cfg.w_ce:g}, w_kd={cfg.w_kd:g}, "
           f"labeled fraction {cfg.labeled_fraction:g}, mixup {cfg.mixup_alpha:g}")
+    for role, description in loaded.items():
+        val = (f", val acc {result.teacher_val_acc:.4f}" if role == "teacher" and result.teacher_val_acc is not None
+               else "")
+        print(f"{role}: {printable(description)}{val}{' (fine-tuned)' if role == 'student' else ''}")
     print(table.drop(columns=["run_id"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if verdict:
         print(f"\n{verdict}")
@@ -323,6 +349,7 @@ def _distill(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from .data.datasets import load_dataset
     from .engine.config import DistillConfig
+    from .experiment import is_source, load_source
     from .sweeps.stats import paired_gain, summarize
     from .sweeps.sweep import Sweep
     from .ui.settings import DEFAULT_TEACHERS
@@ -332,6 +359,8 @@ def _compare(args: argparse.Namespace) -> int:
     data = load_dataset(args.dataset)
     teacher = args.teacher or DEFAULT_TEACHERS.get(args.dataset, "mlp:256,256")
     _check_sizes(data, args.force, teacher=teacher)
+    if is_source(teacher):  # loaded (and checked against the data) here, so --trusted and --runs reach it
+        teacher = load_source(teacher, data, "--teacher", trusted=args.trusted, root=args.runs).module
     for student in args.students:
         _check_sizes(data, args.force, students=student)
     sweep = Sweep(data, teacher, args.students, args.methods, args.seeds, args.temperatures, cfg,
@@ -474,6 +503,12 @@ def _force_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help=f"build models over {MAX_PARAMS:,} parameters")
 
 
+def _trusted_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trusted", action="store_true",
+                   help="allow .pt2 (torch.export) and TorchScript models: loading them RUNS CODE stored in the "
+                        "file; only for files you made or whose author you trust")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="workbench", description="KD Workbench: knowledge distillation you can watch.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -503,8 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--mixup", action="store_true", help="mix transfer inputs (the teacher labels the mixes)")
     src.add_argument("--mixup-alpha", type=_positive, default=None, help="Beta(alpha, alpha) of --mixup (default 1)")
     m = k.add_argument_group("models")
-    m.add_argument("--teacher", type=_model, default="mlp:256,256", help="zoo spec, e.g. cnn2d, cnn1d:64,64,64, mlp:256,256")
-    m.add_argument("--student", type=_model, default="mlp:16", help="zoo spec, e.g. mlp:16 or mlp:64,32")
+    m.add_argument("--teacher", type=_model_or_source, default="mlp:256,256", metavar="SPEC|FILE|run:ID",
+                   help="zoo spec (cnn2d, cnn1d:64,64,64, mlp:256,256; trained here) or a trained teacher to load "
+                        "and use as is: run:ID, a .pt/.pth/.safetensors file with its spec, a Hugging Face folder")
+    m.add_argument("--student", type=_model_or_source, default="mlp:16", metavar="SPEC|FILE|run:ID",
+                   help="zoo spec (mlp:16, mlp:64,32) or a model to load and fine-tune (run:ID, a file; the "
+                        "scratch baseline then starts from the same loaded weights)")
+    _trusted_flag(m)
     _force_flag(m)
     t = k.add_argument_group("training")
     t.add_argument("--temperature", type=_positive, default=4.0)
@@ -526,7 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="sweep student sizes x methods x seeds sharing one teacher")
     c.add_argument("--dataset", type=_dataset, default="digits")
-    c.add_argument("--teacher", type=_model, default=None, help="zoo spec (default: the dataset's default teacher)")
+    c.add_argument("--teacher", type=_model_or_source, default=None, metavar="SPEC|FILE|run:ID",
+                   help="zoo spec (default: the dataset's default teacher) or a trained teacher to load: "
+                        "run:ID, a .pt/.pth/.safetensors file with its spec, a Hugging Face folder")
+    _trusted_flag(c)
     c.add_argument("--students", type=_students, default="mlp:4,mlp:16,mlp:64",
                    help="zoo specs, e.g. mlp:4,mlp:16,mlp:64 (use ';' between specs with several sizes: mlp:64,32;mlp:8)")
     c.add_argument("--methods", type=_methods, default="scratch,kd", help="scratch, kd, mse (comma-separated)")

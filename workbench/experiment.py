@@ -23,11 +23,13 @@ from .engine.config import DistillConfig
 from .engine.distiller import Distiller, FitResult, resolve_device
 from .engine.evaluation import Evaluator
 from .engine.events import Dispatcher, FitEnd, FitStart, frozen_map
+from .models.load import LoadedModel, load_model
 from .models.zoo import build_model, count_params, parse_model
 from .store.cache import OutputCache, TeacherCache, check_cache_root, check_folder, digest, teacher_key, tensor_digest
 from .store.runs import RunRecorder, runs_root
 
-ModelArg = nn.Module | str | Mapping[str, Any]
+ModelArg = nn.Module | str | os.PathLike | Mapping[str, Any]
+MODEL_FILE_SUFFIXES = (".pt", ".pth", ".safetensors", ".pt2", ".ts", ".torchscript")
 # Fits without a teacher (a teacher, a scratch baseline) train on plain CE: none of these apply.
 _NO_KD = {"hint_student": None, "hint_teacher": None, "w_hint": 0.0, "w_ce": 1.0, "w_kd": 0.0, "w_mse": 0.0}
 DEFAULT_TEMPERATURE = DistillConfig().temperature
@@ -55,31 +57,73 @@ def teacher_config_for(config: DistillConfig, *, epochs: int | None = None, lr: 
     return config.replace(**changes)
 
 
-def estimate_params(arg: ModelArg, data: DataSplits, field_name: str = "model") -> int:
+def is_source(arg: Any) -> bool:
+    """Whether ``arg`` names a model to load (``load_model``) rather than a zoo spec to build:
+    ``"run:ID"``, a path object, text with a folder separator or a model file suffix, or text
+    that is not a zoo spec but names a file or folder that exists (a Hugging Face folder)."""
+    if isinstance(arg, os.PathLike):
+        return True
+    if not isinstance(arg, str):
+        return False
+    if arg.startswith("run:") or "/" in arg or os.sep in arg or arg.lower().endswith(MODEL_FILE_SUFFIXES):
+        return True
+    try:
+        parse_model(arg)
+    except ValueError:
+        return os.path.exists(arg)
+    return False
+
+
+def load_source(arg: str | os.PathLike, data: DataSplits, field_name: str, *, trusted: bool = False,
+                root: str | os.PathLike | None = None) -> LoadedModel:
+    """``load_model(arg)`` checked against ``data`` (as a teacher when ``field_name`` names one,
+    else as a student); its errors name ``field_name`` and the file."""
+    role = "teacher" if "teacher" in field_name else "student"
+    try:
+        with warnings.catch_warnings():  # torch's note on a plain pickle's protocol, said before it is refused
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return load_model(arg, trusted=trusted, data=data, role=role, root=root)
+    except (ValueError, ImportError) as e:
+        what, sep, rest = str(e).partition(": ")  # the loader's field names the file: the role names it here
+        named = sep and what in ("source", "run", "checkpoint", "spec", role)
+        raise type(e)(f"{field_name}: {rest if named else e}") from None
+
+
+def estimate_params(arg: ModelArg, data: DataSplits, field_name: str = "model", *, trusted: bool = False,
+                    root: str | os.PathLike | None = None) -> int:
     """The parameter count of a model spec, counted on the meta device (no memory is allocated),
-    so a size too large to build can be refused before it is built."""
+    so a size too large to build can be refused before it is built; a source is loaded and counted."""
     if isinstance(arg, nn.Module):
         return count_params(arg)
+    if is_source(arg):  # its weights exist already: loading them is the only way to count them
+        return count_params(load_source(arg, data, field_name, trusted=trusted, root=root).module)
     with torch.random.fork_rng(devices=[]), torch.device("meta"):  # make_model seeds the global RNG
         return count_params(make_model(arg, data, field_name, 0))
 
 
-def make_model(arg: ModelArg, data: DataSplits, field_name: str, seed: int) -> nn.Module:
-    """A model from a module (used as is), ``"mlp:16"``-style text or a spec dict; seeded init."""
+def make_model(arg: ModelArg, data: DataSplits, field_name: str, seed: int, *, trusted: bool = False,
+               root: str | os.PathLike | None = None) -> nn.Module:
+    """A model from a module (used as is), a source (``"run:ID"``, a weights file with its spec, a
+    Hugging Face folder, with ``trusted`` a .pt2/TorchScript program; see :func:`load_source`),
+    ``"mlp:16"``-style text or a spec dict (seeded init). ``root``: the runs folder of ``run:ID``."""
     if isinstance(arg, nn.Module):
         return arg
+    if is_source(arg):
+        return load_source(arg, data, field_name, trusted=trusted, root=root).module
     if isinstance(arg, str):
         try:
             family, size = parse_model(arg)
         except ValueError as e:
-            raise ValueError(f"{field_name}: {e}") from None
+            raise ValueError(f"{field_name}: {e}; or a model to load: 'run:ID', a .pt/.pth/.safetensors file "
+                             "with its spec, a Hugging Face folder") from None
     elif isinstance(arg, Mapping):
         size = dict(arg)
         family = size.pop("family", None)
         size.pop("input_shape", None)
         size.pop("num_classes", None)
     else:
-        raise ValueError(f"{field_name}: expected an nn.Module, a spec like 'mlp:16' or a dict, got {type(arg).__name__}")
+        raise ValueError(f"{field_name}: expected an nn.Module, a spec like 'mlp:16' or a dict, or a model to load "
+                         f"('run:ID', a file path), got {type(arg).__name__}")
     torch.manual_seed(seed)
     try:
         return build_model(family, data, **size)
@@ -125,36 +169,47 @@ class ExperimentResult:
 class Experiment:
     """Teacher -> distilled student + scratch baseline on one dataset.
 
-    ``teacher``/``student``: an ``nn.Module`` or a zoo spec (``"cnn2d"``, ``"mlp:16"``, a dict).
-    A teacher given as a module is taken as trained unless ``train_teacher=True``; one given as
-    a spec is built and trained with ``teacher_config`` -- or loaded from the teacher cache when
-    the same teacher was trained before on the same data (``retrain=True`` forces training).
-    The baseline is a copy of the student's initial weights trained on the labeled set alone
-    with the same step budget. ``runs``: a folder (or True for the default root) to record each
-    fit in; ``cache``: use the teacher and teacher-output caches.
+    ``teacher``/``student``: an ``nn.Module``, a zoo spec (``"cnn2d"``, ``"mlp:16"``, a dict), or a
+    model to load (``"run:ID"``, a .pt/.pth/.safetensors file with its spec, a Hugging Face
+    folder; with ``trusted=True`` also a .pt2 or TorchScript program, which runs code from the
+    file). A loaded model is checked against the data before any training (errors name the file);
+    ``runs`` is the runs folder ``run:ID`` is looked up in.
+    A teacher given as a module or loaded is taken as trained (frozen; its outputs are cached by
+    its weights) unless ``train_teacher=True``; one given as a spec is built and trained with
+    ``teacher_config`` -- or loaded from the teacher cache when the same teacher was trained
+    before on the same data (``retrain=True`` forces training). A loaded student is fine-tuned.
+    The baseline is a copy of the student's initial weights (for a loaded student: the loaded
+    weights, so both start from the same point) trained on the labeled set alone with the same
+    step budget. ``runs``: a folder (or True for the default root) to record each fit in;
+    ``cache``: use the teacher and teacher-output caches.
     """
 
     def __init__(self, data: Any, teacher: ModelArg, student: ModelArg,
                  config: DistillConfig | None = None, teacher_config: DistillConfig | None = None,
                  baseline: bool = True, train_teacher: bool | None = None,
                  callbacks: Iterable[Any] = (), runs: str | os.PathLike | bool | None = None,
-                 cache: bool = True, retrain: bool = False, cache_dir: str | os.PathLike | None = None):
+                 cache: bool = True, retrain: bool = False, cache_dir: str | os.PathLike | None = None,
+                 trusted: bool = False):
         self.data = as_splits(data)
         self.config = config or DistillConfig()
         self.teacher_config = (teacher_config_for(self.config) if teacher_config is None else
                                teacher_config_for(teacher_config, labeled_fraction=teacher_config.labeled_fraction))
         self.baseline_config = self.config.replace(mixup_alpha=0.0, **_NO_KD)
-        if teacher is student and teacher is not None:
+        if teacher is student and teacher is not None and not isinstance(teacher, (str, os.PathLike)):
             raise ValueError("teacher, student: the same object was passed as both; pass two models")
-        self.teacher = make_model(teacher, self.data, "teacher", self.teacher_config.seed)
-        self.student = make_model(student, self.data, "student", self.config.seed)
-        if self.teacher is self.student:
-            raise ValueError("teacher, student: the same module was passed as both; pass two models")
-        self.train_teacher = (not isinstance(teacher, nn.Module)) if train_teacher is None else train_teacher
-        self.baseline = baseline
-        self.callbacks = list(callbacks)
+        if not isinstance(trusted, bool):
+            raise ValueError(f"trusted: {trusted!r} is invalid; expected True or False")
         self.runs = None if runs in (None, False) else (None if runs is True else runs)
         self.record = runs not in (None, False)
+        self.loaded: dict[str, LoadedModel] = {}  # role -> what was loaded for it (its description)
+        self.teacher = self._model(teacher, "teacher", self.teacher_config.seed, trusted)
+        self.student = self._model(student, "student", self.config.seed, trusted)
+        if self.teacher is self.student:
+            raise ValueError("teacher, student: the same module was passed as both; pass two models")
+        given = isinstance(teacher, nn.Module) or "teacher" in self.loaded
+        self.train_teacher = (not given) if train_teacher is None else train_teacher
+        self.baseline = baseline
+        self.callbacks = list(callbacks)
         self.cache, self.retrain, self.cache_dir = cache, retrain, cache_dir
         if cache:  # a cache or runs path that is a file fails now, not after training
             check_cache_root(cache_dir)
@@ -162,12 +217,20 @@ class Experiment:
             check_folder(runs_root(self.runs), "runs" if self.runs else
                          "WORKBENCH_RUNS" if os.environ.get("WORKBENCH_RUNS") else "runs folder")
         self.teacher_key = teacher_key(self.teacher, self.teacher_config.to_dict(), self.data)
-        if self.teacher_key is not None and isinstance(teacher, nn.Module):
-            # A module given from Python: its weights (trained or initial) are part of what it is.
+        if self.teacher_key is not None and given:
+            # A module given from Python or a file: its weights (trained or initial) are part of what it is.
             weights = [tensor_digest(v) for v in self.teacher.state_dict().values()]
             self.teacher_key = digest([self.teacher_key, weights])
         self.teacher_result: FitResult | None = None
+        # For a loaded student: the loaded weights, so the baseline and the distilled student start alike.
         self._initial_student = copy.deepcopy(self.student) if baseline else None
+
+    def _model(self, arg: ModelArg, role: str, seed: int, trusted: bool) -> nn.Module:
+        """``make_model`` for ``role``; a loaded model is kept in ``self.loaded[role]``."""
+        if isinstance(arg, nn.Module) or not is_source(arg):
+            return make_model(arg, self.data, role, seed)
+        self.loaded[role] = load_source(arg, self.data, role, trusted=trusted, root=self.runs)
+        return self.loaded[role].module
 
     def run(self, live: Any = None) -> ExperimentResult:
         """Train (or check) the teacher, then distill the student, then the scratch baseline.
@@ -183,7 +246,7 @@ class Experiment:
         if teacher_res is not None and teacher_res.status == "stopped":
             return ExperimentResult(teacher_res, None, None, None, notes)
         teacher_val = self._sanity_gate(teacher_res, notes)
-        teacher_run = teacher_res.run_id if teacher_res is not None else None
+        teacher_run = teacher_res.run_id if teacher_res is not None else self._teacher_run_id()
         outputs = OutputCache(self.cache_dir) if (self.cache and self.teacher_key is not None) else None
         student_res = make(self.teacher, self.student, self.data, self.config,
                            cbs + self._recorder(self.student, teacher_run), role="student",
@@ -219,6 +282,11 @@ class Experiment:
         self.train_teacher = teacher_res.status != "completed"  # trained: a second run() distills at once
         self.teacher_result = teacher_res
         return teacher_res
+
+    def _teacher_run_id(self) -> str | None:
+        """The run a teacher was loaded from (``run:ID``), recorded as the student's teacher run."""
+        loaded = self.loaded.get("teacher")
+        return loaded.source[len("run:"):] if loaded is not None and loaded.kind == "run" else None
 
     def _cache_has_teacher(self) -> bool:
         return self.teacher_key is not None and (TeacherCache(self.cache_dir).root / self.teacher_key).is_dir()
