@@ -141,27 +141,3 @@ def test_run_reload_and_a_second_viewer_leave_the_job_alone(tmp_path):
         finally:
             one.close()
             two.close()
-
-
-def test_compare_page_runs_a_tiny_sweep(tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    env = {"WORKBENCH_CACHE": str(tmp_path / "cache"), "WORKBENCH_RUNS": str(tmp_path / "runs")}
-    with serve_streamlit("app.py", env=env, timeout=90) as url, sync_playwright() as pw:
-        ctx = launch_chromium(pw)
-        try:
-            page = ctx.new_page()
-            page.set_default_timeout(60_000)
-            page.goto(url)
-            page.get_by_role("link", name="Compare").click()
-            page.get_by_role("heading", name="Compare student sizes").wait_for()
-            page.get_by_label("seeds").fill("2")
-            page.get_by_label("epochs per fit").fill("2")
-            button(page, "Run sweep").click()
-            page.get_by_text(re.compile(r"^completed — 12/12 fits")).wait_for(timeout=180_000)
-            page.locator(".js-plotly-plot").first.wait_for()
-            assert page.get_by_text(re.compile("Pareto front")).count() >= 1
-            no_exception(page)
-            screenshot(page, "app_compare_sweep")
-        finally:
-            ctx.close()
