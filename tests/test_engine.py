@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import Recorder, mlp, toy_data
 from torch.utils.data import DataLoader, TensorDataset
 
-from helpers import Recorder, mlp, toy_data
 from workbench import DistillConfig, Distiller, distill, train
 from workbench.engine.callbacks import EarlyStopping, JsonlWriter, ProgressBar
 
@@ -319,3 +319,77 @@ def test_cosine_schedule_and_max_steps():
     assert len(lrs) == 7 and res.summary["steps"] == 7
     assert lrs[0] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 1 / 7)))
     assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_wait_paused_means_the_loop_is_blocked():
+    import threading
+
+    class PauseAt:
+        d = None
+
+        def on_step_end(self, p):
+            if p.step == 3:
+                self.d.pause()  # from the training thread: the next step must not start
+
+    rec, cb = Recorder(), PauseAt()
+    d = Distiller(mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=4, log_every=1),
+                  callbacks=[cb, rec])
+    cb.d = d
+    assert not d.wait_paused(0)
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("res", d.fit()), daemon=True)
+    thread.start()
+    assert d.wait_paused(60)
+    assert [p.step for p in rec.of("step")] == [1, 2, 3]
+    thread.join(0.3)
+    assert thread.is_alive() and [p.step for p in rec.of("step")] == [1, 2, 3]  # blocked, not slow
+    d.resume()
+    assert not d.wait_paused(0)  # resume() ends the pause at once, whether or not the thread woke yet
+    thread.join(60)
+    assert out["res"].status == "completed" and [p.step for p in rec.of("step")] == list(range(1, 9))
+
+
+def test_callbacks_and_controls_are_wired_through_public_methods():
+    from workbench import Controls
+    from workbench.engine.losses import LossWeights
+
+    rec = Recorder()
+    d = Distiller(mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=1, log_every=1))
+    d.add_callback(rec)
+    with pytest.raises(ValueError, match="has none of the hooks"):
+        d.add_callback(object())
+    shared = Controls(LossWeights(temperature=7.0))
+    d.use_controls(shared)
+    with pytest.raises(ValueError, match="controls: expected a workbench Controls, got dict"):
+        d.use_controls({"temperature": 2.0})
+    res = d.fit()
+    assert {p.temperature for p in rec.of("step")} == {7.0} and rec.of("fit_end")[0].status == "completed"
+    assert res.steps.temperature.eq(7.0).all()
+    with pytest.raises(RuntimeError, match="add_callback: run .* has already started"):
+        d.add_callback(Recorder())
+
+
+def test_batch_source_gets_the_teacher_outputs_it_needs_explicitly():
+    from workbench.data.splits import Split
+    from workbench.engine.batches import BatchSource
+
+    x, y = toy_data()["train"]
+    cfg = DistillConfig(batch_size=32)
+    calls = []
+
+    def teacher_outputs(inputs):
+        calls.append(inputs)
+        return inputs[:, :3] * 10, None  # (N, K) stand-in logits that identify their row
+
+    source = BatchSource(Split(x, y), cfg, torch.device("cpu"), torch.Generator().manual_seed(0),
+                         teacher_outputs=teacher_outputs)
+    assert len(calls) == 1 and torch.equal(calls[0], x)  # once, on the transfer inputs
+    assert (source.steps_per_epoch, source.labeled, source.transfer) == (3, 96, 96)
+    for xb, _, x_kd, t_kd, tf_kd in source.epoch(torch.device("cpu")):
+        assert x_kd is None and tf_kd is None  # one stream: the CE batch is the KD batch
+        assert torch.equal(t_kd, xb[:, :3] * 10)  # the cached outputs stay aligned with their rows
+    BatchSource(Split(x, y), cfg.replace(cache_teacher=False), torch.device("cpu"), torch.Generator(),
+                teacher_outputs=teacher_outputs)
+    assert len(calls) == 1  # not cached: the loop queries the teacher live
+    plain = BatchSource(Split(x, y), cfg, torch.device("cpu"), torch.Generator())
+    assert plain.transfer == 0 and all(b[3] is None for b in plain.epoch(torch.device("cpu")))

@@ -7,8 +7,8 @@ import time
 
 import pytest
 import torch.nn as nn
-
 from helpers import mlp, toy_data
+
 from workbench import DistillConfig, Distiller, LiveRun
 from workbench.engine.events import FitEnd, StepEnd
 
@@ -64,15 +64,39 @@ def test_pause_and_resume():
     run.start()
     _wait_for(lambda: len(steps(run)) >= 3)
     run.pause()
-    time.sleep(0.2)  # the step in flight finishes
+    assert run.wait_paused(60)  # the training thread is blocked in pause: not just a flag set
     assert run.status == "paused"
     n = len(steps(run))
     time.sleep(0.3)
     assert len(steps(run)) == n  # nothing moves while paused
     run.resume()
-    assert run.join(timeout=30)
+    assert not run.wait_paused(0.05)
+    assert run.join(timeout=60)
     assert run.status == "completed" and len(steps(run)) == 60
 
+
+
+def test_wait_paused_follows_a_job_from_fit_to_fit():
+    data = toy_data()
+    cfg = DistillConfig(epochs=2, log_every=1)
+
+    def job(run):
+        teacher = mlp(hidden=32, seed=1)
+        run.distiller(None, teacher, data, cfg).fit()
+        run.pause()  # the student fit is built paused: it must block before its first step
+        return run.distiller(teacher, mlp(seed=2), data, cfg).fit()
+
+    run = LiveRun(job)
+    assert not run.wait_paused(0.05)  # not started
+    run.start()
+    assert run.wait_paused(60)
+    time.sleep(0.2)
+    assert {p.role for p in steps(run)} == {"teacher"}  # the student has not taken a step
+    run.resume()
+    assert run.join(60) and run.status == "completed"
+    assert [p.role for p in steps(run)].count("student") == 4
+    t0 = time.monotonic()
+    assert not run.wait_paused(30) and time.monotonic() - t0 < 5  # a finished job answers at once
 
 def test_stop_while_paused():
     run, _ = _live()

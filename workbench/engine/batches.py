@@ -11,14 +11,15 @@ gets the same optimizer-step budget.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import distributed
 from ..data.splits import Split
+from . import distributed
+from .config import DistillConfig
 
 
 def labeled_subset(y: torch.Tensor, fraction: float, seed: int,
@@ -86,40 +87,33 @@ class BatchSource:
     One stream (``x_kd is None``): the CE batch is also the KD batch, with the teacher's cached
     logits ``t_kd`` / features ``tf_kd`` (or None: query the teacher live). Two streams: a CE
     batch from the labeled set and a KD batch from the transfer set.
+
+    ``teacher_outputs(x) -> (logits, features or None)`` gives the teacher's outputs on the
+    transfer inputs ``x``; it is called once, here, when ``config.cache_teacher`` is on and there
+    is no mixup. ``None`` means the run has no teacher (plain cross-entropy on one stream).
     """
 
-    def __init__(self, d: Any, train: Split | DataLoader, device: torch.device,
-                 gen: torch.Generator):
-        cfg, data, teacher = d.config, d.data, d.teacher
+    def __init__(self, train: Split | DataLoader, config: DistillConfig, device: torch.device,
+                 gen: torch.Generator, class_names: Sequence[str] = (), unlabeled: torch.Tensor | None = None,
+                 teacher_outputs: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]] | None = None):
+        cfg, has_teacher = config, teacher_outputs is not None
         self.loader = None if isinstance(train, Split) else train
         if self.loader is not None:
             self.steps_per_epoch, self.labeled, self.transfer = len(train), len(train.dataset), 0
             return
         self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)  # the same budget for every method
-        pool = labeled_subset(train.y.cpu(), cfg.labeled_fraction, cfg.labels_seed, data.class_names).to(device)
+        pool = labeled_subset(train.y.cpu(), cfg.labeled_fraction, cfg.labels_seed, class_names).to(device)
         x_ce, y_ce = (train.x, train.y) if len(pool) == len(train) else (train.x[pool], train.y[pool])
-        extra = data.unlabeled if (teacher is not None and cfg.use_unlabeled) else None
+        extra = unlabeled if (has_teacher and cfg.use_unlabeled) else None
         x_kd = train.x if extra is None else torch.cat([train.x, extra.to(device, torch.float32)])
-        self.one_stream = teacher is None or (x_kd is train.x and len(pool) == len(train)
-                                                and cfg.mixup_alpha == 0)
+        self.one_stream = not has_teacher or (x_kd is train.x and len(pool) == len(train)
+                                              and cfg.mixup_alpha == 0)
         self.mix = cfg.mixup_alpha
         self.rng, self.gen = np.random.default_rng(cfg.seed), gen
-        self.labeled, self.transfer = len(x_ce), (0 if teacher is None else len(x_kd))
+        self.labeled, self.transfer = len(x_ce), (len(x_kd) if has_teacher else 0)
         t_kd = tf_kd = None
-        self.cache_hit = False
-        if teacher is not None and cfg.cache_teacher and self.mix == 0:
-            # Computed once per teacher and transfer set (per run, or shared via an OutputCache).
-            key = None
-            if d.output_cache is not None and d.teacher_key is not None:
-                key = d.output_cache.key(d.teacher_key, x_kd, cfg.hint_teacher)
-                hit = d.output_cache.get(key)
-                if hit is not None:
-                    t_kd, tf_kd = (None if v is None else v.to(device) for v in hit)
-                    self.cache_hit = True
-            if t_kd is None:
-                t_kd, tf_kd = d._teacher_outputs(x_kd)
-                if key is not None:
-                    d.output_cache.put(key, t_kd, tf_kd)
+        if has_teacher and cfg.cache_teacher and self.mix == 0:
+            t_kd, tf_kd = teacher_outputs(x_kd)  # once per run (or shared across runs by the caller)
         if self.one_stream:
             self.ce = Stream([x_ce, y_ce, t_kd, tf_kd], cfg.batch_size, gen)
         else:

@@ -13,24 +13,25 @@ import threading
 import time
 import traceback
 import warnings
+from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..data.splits import DataSplits, Split, as_splits
 from . import distributed
+from .batches import BatchSource
 from .callbacks import History
 from .config import DistillConfig, check_alpha, check_weights
-from ..data.splits import DataSplits, Split, as_splits
 from .evaluation import Evaluator, logits_of
 from .events import HOOKS, Dispatcher, EpochEnd, EvalEnd, FitEnd, FitStart, StepEnd, frozen_map
 from .hints import FeatureTap, find_module, make_adapter
 from .losses import LossWeights, ce_loss, distill_loss
 from .preflight import check_models, check_transfer, num_params, resolve_device
-from .batches import BatchSource
 
 ROLES = ("teacher", "student", "baseline")
 CONTROLS = ("temperature", "w_ce", "w_kd", "w_mse", "w_hint", "alpha")  # what set_controls may change
@@ -108,6 +109,63 @@ class FitResult:
         return self.recorder.epochs()
 
 
+class _StepOutput(NamedTuple):
+    """What one training step hands to reporting (tensors, still on the device)."""
+
+    loss: torch.Tensor  # () the weighted total
+    terms: dict[str, torch.Tensor]  # the named loss terms, detached
+    logits: torch.Tensor  # (B, K) the student's logits on the CE batch
+    labels: torch.Tensor  # (B,) the CE batch's labels
+
+
+@dataclass(eq=False)
+class _EpochTally:
+    """One epoch's running numbers: the loss summed in place on the device (no per-step sync)
+    and the payloads of its reported steps."""
+
+    started: float
+    loss_sum: torch.Tensor | None = None
+    steps: int = 0
+    reports: list[StepEnd] = field(default_factory=list)
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss_sum = loss.detach().clone() if self.loss_sum is None else self.loss_sum.add_(loss.detach())
+        self.steps += 1
+
+
+@dataclass(eq=False, repr=False)
+class _LoopState:
+    """The state of one ``fit()``.
+
+    ``_begin`` fills the first group before the run's ``try`` (an error there raises), ``_setup``
+    builds the second inside it, and the loop advances the counters.
+    """
+
+    t0: float
+    device: torch.device
+    ddp: bool  # under torchrun: one rank per process
+    events: Dispatcher
+    evaluate: Evaluator
+    # built by _setup
+    evals: dict[str, Split | DataLoader] = field(default_factory=dict)
+    teacher_flags: list[bool] | None = None  # the user's requires_grad flags, restored at the end
+    train: Split | DataLoader = field(init=False)
+    source: BatchSource = field(init=False)
+    steps_planned: int = field(init=False)
+    opt: torch.optim.Optimizer = field(init=False)
+    sched: torch.optim.lr_scheduler.LambdaLR | None = field(init=False)
+    scaler: torch.amp.GradScaler = field(init=False)  # a passthrough unless fp16
+    autocast: Any = field(init=False)  # a context manager: torch.autocast or nullcontext
+    # advanced by the loop
+    step: int = 0
+    epoch: int = 0
+    samples: int = 0
+    last_w: LossWeights | None = None
+    latest_eval: dict[str, EvalEnd] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=dict)
+    final: dict[str, Any] = field(default_factory=dict)
+
+
 class Distiller:
     """Distills ``teacher`` into ``student`` on ``data`` under ``config``; ``teacher=None``
     trains on plain cross-entropy (a teacher, or a scratch baseline with ``role="baseline"``).
@@ -142,32 +200,57 @@ class Distiller:
         self.recorder = History()
         self.callbacks = _callbacks(callbacks)
         self.adapter: nn.Module | None = None
-        self._latest_eval: dict[str, EvalEnd] = {}
-        self._net: nn.Module = student
-        self._ddp = False
-        self._device = torch.device("cpu")
+        self._net: nn.Module = student  # what the loop calls: the student or its DDP / compiled wrapper
+        self._taps: dict[str, FeatureTap] = {}
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()  # cleared while paused
+        self._in_pause = threading.Event()  # set while the training thread waits in pause
+        self._pause_lock = threading.Lock()  # orders entering the pause wait against resume / stop
         self._started = threading.Lock()  # held from the first fit() on: a Distiller runs once
         check_transfer(self.config, self.data, teacher)
         self._hint_shapes = check_models(self.config, self.data, teacher, student)
+
+    # -- wiring, before fit() ----------------------------------------------------------------
+    def add_callback(self, callback: Any) -> None:
+        """Add one callback (it gets this run's events after those given to the constructor)."""
+        if self._started.locked():
+            raise RuntimeError(f"add_callback: run {self.run_id!r} has already started; callbacks are fixed when "
+                               "fit() begins")
+        self.callbacks.extend(_callbacks([callback]))
+
+    def use_controls(self, controls: Controls) -> None:
+        """Read temperature and loss weights from ``controls`` (e.g. shared by a live job's fits)."""
+        if not isinstance(controls, Controls):
+            raise ValueError(f"controls: expected a workbench Controls, got {type(controls).__name__}")
+        self.controls = controls
 
     # -- control from any thread -------------------------------------------------------------
     def stop(self) -> None:
         """End the run before its next step; it keeps everything logged so far."""
         self._stop.set()
-        self._running.set()
+        with self._pause_lock:
+            self._running.set()
+            self._in_pause.clear()
 
     def pause(self) -> None:
         self._running.clear()
 
     def resume(self) -> None:
-        self._running.set()
+        with self._pause_lock:
+            self._running.set()
+            self._in_pause.clear()
 
     @property
     def paused(self) -> bool:
         return not self._running.is_set()
+
+    def wait_paused(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s for the training thread to block in pause; True once it has.
+
+        True means no step runs until ``resume()`` or ``stop()``: unlike ``paused`` (the flag
+        ``pause()`` sets), it says the loop has actually stopped moving."""
+        return self._in_pause.wait(timeout)
 
     def set_controls(self, **values: float) -> LossWeights:
         """Change temperature / loss weights (``temperature``, ``w_ce``, ``w_kd``, ``w_mse``, ``w_hint``, ``alpha``)."""
@@ -185,117 +268,48 @@ class Distiller:
         if not self._started.acquire(blocking=False):
             raise RuntimeError(f"fit: run {self.run_id!r} has already been started; a Distiller runs once, "
                                "create a new one (with the trained student) to train again")
-        cfg, data, teacher, student = self.config, self.data, self.teacher, self.student
-        t0 = time.perf_counter()
-        step = epoch = 0
+        cfg = self.config
+        s = self._begin()  # errors here raise; from the try on they end the run with a status
         status, message, tb = "completed", "", None
-        best: dict[str, Any] = {}
-        final: dict[str, Any] = {}
-        teacher_flags = None
-        evals: dict[str, Split | DataLoader] = {}
-        evaluate = Evaluator(student, teacher, self.run_id, self.role, cfg.eval_batch_size)
-        self._taps: dict[str, FeatureTap] = {}
-        device = resolve_device(cfg.device)
-        self._ddp = distributed.init(device)  # under torchrun: a process group, one rank per process
-        device = distributed.local_device(device)
-        if self._ddp and isinstance(data.train, DataLoader) and not isinstance(data.train.sampler, DistributedSampler):
-            warnings.warn("data['train']: under torchrun every rank iterates this DataLoader whole (the same batches "
-                          "on every rank: correct, but no speed-up); pass tensors or arrays (the engine gives each "
-                          "rank its share of every batch) or use torch.utils.data.DistributedSampler", stacklevel=2)
-        # Only rank 0 calls the user's callbacks (and so writes runs and draws).
-        events = Dispatcher([self.recorder, *self.callbacks] if distributed.is_main() else [self.recorder])
         try:
-            torch.manual_seed(cfg.seed)  # dropout, adapter init and other random ops
-            gen = torch.Generator().manual_seed(cfg.seed)  # the batch order
-            student.to(device).train()
-            if teacher is not None:
-                teacher.to(device).eval()
-                teacher_flags = [p.requires_grad for p in teacher.parameters()]
-                teacher.requires_grad_(False)
-            self._net = self._wrap(student, device)
-            if self._hint_shapes is not None:
-                if self._ddp:
-                    raise ValueError("hint_student, hint_teacher: feature hints are not supported under DDP yet")
-                self._taps = {"student": FeatureTap(find_module(student, cfg.hint_student, "hint_student")),
-                              "teacher": FeatureTap(find_module(teacher, cfg.hint_teacher, "hint_teacher"))}
-                self.adapter = make_adapter(*self._hint_shapes).to(device)
-            train = data.train.to(device) if isinstance(data.train, Split) else data.train
-            evals = {n: (s.to(device) if isinstance(s, Split) else s) for n, s in data.splits().items()}
-            evals["train"] = train
-            source = BatchSource(self, train, device, gen)
-            steps_planned = cfg.epochs * source.steps_per_epoch
-            if cfg.max_steps is not None:
-                steps_planned = min(steps_planned, cfg.max_steps)
-            opt = self._optimizer()
-            autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
-                        if cfg.precision != "fp32" else nullcontext())
-            scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
-            sched = (torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, steps_planned) / steps_planned)))
-                if cfg.scheduler == "cosine" else None)
-            events("on_fit_start", FitStart(
-                run_id=self.run_id, role=self.role, config=frozen_map(cfg.to_dict()), device=str(device),
-                dataset=data.name, num_classes=data.num_classes,
-                train_size=len(train) if isinstance(train, Split) else len(train.dataset),
-                student_params=num_params(student), teacher_params=num_params(teacher),
-                epochs=cfg.epochs, steps_per_epoch=source.steps_per_epoch, steps_planned=steps_planned,
-                started_at=time.time(), labeled_size=source.labeled, transfer_size=source.transfer))
-
+            self._setup(s)
+            s.events("on_fit_start", self._fit_start(s))
             plain_ce = LossWeights(cfg.temperature, 1.0, 0.0, 0.0, 0.0)  # runs without a teacher
-            last_w = None
-            samples = 0
             done = False
             for epoch in range(1, cfg.epochs + 1):
-                t_epoch = time.perf_counter()
-                ep_loss_sum: torch.Tensor | None = None  # summed in place: no per-step sync
-                ep_steps = 0
-                ep_reports: list[StepEnd] = []
-                for batch in source.epoch(device):
+                s.epoch = epoch
+                tally = _EpochTally(started=time.perf_counter())
+                for batch in s.source.epoch(s.device):
                     if not self._running.is_set():
                         self._wait_while_paused()
-                    if self._stop.is_set() and not self._ddp:  # under DDP: agreed at reported steps
+                    if self._stop.is_set() and not s.ddp:  # under DDP: agreed at reported steps
                         raise _Stopped("stopped by the user")
-                    w = self.controls.current if teacher is not None else plain_ce
-                    with autocast:
-                        loss, terms, s_logits, yb = self._loss(batch, w)
-                    opt.zero_grad(set_to_none=True)
-                    if scaler is None:
-                        loss.backward()
-                    else:
-                        scaler.scale(loss).backward()
-                        scaler.unscale_(opt)
-                    if cfg.grad_clip is not None:
-                        nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], cfg.grad_clip)
-                    if scaler is None:
-                        opt.step()
-                    else:
-                        scaler.step(opt)
-                        scaler.update()
-                    if sched is not None:
-                        sched.step()
-                    step += 1
-                    samples += yb.shape[0]
-                    ep_loss_sum = loss.detach().clone() if ep_loss_sum is None else ep_loss_sum.add_(loss.detach())
-                    ep_steps += 1
-                    changed = last_w is not None and w is not last_w
-                    if step % cfg.log_every == 0 or changed or step == steps_planned:
-                        p = self._step_payload(step, epoch, t0, opt, loss, terms, s_logits, yb, w, samples, changed)
-                        ep_reports.append(p)
-                        events("on_step_end", p)
-                        if self._ddp and distributed.any_rank(self._stop.is_set(), device):
+                    w = self.controls.current if self.teacher is not None else plain_ce
+                    out = self._train_step(s, batch, w)
+                    s.step += 1
+                    s.samples += out.labels.shape[0]
+                    tally.add(out.loss)
+                    changed = s.last_w is not None and w is not s.last_w
+                    if s.step % cfg.log_every == 0 or changed or s.step == s.steps_planned:
+                        p = self._step_end(s, out, w, changed)
+                        tally.reports.append(p)
+                        s.events("on_step_end", p)
+                        if s.ddp and distributed.any_rank(self._stop.is_set(), s.device):
                             raise _Stopped("stopped by the user")
-                    last_w = w
-                    if cfg.eval_every is not None and step % cfg.eval_every == 0:
-                        best = self._evaluate(evaluate, evals, step, epoch, t0, events, best)
-                    if step >= steps_planned:
+                    s.last_w = w
+                    if cfg.eval_every is not None and s.step % cfg.eval_every == 0:
+                        self._evaluate(s)
+                    if s.step >= s.steps_planned:
                         done = True
                         break
-                self._epoch_end(events, epoch, step, t0, t_epoch, ep_loss_sum, ep_steps, ep_reports)
+                if tally.steps:
+                    s.events("on_epoch_end", self._epoch_end(s, tally))
+                    self._check_stop_request(s)
                 if cfg.eval_every is None:
-                    best = self._evaluate(evaluate, evals, step, epoch, t0, events, best)
+                    self._evaluate(s)
                 if done:
                     break
-            final = self._final_eval(evaluate, evals, step, epoch, t0, events)
+            s.final = self._final_eval(s)
         except _Stopped as e:
             status, message = "stopped", str(e)
         except Diverged as e:
@@ -303,40 +317,109 @@ class Distiller:
         except Exception as e:  # an error ends the run; what was logged is kept
             status, message, tb = "error", f"{type(e).__name__}: {e}", traceback.format_exc()
         finally:
-            if teacher is not None and teacher_flags is not None:
-                for p, flag in zip(teacher.parameters(), teacher_flags):
-                    p.requires_grad_(flag)
-            for tap in self._taps.values():
-                tap.remove()
-        if status == "stopped" and not final and step > 0:
-            try:
-                final = self._final_eval(evaluate, evals, step, epoch, t0, events)
-            except Exception:  # a stopped run's final numbers are a bonus
-                final = {}
-        end = FitEnd(run_id=self.run_id, role=self.role, status=status, message=message, step=step,
-                     epoch=epoch, seconds=time.perf_counter() - t0, best=frozen_map(best),
-                     final=frozen_map(final))
+            self._teardown(s)
+        if status == "stopped" and not s.final and s.step > 0:
+            s.final = self._final_eval_if_possible(s)
+        end = self._fit_end(s, status, message)
         try:
-            events("on_fit_end", end)
+            s.events("on_fit_end", end)
         except Exception as e:  # a failing callback at the very end still leaves a result
             if status == "completed":
                 status, message, tb = "error", f"{type(e).__name__}: {e}", traceback.format_exc()
+        return self._result(s, end, status, message, tb)
+
+    # -- set-up and teardown -----------------------------------------------------------------
+    def _begin(self) -> _LoopState:
+        """The clock, the device (and, under torchrun, the process group) and the dispatcher."""
+        t0 = time.perf_counter()
+        device = resolve_device(self.config.device)
+        ddp = distributed.init(device)  # under torchrun: a process group, one rank per process
+        device = distributed.local_device(device)
+        train = self.data.train
+        if ddp and isinstance(train, DataLoader) and not isinstance(train.sampler, DistributedSampler):
+            warnings.warn("data['train']: under torchrun every rank iterates this DataLoader whole (the same batches "
+                          "on every rank: correct, but no speed-up); pass tensors or arrays (the engine gives each "
+                          "rank its share of every batch) or use torch.utils.data.DistributedSampler", stacklevel=3)
+        # Only rank 0 calls the user's callbacks (and so writes runs and draws).
+        events = Dispatcher([self.recorder, *self.callbacks] if distributed.is_main() else [self.recorder])
+        evaluate = Evaluator(self.student, self.teacher, self.run_id, self.role, self.config.eval_batch_size)
+        return _LoopState(t0=t0, device=device, ddp=ddp, events=events, evaluate=evaluate)
+
+    def _setup(self, s: _LoopState) -> None:
+        """Seed, put the models on the device, and build the batches, optimizer, schedule and precision."""
+        cfg, data, teacher, student, device = self.config, self.data, self.teacher, self.student, s.device
+        torch.manual_seed(cfg.seed)  # dropout, adapter init and other random ops
+        gen = torch.Generator().manual_seed(cfg.seed)  # the batch order
+        student.to(device).train()
+        if teacher is not None:
+            teacher.to(device).eval()
+            s.teacher_flags = [p.requires_grad for p in teacher.parameters()]
+            teacher.requires_grad_(False)
+        self._net = self._wrap(s)
+        if self._hint_shapes is not None:
+            if s.ddp:
+                raise ValueError("hint_student, hint_teacher: feature hints are not supported under DDP yet")
+            self._taps = {"student": FeatureTap(find_module(student, cfg.hint_student, "hint_student")),
+                          "teacher": FeatureTap(find_module(teacher, cfg.hint_teacher, "hint_teacher"))}
+            self.adapter = make_adapter(*self._hint_shapes).to(device)
+        s.train = data.train.to(device) if isinstance(data.train, Split) else data.train
+        s.evals = {n: (split.to(device) if isinstance(split, Split) else split) for n, split in data.splits().items()}
+        s.evals["train"] = s.train
+        s.source = BatchSource(s.train, cfg, device, gen, data.class_names, data.unlabeled,
+                               self._teacher_outputs if teacher is not None else None)
+        s.steps_planned = cfg.epochs * s.source.steps_per_epoch
+        if cfg.max_steps is not None:
+            s.steps_planned = min(s.steps_planned, cfg.max_steps)
+        s.opt = self._optimizer()
+        s.autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+                      if cfg.precision != "fp32" else nullcontext())
+        s.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        n = s.steps_planned
+        s.sched = (torch.optim.lr_scheduler.LambdaLR(s.opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, n) / n)))
+                   if cfg.scheduler == "cosine" else None)
+
+    def _teardown(self, s: _LoopState) -> None:
+        """Give the teacher back its requires_grad flags and remove the feature taps."""
+        if self.teacher is not None and s.teacher_flags is not None:
+            for p, flag in zip(self.teacher.parameters(), s.teacher_flags):
+                p.requires_grad_(flag)
+        for tap in self._taps.values():
+            tap.remove()
+
+    def _result(self, s: _LoopState, end: FitEnd, status: str, message: str, tb: str | None) -> FitResult:
+        """The run's result; its summary holds the flat numbers (best val accuracy and final metrics)."""
+        data, student, teacher = self.data, self.student, self.teacher
         summary = {"run_id": self.run_id, "role": self.role, "status": status, "message": message,
-                   "steps": step, "epochs": epoch, "seconds": end.seconds, "dataset": data.name,
+                   "steps": s.step, "epochs": s.epoch, "seconds": end.seconds, "dataset": data.name,
                    "student_params": num_params(student), "teacher_params": num_params(teacher),
-                   **{f"best_{k}": v for k, v in best.items()}, **final}
+                   **{f"best_{k}": v for k, v in s.best.items()}, **s.final}
         return FitResult(self.run_id, self.role, status, message, summary, student, self.recorder, tb,
                          self.adapter)
 
     # -- pieces of the loop ------------------------------------------------------------------
-    def _loss(self, batch: tuple, w: LossWeights) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
-        """One step's loss: returns ``(total, terms, student logits on the CE batch, CE labels)``."""
+    def _train_step(self, s: _LoopState, batch: tuple, w: LossWeights) -> _StepOutput:
+        """One optimizer step on ``batch`` under loss weights ``w``."""
+        with s.autocast:
+            out = self._loss(batch, w)
+        s.opt.zero_grad(set_to_none=True)
+        s.scaler.scale(out.loss).backward()
+        s.scaler.unscale_(s.opt)  # clip the true gradients (fp16)
+        if self.config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(s.opt.param_groups[0]["params"], self.config.grad_clip)
+        s.scaler.step(s.opt)  # skipped by fp16 on inf / NaN gradients
+        s.scaler.update()
+        if s.sched is not None:
+            s.sched.step()
+        return out
+
+    def _loss(self, batch: tuple, w: LossWeights) -> _StepOutput:
+        """One step's loss, its terms, and the student's logits and labels on the CE batch."""
         x_ce, y_ce, x_kd, t_kd, tf_kd = batch
         teacher = self.teacher
         if teacher is None:
             s = logits_of(self._net(x_ce))  # (B, K)
             loss = ce_loss(s, y_ce)
-            return loss, {"ce": loss.detach()}, s, y_ce
+            return _StepOutput(loss, {"ce": loss.detach()}, s, y_ce)
         taps = self._taps
         x_teacher = x_ce if x_kd is None else x_kd
         if t_kd is None:  # not cached (mixup, DataLoader, cache off): query the frozen teacher
@@ -355,27 +438,38 @@ class Distiller:
         hint = self.adapter(fs) if (taps and w.hint > 0) else None
         loss, terms = distill_loss(s_ce, y_ce, t_kd, w, student_feature=hint, teacher_feature=tf_kd,
                                    kd_student_logits=s_kd)
-        return loss, terms, s_ce, y_ce
+        return _StepOutput(loss, terms, s_ce, y_ce)
 
     @torch.no_grad()
     def _teacher_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The teacher's logits (and hinted features) on fixed transfer inputs, computed once."""
+        """The teacher's logits (and hinted features) on fixed transfer inputs ``x``: read from the
+        ``output_cache`` when it has them, else computed once (and stored there for later runs)."""
+        cache = self.output_cache if self.teacher_key is not None else None
+        key = None
+        if cache is not None:
+            key = cache.key(self.teacher_key, x, self.config.hint_teacher)
+            hit = cache.get(key)
+            if hit is not None:
+                logits, feats = (None if v is None else v.to(x.device) for v in hit)
+                return logits, feats
         logits, feats = [], []
         bs = self.config.eval_batch_size
         for i in range(0, len(x), bs):
             logits.append(logits_of(self.teacher(x[i:i + bs])).float())
             if self._taps:
                 feats.append(self._taps["teacher"].value)
-        return torch.cat(logits), (torch.cat(feats) if feats else None)
+        outputs = torch.cat(logits), (torch.cat(feats) if feats else None)
+        if key is not None:
+            cache.put(key, *outputs)
+        return outputs
 
-    def _wrap(self, student: nn.Module, device: torch.device) -> nn.Module:
+    def _wrap(self, s: _LoopState) -> nn.Module:
         """The module the loop calls: the student, wrapped in DDP and/or torch.compile."""
-        self._device = device
-        net: nn.Module = student
-        if self._ddp:
+        net: nn.Module = self.student
+        if s.ddp:
             from torch.nn.parallel import DistributedDataParallel
 
-            net = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
+            net = DistributedDataParallel(net, device_ids=[s.device.index] if s.device.type == "cuda" else None)
         if self.config.compile:
             if not hasattr(torch, "compile"):
                 raise ValueError(f"compile: torch {torch.__version__} has no torch.compile; use compile=False")
@@ -383,8 +477,16 @@ class Distiller:
         return net
 
     def _wait_while_paused(self) -> None:
-        while not self._running.wait(timeout=0.1):
-            pass
+        """Block the training thread until resume() or stop(); ``wait_paused`` sees it waiting."""
+        with self._pause_lock:
+            if self._running.is_set():  # resumed (or stopped) since the loop looked
+                return
+            self._in_pause.set()
+        try:
+            while not self._running.wait(timeout=0.1):  # a timed wait keeps Ctrl-C working
+                pass
+        finally:
+            self._in_pause.clear()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -396,72 +498,100 @@ class Distiller:
         cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def _step_payload(self, step, epoch, t0, opt, loss, terms, s_logits, yb, w, samples, changed) -> StepEnd:
-        names = list(terms)
-        acc = (s_logits.detach().argmax(1) == yb).sum(dtype=torch.float32) / yb.shape[0]
-        values = distributed.mean(torch.stack([loss.detach().float(), acc, *(terms[n].float() for n in names)])).tolist()
+    # -- payloads and evaluations ------------------------------------------------------------
+    def _fit_start(self, s: _LoopState) -> FitStart:
+        cfg, data, train = self.config, self.data, s.train
+        return FitStart(
+            run_id=self.run_id, role=self.role, config=frozen_map(cfg.to_dict()), device=str(s.device),
+            dataset=data.name, num_classes=data.num_classes,
+            train_size=len(train) if isinstance(train, Split) else len(train.dataset),
+            student_params=num_params(self.student), teacher_params=num_params(self.teacher),
+            epochs=cfg.epochs, steps_per_epoch=s.source.steps_per_epoch, steps_planned=s.steps_planned,
+            started_at=time.time(), labeled_size=s.source.labeled, transfer_size=s.source.transfer)
+
+    def _step_end(self, s: _LoopState, out: _StepOutput, w: LossWeights, changed: bool) -> StepEnd:
+        """The reported step: loss, terms and batch accuracy synced to the host (averaged over ranks)."""
+        names = list(out.terms)
+        acc = (out.logits.detach().argmax(1) == out.labels).sum(dtype=torch.float32) / out.labels.shape[0]
+        values = distributed.mean(torch.stack([out.loss.detach().float(), acc,
+                                               *(out.terms[n].float() for n in names)])).tolist()
+        lr = s.opt.param_groups[0]["lr"]
         if not math.isfinite(values[0]):
-            raise Diverged(f"loss became {values[0]} at step {step}; try a lower lr (now "
-                           f"{opt.param_groups[0]['lr']:g}) or grad_clip")
-        return StepEnd(run_id=self.run_id, role=self.role, step=step, epoch=epoch,
-                       seconds=time.perf_counter() - t0, lr=float(opt.param_groups[0]["lr"]),
+            raise Diverged(f"loss became {values[0]} at step {s.step}; try a lower lr (now {lr:g}) or grad_clip")
+        return StepEnd(run_id=self.run_id, role=self.role, step=s.step, epoch=s.epoch,
+                       seconds=time.perf_counter() - s.t0, lr=float(lr),
                        loss=values[0], terms=frozen_map(dict(zip(names, values[2:]))), batch_acc=values[1],
                        temperature=w.temperature, w_ce=w.ce, w_kd=w.kd, w_mse=w.mse, w_hint=w.hint,
-                       samples=samples, controls_changed=changed)
+                       samples=s.samples, controls_changed=changed)
 
-    def _epoch_end(self, events, epoch, step, t0, t_epoch, loss_sum, n_steps, reports) -> None:
-        """Fire on_epoch_end: the loss averaged over every step; terms and batch accuracy
+    def _epoch_end(self, s: _LoopState, tally: _EpochTally) -> EpochEnd:
+        """The epoch's payload: the loss averaged over every step; terms and batch accuracy
         averaged over the epoch's reported steps (they are synced only when reported)."""
-        if not n_steps:
-            return
-        loss = distributed.mean(loss_sum).item() / n_steps
+        loss = distributed.mean(tally.loss_sum).item() / tally.steps
         if not math.isfinite(loss):
-            raise Diverged(f"loss became {loss} during epoch {epoch} (by step {step}); try a lower lr or grad_clip")
+            raise Diverged(f"loss became {loss} during epoch {s.epoch} (by step {s.step}); try a lower lr or grad_clip")
+        reports = tally.reports
         names = sorted({n for p in reports for n in p.terms})
         terms = {n: sum(p.terms[n] for p in reports if n in p.terms) / sum(n in p.terms for p in reports)
                  for n in names}
-        events("on_epoch_end", EpochEnd(
-            run_id=self.run_id, role=self.role, epoch=epoch, step=step, loss=loss, terms=frozen_map(terms),
+        return EpochEnd(
+            run_id=self.run_id, role=self.role, epoch=s.epoch, step=s.step, loss=loss, terms=frozen_map(terms),
             train_acc=sum(p.batch_acc for p in reports) / len(reports) if reports else None,
-            seconds=time.perf_counter() - t0, epoch_seconds=time.perf_counter() - t_epoch))
-        self._check_stop_request(events)
+            seconds=time.perf_counter() - s.t0, epoch_seconds=time.perf_counter() - tally.started)
 
-    def _check_stop_request(self, events: Dispatcher) -> None:
-        reason = events.stop_request()  # only rank 0 has the user's callbacks: ranks agree here
-        if self._ddp and distributed.any_rank(reason is not None, self._device):
+    def _fit_end(self, s: _LoopState, status: str, message: str) -> FitEnd:
+        return FitEnd(run_id=self.run_id, role=self.role, status=status, message=message, step=s.step,
+                      epoch=s.epoch, seconds=time.perf_counter() - s.t0, best=frozen_map(s.best),
+                      final=frozen_map(s.final))
+
+    def _check_stop_request(self, s: _LoopState) -> None:
+        """End the run when a callback asks to (``should_stop``); under DDP every rank agrees."""
+        reason = s.events.stop_request()  # only rank 0 has the user's callbacks: ranks agree here
+        if s.ddp and distributed.any_rank(reason is not None, s.device):
             raise _Stopped(reason or "stopped on rank 0")
         if reason:
             raise _Stopped(reason)
 
-    def _evaluate(self, evaluate, evals, step, epoch, t0, events, best) -> dict[str, Any]:
-        """Evaluate the held-out splits; keeps the best val accuracy. Returns the updated ``best``."""
-        for name in ("val", "test"):
-            if name not in evals:
-                continue
-            p = evaluate(name, evals[name], step, epoch, t0)
-            if not math.isfinite(p.loss) and not math.isfinite(p.acc):
-                raise Diverged(f"{name} loss became {p.loss} at step {step}")
-            events("on_eval_end", p)
-            self._latest_eval[name] = p
-            if name == "val" and (not best or p.acc > best["val_acc"]):
-                best = {"val_acc": p.acc, "step": step, "epoch": epoch}
-        self._check_stop_request(events)
-        return best
+    def _evaluate(self, s: _LoopState) -> None:
+        """Evaluate the held-out splits (firing on_eval_end for each) and keep the best val accuracy.
 
-    def _final_eval(self, evaluate, evals, step, epoch, t0, events) -> dict[str, Any]:
+        ``s.best`` is updated only once the stop check has passed, as a run's summary has always
+        reported it."""
+        best = s.best
+        for name in ("val", "test"):
+            if name not in s.evals:
+                continue
+            p = s.evaluate(name, s.evals[name], s.step, s.epoch, s.t0)
+            if not math.isfinite(p.loss) and not math.isfinite(p.acc):
+                raise Diverged(f"{name} loss became {p.loss} at step {s.step}")
+            s.events("on_eval_end", p)
+            s.latest_eval[name] = p
+            if name == "val" and (not best or p.acc > best["val_acc"]):
+                best = {"val_acc": p.acc, "step": s.step, "epoch": s.epoch}
+        self._check_stop_request(s)
+        s.best = best
+
+    def _final_eval(self, s: _LoopState) -> dict[str, Any]:
         """Evaluate every split at the end; returns flat ``{split}_{metric}`` numbers."""
         final: dict[str, Any] = {}
         for name in ("train", "val", "test"):
-            if name not in evals:
+            if name not in s.evals:
                 continue
-            p = self._latest_eval.get(name)
-            if p is None or p.step != step:  # not evaluated at this step yet
-                p = evaluate(name, evals[name], step, epoch, t0)
-                events("on_eval_end", p)
+            p = s.latest_eval.get(name)
+            if p is None or p.step != s.step:  # not evaluated at this step yet
+                p = s.evaluate(name, s.evals[name], s.step, s.epoch, s.t0)
+                s.events("on_eval_end", p)
             for k in ("acc", "loss", "teacher_acc", "agreement", "kl"):
                 if getattr(p, k) is not None:
                     final[f"{name}_{k}"] = getattr(p, k)
         return final
+
+    def _final_eval_if_possible(self, s: _LoopState) -> dict[str, Any]:
+        """A stopped run's final numbers are a bonus: ``{}`` when evaluating fails."""
+        try:
+            return self._final_eval(s)
+        except Exception:
+            return {}
 
 
 def _config(config: Any, overrides: Mapping[str, Any]) -> DistillConfig:

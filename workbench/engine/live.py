@@ -9,24 +9,26 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 import traceback
 import weakref
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from .distiller import Controls, Distiller, FitResult
 from .events import FitEnd, Payload
 from .losses import LossWeights
 
 _SEVERITY = {"completed": 0, "stopped": 1, "diverged": 2, "error": 3}
-_STARTED: "weakref.WeakSet[LiveRun]" = weakref.WeakSet()  # runs whose thread was started
+_STARTED: weakref.WeakSet[LiveRun] = weakref.WeakSet()  # runs whose thread was started
 
 
-def running() -> list["LiveRun"]:
+def running() -> list[LiveRun]:
     """Live runs started in this process that have not finished."""
     return [r for r in list(_STARTED) if r._thread.is_alive()]
 
 
-def stop_all(timeout: float = 30.0) -> list["LiveRun"]:
+def stop_all(timeout: float = 30.0) -> list[LiveRun]:
     """Stop every unfinished live run and wait for each (up to ``timeout`` s in all); returns them.
 
     Called at interpreter exit: a training thread still inside a torch op while Python shuts
@@ -88,7 +90,7 @@ class LiveRun:
     that builds its fits with ``run.distiller(...)`` so stop, pause and controls reach each one.
     """
 
-    def __init__(self, target: Distiller | Callable[["LiveRun"], Any], name: str = ""):
+    def __init__(self, target: Distiller | Callable[[LiveRun], Any], name: str = ""):
         if not (isinstance(target, Distiller) or callable(target)):
             raise ValueError(f"target: expected a Distiller or a callable, got {type(target).__name__}")
         self.name = name
@@ -107,7 +109,7 @@ class LiveRun:
         self._stop_hooks: list[Callable[[], Any]] = []
         self._thread = threading.Thread(target=self._main, name=f"workbench-live-{name}", daemon=True)
         if isinstance(target, Distiller):
-            target.callbacks.append(self.buffer)
+            target.add_callback(self.buffer)
             self._adopt(target)
 
     # -- building fits inside a job ----------------------------------------------------------
@@ -128,7 +130,7 @@ class LiveRun:
                     self.controls = Controls(d.config.weights)
                     if self._pending:
                         self.controls.update(**self._pending)
-                d.controls = self.controls
+                d.use_controls(self.controls)
             self._current = d
             if self._stopped:
                 d.stop()
@@ -136,7 +138,7 @@ class LiveRun:
                 d.pause()
 
     # -- control from the UI thread ----------------------------------------------------------
-    def start(self) -> "LiveRun":
+    def start(self) -> LiveRun:
         _STARTED.add(self)
         self._thread.start()
         return self
@@ -184,6 +186,25 @@ class LiveRun:
                 self._pending.update(values)
                 return None
             return self.controls.update(**values)
+
+    def wait_paused(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s for the job's current fit to block in pause; True once it has.
+
+        Follows the job from fit to fit (a fit started while paused pauses before its first
+        step); False at once when the job has finished."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._final_status is None:
+            with self._lock:
+                current = self._current
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            slice_s = 0.05 if left is None else min(0.05, left)
+            if current is None:
+                time.sleep(slice_s)
+            elif current.wait_paused(slice_s):
+                return True
+        return False
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the job; True when it has finished."""
