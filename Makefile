@@ -53,6 +53,7 @@ test: install browser lint
 ## Lint and format check (ruff, pinned in the dev extra); `make fix` applies both.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 fix: install
 	$(BIN)/ruff check --fix .

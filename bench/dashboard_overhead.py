@@ -17,7 +17,7 @@ import json
 import nbformat
 from nbclient import NotebookClient
 
-SETUP = '''
+SETUP = """
 import statistics, time, torch, warnings
 warnings.simplefilter("ignore")
 torch.set_num_threads(1)
@@ -39,9 +39,9 @@ def with_dashboard():
     assert dash._start(lambda exp, live: exp.run(live), "bench")
     dash.wait()
     return student_seconds(dash.job.buffer.all())
-'''
+"""
 
-MEASURE = '''
+MEASURE = """
 ROUNDS = {rounds}
 plain(); with_dashboard()  # warm-up
 pairs = []
@@ -55,7 +55,7 @@ ratios = [d / p for p, d in pairs]
 print("RESULT " + json.dumps({{"plain": statistics.median(p for p, _ in pairs),
                                "dashboard": statistics.median(d for _, d in pairs),
                                "ratio": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}}))
-'''
+"""
 
 
 def main() -> None:
@@ -63,15 +63,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("import json\n" + SETUP),
-                nbformat.v4.new_code_cell(MEASURE.format(rounds=args.rounds))]
+    nb.cells = [
+        nbformat.v4.new_code_cell("import json\n" + SETUP),
+        nbformat.v4.new_code_cell(MEASURE.format(rounds=args.rounds)),
+    ]
     NotebookClient(nb, timeout=1800, kernel_name="python3").execute()
     text = "".join(o.get("text", "") for o in nb.cells[1].outputs if o.output_type == "stream")
     res = json.loads(text.split("RESULT ", 1)[1].splitlines()[0])
-    print(f"student fit, median of {args.rounds} paired rounds inside a kernel: plain API {res['plain']:.3f} s, "
-          f"with the Dashboard {res['dashboard']:.3f} s")
-    print(f"dashboard / plain median ratio {res['ratio']:.3f} (min {res['min']:.3f}, max {res['max']:.3f}; "
-          "target <= 1.05)")
+    print(
+        f"student fit, median of {args.rounds} paired rounds inside a kernel: plain API {res['plain']:.3f} s, "
+        f"with the Dashboard {res['dashboard']:.3f} s"
+    )
+    print(
+        f"dashboard / plain median ratio {res['ratio']:.3f} (min {res['min']:.3f}, max {res['max']:.3f}; "
+        "target <= 1.05)"
+    )
 
 
 if __name__ == "__main__":

@@ -58,9 +58,14 @@ def _evaluate(m, x, y, t_logp, t_pred) -> list[float]:
     with torch.no_grad():
         logp = F.log_softmax(m(x), 1)
         pred = logp.argmax(1)
-        out = torch.stack([(pred == y).sum(dtype=torch.float32), F.nll_loss(logp, y, reduction="sum"),
-                           (pred == t_pred).sum(dtype=torch.float32),
-                           F.kl_div(logp, t_logp, reduction="sum", log_target=True)]).tolist()
+        out = torch.stack(
+            [
+                (pred == y).sum(dtype=torch.float32),
+                F.nll_loss(logp, y, reduction="sum"),
+                (pred == t_pred).sum(dtype=torch.float32),
+                F.kl_div(logp, t_logp, reduction="sum", log_target=True),
+            ]
+        ).tolist()
     m.train()
     return out
 
@@ -80,10 +85,11 @@ def hand_loop(x, y, teacher, epochs, seed=0, T=4.0, val=None) -> float:
     for _ in range(epochs):
         perm = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), BS):
-            idx = perm[i:i + BS]
+            idx = perm[i : i + BS]
             s = m(x[idx])
-            kl = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t_all[idx] / T, 1), reduction="batchmean",
-                          log_target=True)
+            kl = F.kl_div(
+                F.log_softmax(s / T, 1), F.log_softmax(t_all[idx] / T, 1), reduction="batchmean", log_target=True
+            )
             loss = 0.5 * F.cross_entropy(s, y[idx]) + 0.5 * T * T * kl
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -97,8 +103,12 @@ def hand_loop(x, y, teacher, epochs, seed=0, T=4.0, val=None) -> float:
 
 def engine(x, y, xv, yv, teacher, epochs, seed=0, with_val=True) -> float:
     data = {"train": (x, y), "val": (xv, yv)} if with_val else {"train": (x, y)}
-    d = Distiller(teacher, student(), data,
-                  DistillConfig(epochs=epochs, batch_size=BS, lr=3e-3, temperature=4.0, seed=seed, device="cpu"))
+    d = Distiller(
+        teacher,
+        student(),
+        data,
+        DistillConfig(epochs=epochs, batch_size=BS, lr=3e-3, temperature=4.0, seed=seed, device="cpu"),
+    )
     t0 = time.perf_counter()
     res = d.fit()
     assert res.status == "completed", res.message
@@ -108,6 +118,7 @@ def engine(x, y, xv, yv, teacher, epochs, seed=0, with_val=True) -> float:
 def loader_vs_slicing(x, y, epochs: int) -> tuple[float, float, float]:
     """Seconds per epoch of the same training step fed by DataLoader, by indexing a permutation
     each step, and by gathering the permuted data once per epoch and slicing it (the engine)."""
+
     def run(batches):
         m = student()
         opt = torch.optim.Adam(m.parameters(), lr=3e-3)
@@ -126,14 +137,14 @@ def loader_vs_slicing(x, y, epochs: int) -> tuple[float, float, float]:
     def sliced():
         perm = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), BS):
-            idx = perm[i:i + BS]
+            idx = perm[i : i + BS]
             yield x[idx], y[idx]
 
     def gathered():
         perm = torch.randperm(len(x), generator=gen)
         xp, yp = x[perm], y[perm]
         for i in range(0, len(x), BS):
-            yield xp[i:i + BS], yp[i:i + BS]
+            yield xp[i : i + BS], yp[i : i + BS]
 
     return run(lambda: iter(dl)), run(sliced), run(gathered)
 
@@ -159,24 +170,32 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in runs}
     names = list(runs)
     for i in range(args.pairs):
-        for k in names[i % len(names):] + names[:i % len(names)]:  # rotate the order
+        for k in names[i % len(names) :] + names[: i % len(names)]:  # rotate the order
             times[k].append(runs[k]())
     steps = args.epochs * -(-N_TRAIN // BS)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.pairs} rounds of {args.epochs} epochs "
-          f"({steps} steps each)")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), {args.pairs} rounds of {args.epochs} epochs "
+        f"({steps} steps each)"
+    )
     for k, v in times.items():
         print(f"{k:10s} median {statistics.median(v) * 1e6 / steps:7.1f} us/step")
-    for eng, ref, note in (("engine", "hand+eval", "same math incl. evaluation; target <= 1.05"),
-                           ("engine", "bare", "the engine also evaluates val every epoch"),
-                           ("engine-noval", "bare", "no val split: step events + final train eval")):
+    for eng, ref, note in (
+        ("engine", "hand+eval", "same math incl. evaluation; target <= 1.05"),
+        ("engine", "bare", "the engine also evaluates val every epoch"),
+        ("engine-noval", "bare", "no val split: step events + final train eval"),
+    ):
         r = [e / h for e, h in zip(times[eng], times[ref])]
-        print(f"{eng:12s} / {ref:9s} median ratio {statistics.median(r):.3f} "
-              f"(min {min(r):.3f}, max {max(r):.3f})  [{note}]")
+        print(
+            f"{eng:12s} / {ref:9s} median ratio {statistics.median(r):.3f} "
+            f"(min {min(r):.3f}, max {max(r):.3f})  [{note}]"
+        )
     res = [loader_vs_slicing(x, y, 10) for _ in range(5)]
     dl, sl, ga = (statistics.median(r[i] for r in res) for i in range(3))
-    print(f"DataLoader(TensorDataset) {dl * 1e3:.2f} ms/epoch; permutation slicing per step {sl * 1e3:.2f} "
-          f"ms/epoch ({dl / sl:.2f}x faster, expect >= 1.5x); gathered once per epoch then sliced "
-          f"(the engine) {ga * 1e3:.2f} ms/epoch ({dl / ga:.2f}x faster)")
+    print(
+        f"DataLoader(TensorDataset) {dl * 1e3:.2f} ms/epoch; permutation slicing per step {sl * 1e3:.2f} "
+        f"ms/epoch ({dl / sl:.2f}x faster, expect >= 1.5x); gathered once per epoch then sliced "
+        f"(the engine) {ga * 1e3:.2f} ms/epoch ({dl / ga:.2f}x faster)"
+    )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,16 @@ class EpochTimes:
 
 def engine_sps(x, y, teacher, student, epochs, bs, precision, cached, device) -> float:
     times = EpochTimes()
-    cfg = DistillConfig(epochs=epochs, batch_size=bs, lr=1e-3, temperature=4.0, device=str(device),
-                        precision=precision, cache_teacher=cached, eval_every=10**9)
+    cfg = DistillConfig(
+        epochs=epochs,
+        batch_size=bs,
+        lr=1e-3,
+        temperature=4.0,
+        device=str(device),
+        precision=precision,
+        cache_teacher=cached,
+        eval_every=10**9,
+    )
     res = Distiller(teacher, student, {"train": (x, y)}, cfg, [times]).fit()
     assert res.status == "completed", res.message
     return len(x) / statistics.median(times.seconds[1:])
@@ -59,7 +67,7 @@ def hand_sps(x, y, teacher, student, epochs, bs, precision, cached, device) -> f
     T = 4.0
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        t_all = torch.cat([teacher(x[i:i + 1024]) for i in range(0, len(x), 1024)]).float() if cached else None
+        t_all = torch.cat([teacher(x[i : i + 1024]) for i in range(0, len(x), 1024)]).float() if cached else None
     times = []
     for _ in range(epochs):
         sync(device)
@@ -68,10 +76,10 @@ def hand_sps(x, y, teacher, student, epochs, bs, precision, cached, device) -> f
         xp, yp = x[perm], y[perm]
         tp = t_all[perm] if cached else None
         for i in range(0, len(x), bs):
-            xb, yb = xp[i:i + bs], yp[i:i + bs]
+            xb, yb = xp[i : i + bs], yp[i : i + bs]
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 if cached:
-                    tb = tp[i:i + bs]
+                    tb = tp[i : i + bs]
                 else:
                     with torch.no_grad():
                         tb = teacher(xb).float()
@@ -106,13 +114,17 @@ def main() -> None:
     x = torch.randn(n, 3, 32, 32, generator=g)
     y = torch.randint(0, 10, (n,), generator=g)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(f"torch {torch.__version__} on {name}; {n} samples of 3x32x32, batch {bs}, {args.epochs} epochs "
-          f"(first one is warm-up)")
+    print(
+        f"torch {torch.__version__} on {name}; {n} samples of 3x32x32, batch {bs}, {args.epochs} epochs "
+        f"(first one is warm-up)"
+    )
     print(f"{'precision':9s} {'teacher':7s} {'engine s/s':>11s} {'hand s/s':>10s} {'ratio':>6s}")
     for precision in ("fp32", "bf16"):  # warm-up round: kernels built, caches primed, clocks up
         for cached in (False, True):
-            engine_sps(x[:bs * 4], y[:bs * 4], cnn(t_ch, 1).to(device), cnn(s_ch, 2), 2, bs, precision, cached, device)
-            hand_sps(x[:bs * 4], y[:bs * 4], cnn(t_ch, 1).to(device), cnn(s_ch, 2), 2, bs, precision, cached, device)
+            engine_sps(
+                x[: bs * 4], y[: bs * 4], cnn(t_ch, 1).to(device), cnn(s_ch, 2), 2, bs, precision, cached, device
+            )
+            hand_sps(x[: bs * 4], y[: bs * 4], cnn(t_ch, 1).to(device), cnn(s_ch, 2), 2, bs, precision, cached, device)
     rows = {}
     for precision in ("fp32", "bf16"):
         for cached in (False, True):
@@ -120,10 +132,13 @@ def main() -> None:
             e = engine_sps(x, y, teacher, cnn(s_ch, 2), args.epochs, bs, precision, cached, device)
             h = hand_sps(x, y, teacher, cnn(s_ch, 2), args.epochs, bs, precision, cached, device)
             rows[(precision, cached)] = e
-            print(f"{precision:9s} {'cached' if cached else 'live':7s} {e:11.0f} {h:10.0f} {e / h:6.3f}"
-                  "   (target >= 0.95)")
-    print(f"bf16 / fp32 with the teacher live: {rows[('bf16', False)] / rows[('fp32', False)]:.2f}x "
-          "(target > 1 on a GPU)")
+            print(
+                f"{precision:9s} {'cached' if cached else 'live':7s} {e:11.0f} {h:10.0f} {e / h:6.3f}"
+                "   (target >= 0.95)"
+            )
+    print(
+        f"bf16 / fp32 with the teacher live: {rows[('bf16', False)] / rows[('fp32', False)]:.2f}x (target > 1 on a GPU)"
+    )
 
 
 if __name__ == "__main__":

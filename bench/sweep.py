@@ -53,20 +53,24 @@ def main() -> None:
     runs = args.runs or tempfile.mkdtemp(prefix="bench-sweep-")
     data = load_dataset("mnist1d")
     teacher_cfg = DistillConfig(epochs=150, batch_size=100, lr=1e-2, weight_decay=0.0, device="cpu")
-    student_cfg = DistillConfig(epochs=args.epochs, batch_size=64, lr=3e-3, temperature=4.0, alpha=0.5,
-                                device="cpu")
-    common = dict(data=data, teacher="cnn1d:64,64,64", config=student_cfg, teacher_config=teacher_cfg,
-                  runs=runs, record=False)
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-          f"{args.workers} workers; mnist1d train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}")
+    student_cfg = DistillConfig(epochs=args.epochs, batch_size=64, lr=3e-3, temperature=4.0, alpha=0.5, device="cpu")
+    common = dict(
+        data=data, teacher="cnn1d:64,64,64", config=student_cfg, teacher_config=teacher_cfg, runs=runs, record=False
+    )
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+        f"{args.workers} workers; mnist1d train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}"
+    )
 
     t0 = time.perf_counter()
     probe = Sweep(**common, students=STUDENTS[:1], methods=["scratch"], seeds=1, save=False)
     probe.experiment.prepare_teacher()  # trained once, then loaded from the teacher cache
     cached = probe.experiment.teacher_result.summary.get("cached", False)
     t_acc = probe.experiment.teacher_result.summary.get("test_acc")
-    print(f"teacher cnn1d:64,64,64: test acc {t_acc:.3f}, {'loaded from the cache' if cached else 'trained'} "
-          f"in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"teacher cnn1d:64,64,64: test acc {t_acc:.3f}, {'loaded from the cache' if cached else 'trained'} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
 
     if not args.speedup_only:
         full_sweep(common, args)
@@ -75,30 +79,41 @@ def main() -> None:
 
 def full_sweep(common: dict, args: argparse.Namespace) -> None:
     """The 5 sizes x 3 methods x N seeds sweep: wall time, gains and the Pareto front."""
-    full = Sweep(**common, students=STUDENTS, methods=METHODS, seeds=args.seeds, workers=args.workers,
-                 name=f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    full = Sweep(
+        **common,
+        students=STUDENTS,
+        methods=METHODS,
+        seeds=args.seeds,
+        workers=args.workers,
+        name=f"bench-{time.strftime('%Y%m%d-%H%M%S')}",
+    )
     seconds, df = timed(full)
     fits = df.seconds.sum()
-    print(f"\nsweep: {len(df)} cells ({len(STUDENTS)} sizes x {len(METHODS)} methods x {args.seeds} seeds, "
-          f"{args.epochs} epochs) in {seconds:.1f} s wall ({seconds / 60:.2f} min; target <= 5 min); "
-          f"fits {fits:.1f} s summed, {fits / seconds:.2f} cells busy on average; load average "
-          f"{os.getloadavg()[0]:.1f}; saved to {full.path}")
+    print(
+        f"\nsweep: {len(df)} cells ({len(STUDENTS)} sizes x {len(METHODS)} methods x {args.seeds} seeds, "
+        f"{args.epochs} epochs) in {seconds:.1f} s wall ({seconds / 60:.2f} min; target <= 5 min); "
+        f"fits {fits:.1f} s summed, {fits / seconds:.2f} cells busy on average; load average "
+        f"{os.getloadavg()[0]:.1f}; saved to {full.path}"
+    )
     print(f"statuses: {df.status.value_counts().to_dict()}")
     for method in ("kd", "mse"):
         g = paired_gain(df, method=method)
         print(f"\n{method} - scratch, test accuracy (mean over {args.seeds} seeds, 95% CI):")
         for r in g.itertuples():
-            print(f"  {r.student:12s} {r.params:6d} params  scratch {r.baseline_mean:.3f}  {method} "
-                  f"{r.method_mean:.3f}  gain {r.gain:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]")
+            print(
+                f"  {r.student:12s} {r.params:6d} params  scratch {r.baseline_mean:.3f}  {method} "
+                f"{r.method_mean:.3f}  gain {r.gain:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+            )
     front = pareto_front(df)
-    print("\nPareto front (params, mean test acc): " + ", ".join(
-        f"{r.student} {r.method} {r.test_acc_mean:.3f}" for r in front.itertuples()))
+    print(
+        "\nPareto front (params, mean test acc): "
+        + ", ".join(f"{r.student} {r.method} {r.test_acc_mean:.3f}" for r in front.itertuples())
+    )
 
 
 def speedup(common: dict, args: argparse.Namespace) -> None:
     """Serial vs parallel on a subset, alternated round by round."""
-    subset = dict(common, students=[STUDENTS[2], STUDENTS[4]], methods=METHODS, seeds=args.subset_seeds,
-                  save=False)
+    subset = dict(common, students=[STUDENTS[2], STUDENTS[4]], methods=METHODS, seeds=args.subset_seeds, save=False)
     serial, parallel, loads, same = [], [], [], True
     for _ in range(args.rounds):
         s_sec, s_df = timed(Sweep(**subset, workers=1))
@@ -115,8 +130,10 @@ def speedup(common: dict, args: argparse.Namespace) -> None:
     if args.threaded:
         threaded, _ = timed(Sweep(**subset, workers=1, threads=os.cpu_count()))
         print(f"  serial, {os.cpu_count()} torch threads:    {threaded:.1f} s")
-    print(f"  speed-up: {min(serial) / min(parallel):.2f}x best vs best, {statistics.median(ratios):.2f}x median of "
-          f"paired rounds (target >= 1.7x); serial and parallel numbers identical: {same}")
+    print(
+        f"  speed-up: {min(serial) / min(parallel):.2f}x best vs best, {statistics.median(ratios):.2f}x median of "
+        f"paired rounds (target >= 1.7x); serial and parallel numbers identical: {same}"
+    )
 
 
 if __name__ == "__main__":  # required: spawned workers import this file

@@ -35,10 +35,15 @@ def epoch_time(teacher, student_hidden, data, epochs: int, mode: str) -> float:
     torch.manual_seed(1)
     student = build_model("mlp", data, hidden=student_hidden)
     times = EpochTimes()
-    cfg = DistillConfig(epochs=epochs, batch_size=64, device="cpu", eval_every=10**9,
-                        cache_teacher=(mode != "live"))
-    Distiller(None if mode == "scratch" else teacher, student, data, cfg, [times],
-              role="baseline" if mode == "scratch" else None).fit()
+    cfg = DistillConfig(epochs=epochs, batch_size=64, device="cpu", eval_every=10**9, cache_teacher=(mode != "live"))
+    Distiller(
+        None if mode == "scratch" else teacher,
+        student,
+        data,
+        cfg,
+        [times],
+        role="baseline" if mode == "scratch" else None,
+    ).fit()
     return statistics.median(times.seconds[1:])  # the first epoch warms up
 
 
@@ -59,7 +64,7 @@ def main() -> None:
         modes = ["scratch", "cached", "live"]
         res: dict[str, list[float]] = {m: [] for m in modes}
         for i in range(args.rounds):
-            for m in modes[i % 3:] + modes[:i % 3]:
+            for m in modes[i % 3 :] + modes[: i % 3]:
                 res[m].append(epoch_time(teacher, s_hidden, data, args.epochs, m))
         med = {m: statistics.median(v) for m, v in res.items()}
         print(f"\nteacher mlp{t_hidden} {t_macs} MACs/sample, student mlp{s_hidden} {s_macs} ({t_macs / s_macs:.0f}x)")

@@ -211,21 +211,35 @@ def serve_streamlit(script_path, env=None, timeout=60, cwd=None):
     full_env.update(env or {})
     full_env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
     cmd = [
-        sys.executable, "-m", "streamlit", "run", str(script),
-        "--server.headless", "true",
-        "--server.address", "127.0.0.1",
-        "--server.port", str(port),
-        "--browser.gatherUsageStats", "false",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(script),
+        "--server.headless",
+        "true",
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
         # tests write files under the repo (venv, caches): never watch or rerun on them
-        "--server.fileWatcherType", "none",
-        "--server.runOnSave", "false",
+        "--server.fileWatcherType",
+        "none",
+        "--server.runOnSave",
+        "false",
     ]
     base = f"http://127.0.0.1:{port}"
     try:
         with _serve(
-            cmd, env=full_env, cwd=str(cwd or REPO_ROOT),
-            health_url=base + "/_stcore/health", timeout=timeout,
-            what="streamlit", log_path=tmp / "streamlit.log",
+            cmd,
+            env=full_env,
+            cwd=str(cwd or REPO_ROOT),
+            health_url=base + "/_stcore/health",
+            timeout=timeout,
+            what="streamlit",
+            log_path=tmp / "streamlit.log",
         ):
             yield base
     finally:
@@ -257,8 +271,12 @@ def serve_jupyterlab(root_dir, timeout=90):
         JUPYTER_PLATFORM_DIRS="1",
     )
     cmd = [
-        sys.executable, "-m", "jupyter", "lab",
-        "--no-browser", "--allow-root",
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--allow-root",
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
@@ -272,8 +290,13 @@ def serve_jupyterlab(root_dir, timeout=90):
     base = f"http://127.0.0.1:{port}"
     try:
         with _serve(
-            cmd, env=env, cwd=str(root_dir), health_url=base + "/api/status",
-            timeout=timeout, what="jupyterlab", log_path=tmp / "jupyterlab.log",
+            cmd,
+            env=env,
+            cwd=str(root_dir),
+            health_url=base + "/api/status",
+            timeout=timeout,
+            what="jupyterlab",
+            log_path=tmp / "jupyterlab.log",
         ):
             yield base
     finally:
@@ -328,8 +351,7 @@ def run_notebook_in_lab(page, base_url: str, nb_name: str, timeout: float = 60) 
     while KERNEL_IDLE not in page.evaluate(_STATUS_JS):
         if time.monotonic() > deadline:
             raise TimeoutError(
-                f"kernel of {nb} not '{KERNEL_IDLE}' within {timeout} s; "
-                f"status bar: {page.evaluate(_STATUS_JS)!r}"
+                f"kernel of {nb} not '{KERNEL_IDLE}' within {timeout} s; status bar: {page.evaluate(_STATUS_JS)!r}"
             )
         if kernel_dialog.count():
             kernel_dialog.locator(".jp-mod-accept").first.click()
@@ -358,8 +380,7 @@ def run_notebook_in_lab(page, base_url: str, nb_name: str, timeout: float = 60) 
 def output_text(page) -> str:
     """All text in the open notebook's output areas (not the cell sources)."""
     return page.evaluate(
-        "() => [...document.querySelectorAll('.jp-OutputArea-output')]"
-        ".map(e => e.innerText).join('\\n')"
+        "() => [...document.querySelectorAll('.jp-OutputArea-output')].map(e => e.innerText).join('\\n')"
     )
 
 

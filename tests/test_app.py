@@ -26,6 +26,7 @@ def at():
 
 def stop_all_jobs():
     from workbench.ui.app import registry
+
     running = registry().running()
     for job in running:
         job.run.stop()
@@ -34,8 +35,10 @@ def stop_all_jobs():
 
 def job_of(at):
     from workbench.ui.app import registry
-    return registry().get(at.query_params.get("job")[0] if isinstance(at.query_params.get("job"), list)
-                          else at.query_params.get("job"))
+
+    return registry().get(
+        at.query_params.get("job")[0] if isinstance(at.query_params.get("job"), list) else at.query_params.get("job")
+    )
 
 
 def wait_done(at, timeout=90):
@@ -118,11 +121,11 @@ def test_a_short_run_produces_history_and_results(at):
     assert job.run.status == "completed"
     roles = [p.role for p in job.run.buffer.all() if p.event == "fit_end"]
     assert roles == ["teacher", "student", "baseline"]
-    assert [m.label for m in at.metric] == ["teacher test accuracy", "student test accuracy",
-                                            "baseline test accuracy"]
+    assert [m.label for m in at.metric] == ["teacher test accuracy", "student test accuracy", "baseline test accuracy"]
     charts = at.get("plotly_chart")
     assert len(charts) >= 4  # accuracy, loss, explorer, boundaries
     import json
+
     acc = json.loads(charts[0].proto.spec)
     student = [t for t in acc["data"] if t.get("name") == "student"][0]
     assert len(student["x"]) == 3  # one eval per epoch
@@ -176,15 +179,18 @@ def test_a_diverged_run_shows_why_and_the_page_can_run_again(at):
     assert at.button(key="run").disabled is False
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"a,b\n1,2\n3,4\n", "at least 10 rows"),
-    (b"x,label\n" + b"".join(b"%d,same\n" % i for i in range(30)), "only one class"),
-    (b"name,label\n" + b"".join(b"n%d,%d\n" % (i, i % 2) for i in range(30)), "numeric"),
-    (b"\x00\x01garbage", ""),
-    (b"f1,f2,label\n", "no data rows"),
-    (b"", "is empty"),
-    (b"PK\x03\x04" + bytes(range(256)), "binary"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"a,b\n1,2\n3,4\n", "at least 10 rows"),
+        (b"x,label\n" + b"".join(b"%d,same\n" % i for i in range(30)), "only one class"),
+        (b"name,label\n" + b"".join(b"n%d,%d\n" % (i, i % 2) for i in range(30)), "numeric"),
+        (b"\x00\x01garbage", ""),
+        (b"f1,f2,label\n", "no data rows"),
+        (b"", "is empty"),
+        (b"PK\x03\x04" + bytes(range(256)), "binary"),
+    ],
+)
 def test_bad_csv_shows_a_message_not_a_traceback(at, content, message):
     at.sidebar.selectbox(key="dataset").set_value("upload a CSV...").run()
     at.sidebar.file_uploader(key="csv").set_value(("mine.csv", content, "text/csv")).run()
@@ -322,9 +328,10 @@ def test_the_teacher_curves_are_drawn_while_it_trains(at):
     at.sidebar.number_input(key="teacher_epochs").set_value(5000).run()
     at.button(key="run").click().run()
     job = job_of(at)
-    wait_for(lambda: sum(p.event == "eval" and p.role == "teacher" and p.split == "val"
-                         for p in job.run.buffer.all()) >= 2,
-             "two teacher evaluations")
+    wait_for(
+        lambda: sum(p.event == "eval" and p.role == "teacher" and p.split == "val" for p in job.run.buffer.all()) >= 2,
+        "two teacher evaluations",
+    )
     at.run()
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     teacher = [t for t in spec["data"] if t.get("name") == "teacher val"]
@@ -412,6 +419,7 @@ def test_a_hostile_file_name_stays_a_string_in_the_code(at, monkeypatch):
     fake.table = lambda: "table"
     monkeypatch.setitem(sys.modules, "workbench", fake)
     import os
+
     monkeypatch.setattr(os, "system", lambda *a: ran.append(a))
     exec(compile(src, "<copy as code>", "exec"), {})
     assert not ran and calls == [((name,), {"target": "kind", "seed": 0})]
@@ -422,13 +430,15 @@ def test_settings_name_the_bad_field():
     from workbench import Settings
 
     assert Settings.for_dataset("moons", teacher="mlp:8").teacher == "mlp:8"  # changes beat the defaults
-    for kwargs, message in [({"dataset": "nope"}, "dataset: 'nope' is not a built-in dataset; valid: digits"),
-                            ({"teacher": "mlp:x"}, "teacher: model: 'mlp:x' is invalid"),
-                            ({"student": None}, "student: None is invalid"),
-                            ({"csv": "a.csv"}, "csv, target: 'a.csv', None; give both"),
-                            ({"csv": "a.csv", "target": "y", "extra_unlabeled": 5}, "extra_unlabeled: 5"),
-                            ({"teacher_epochs": True}, "teacher_epochs: True is invalid"),
-                            ({"mixup": "yes"}, "mixup: 'yes' is invalid")]:
+    for kwargs, message in [
+        ({"dataset": "nope"}, "dataset: 'nope' is not a built-in dataset; valid: digits"),
+        ({"teacher": "mlp:x"}, "teacher: model: 'mlp:x' is invalid"),
+        ({"student": None}, "student: None is invalid"),
+        ({"csv": "a.csv"}, "csv, target: 'a.csv', None; give both"),
+        ({"csv": "a.csv", "target": "y", "extra_unlabeled": 5}, "extra_unlabeled: 5"),
+        ({"teacher_epochs": True}, "teacher_epochs: True is invalid"),
+        ({"mixup": "yes"}, "mixup: 'yes' is invalid"),
+    ]:
         with pytest.raises(ValueError) as e:
             Settings(**kwargs)
         assert message in str(e.value), (kwargs, str(e.value))

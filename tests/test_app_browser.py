@@ -56,8 +56,11 @@ def sidebar(page):
 def pick_dataset(page, name):
     sidebar(page).get_by_test_id("stSelectbox").filter(has_text="dataset").first.click()
     page.get_by_role("option", name=name, exact=True).click()
-    wait_until(lambda: sidebar(page).get_by_role("textbox", name="teacher sizes").input_value() != "32,64",
-               30, f"the {name} models in the sidebar")
+    wait_until(
+        lambda: sidebar(page).get_by_role("textbox", name="teacher sizes").input_value() != "32,64",
+        30,
+        f"the {name} models in the sidebar",
+    )
 
 
 def slider_thumb(page, label):

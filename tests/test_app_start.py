@@ -35,19 +35,32 @@ def test_app_starts_with_no_terminal_and_an_empty_home(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     port = _free_port()
-    env = {**os.environ, "HOME": str(home), "USERPROFILE": str(home),
-           "WORKBENCH_RUNS": str(tmp_path / "runs"), "WORKBENCH_CACHE": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "USERPROFILE": str(home),
+        "WORKBENCH_RUNS": str(tmp_path / "runs"),
+        "WORKBENCH_CACHE": str(tmp_path / "cache"),
+    }
     env.pop("XDG_CONFIG_HOME", None)
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "app", "--port", str(port)], cwd=tmp_path,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "app", "--port", str(port)],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
     try:
         status, deadline = None, time.monotonic() + DEADLINE_S
         while status != 200 and proc.poll() is None and time.monotonic() < deadline:
             status = _get(f"http://127.0.0.1:{port}/")
             if status != 200:
                 time.sleep(0.5)
-        assert status == 200, f"exit code {proc.poll()}; output:\n{proc.stdout.read() if proc.poll() is not None else ''}"
+        assert status == 200, (
+            f"exit code {proc.poll()}; output:\n{proc.stdout.read() if proc.poll() is not None else ''}"
+        )
     finally:
         proc.terminate()
         try:

@@ -12,8 +12,7 @@ from workbench.verdict import kd_verdict
 
 
 def run(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_demo_json():
@@ -24,8 +23,7 @@ def test_demo_json():
     assert all(r["status"] == "completed" and 0 < r["test_acc"] <= 1 for r in res["runs"])
     assert res["config"]["alpha"] == 0.5
     acc = {r["model"]: r["test_acc"] for r in res["runs"]}
-    assert res["verdict"] == kd_verdict(acc["student, distilled"], acc["student, scratch"],
-                                        teacher_acc=acc["teacher"])
+    assert res["verdict"] == kd_verdict(acc["student, distilled"], acc["student, scratch"], teacher_acc=acc["teacher"])
 
 
 def test_bad_input_exits_2_with_one_line():
@@ -33,14 +31,34 @@ def test_bad_input_exits_2_with_one_line():
     (tests/test_cli_errors.py goes through every flag in-process)."""
     out = run("demo", "--alpha", "1.5")
     assert out.returncode == 2 and out.stdout == ""
-    assert out.stderr.strip() == ("workbench demo: error: argument --alpha: '1.5' is invalid; expected a number "
-                                  "in [0, 1] (alpha*CE + (1-alpha)*T^2*KL) (see workbench demo --help)")
+    assert out.stderr.strip() == (
+        "workbench demo: error: argument --alpha: '1.5' is invalid; expected a number "
+        "in [0, 1] (alpha*CE + (1-alpha)*T^2*KL) (see workbench demo --help)"
+    )
 
 
 def test_the_contract_command_runs():
     """The flags the issue names, verbatim (short epochs): a CNN teacher on the flat 64-pixel digits."""
-    out = run("distill", "--dataset", "digits", "--teacher", "cnn2d", "--student", "mlp:16", "--temperature", "4",
-              "--alpha", "0.5", "--epochs", "2", "--labeled-fraction", "0.1", "--seed", "1", "--json")
+    out = run(
+        "distill",
+        "--dataset",
+        "digits",
+        "--teacher",
+        "cnn2d",
+        "--student",
+        "mlp:16",
+        "--temperature",
+        "4",
+        "--alpha",
+        "0.5",
+        "--epochs",
+        "2",
+        "--labeled-fraction",
+        "0.1",
+        "--seed",
+        "1",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert [r["role"] for r in res["runs"]] == ["teacher", "student", "baseline"]
@@ -48,8 +66,23 @@ def test_the_contract_command_runs():
 
 
 def test_distill_json_and_runs_dir(tmp_path):
-    out = run("distill", "--dataset", "moons", "--teacher", "mlp:32,32", "--student", "mlp:4", "--epochs", "3",
-              "--labeled-fraction", "0.2", "--mixup", "--runs", str(tmp_path / "r"), "--json")
+    out = run(
+        "distill",
+        "--dataset",
+        "moons",
+        "--teacher",
+        "mlp:32,32",
+        "--student",
+        "mlp:4",
+        "--epochs",
+        "3",
+        "--labeled-fraction",
+        "0.2",
+        "--mixup",
+        "--runs",
+        str(tmp_path / "r"),
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert [r["role"] for r in res["runs"]] == ["teacher", "student", "baseline"]
@@ -65,6 +98,7 @@ def test_distill_json_and_runs_dir(tmp_path):
 def test_distill_csv(tmp_path):
     import numpy as np
     import pandas as pd
+
     rng = np.random.default_rng(1)
     df = pd.DataFrame(rng.normal(size=(200, 3)), columns=["x1", "x2", "x3"])
     df["label"] = np.where(df.x1 > 0, "yes", "no")
@@ -78,18 +112,55 @@ def test_distill_csv(tmp_path):
 
 
 def test_compare_end_to_end(tmp_path):
-    out = run("compare", "--dataset", "moons", "--teacher", "mlp:16", "--students", "mlp:2,mlp:4",
-              "--methods", "scratch,kd", "--seeds", "2", "--epochs", "2", "--workers", "1",
-              "--runs", str(tmp_path / "runs"), "--csv", str(tmp_path / "sweep.csv"), "--json")
+    out = run(
+        "compare",
+        "--dataset",
+        "moons",
+        "--teacher",
+        "mlp:16",
+        "--students",
+        "mlp:2,mlp:4",
+        "--methods",
+        "scratch,kd",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--workers",
+        "1",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--csv",
+        str(tmp_path / "sweep.csv"),
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["rows"] == 8 and len(res["summary"]) == 4
     import pandas as pd
+
     df = pd.read_csv(tmp_path / "sweep.csv")
     assert len(df) == 8 and set(df.student) == {"mlp:2", "mlp:4"}
-    again = run("compare", "--dataset", "moons", "--teacher", "mlp:16", "--students", "mlp:2,mlp:4",
-                "--methods", "scratch,kd", "--seeds", "2", "--epochs", "2", "--workers", "1",
-                "--runs", str(tmp_path / "runs"), "--json")
+    again = run(
+        "compare",
+        "--dataset",
+        "moons",
+        "--teacher",
+        "mlp:16",
+        "--students",
+        "mlp:2,mlp:4",
+        "--methods",
+        "scratch,kd",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--workers",
+        "1",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--json",
+    )
     assert json.loads(again.stdout)["rows"] == 8  # resumed: every cell was already saved
 
 
@@ -102,6 +173,7 @@ def teacher_fits(monkeypatch):
     def counted(self):
         roles.append(self.role)
         return fit(self)
+
     monkeypatch.setattr(Distiller, "fit", counted)
     return roles
 
@@ -132,12 +204,26 @@ def test_the_app_the_cli_and_python_share_one_teacher(tmp_path, capsys, teacher_
     from workbench.experiment import Experiment
     from workbench.ui.settings import Settings
 
-    app = Settings(dataset="moons", teacher="mlp:16", student="mlp:4", temperature=2.0, alpha=0.3,
-                   labeled_fraction=0.5, epochs=2, teacher_epochs=2, seed=0).experiment(runs=True).run()
+    app = (
+        Settings(
+            dataset="moons",
+            teacher="mlp:16",
+            student="mlp:4",
+            temperature=2.0,
+            alpha=0.3,
+            labeled_fraction=0.5,
+            epochs=2,
+            teacher_epochs=2,
+            seed=0,
+        )
+        .experiment(runs=True)
+        .run()
+    )
     assert cli.main(MOONS + ["--json", "--alpha", "0.8", "--temperature", "6"]) == 0
     cli_teacher = json.loads(capsys.readouterr().out)["runs"][0]
-    py = Experiment(load_dataset("moons"), "mlp:16", "mlp:8", DistillConfig(epochs=2, alpha=0.9, mixup_alpha=1.0),
-                    baseline=False).run()
+    py = Experiment(
+        load_dataset("moons"), "mlp:16", "mlp:8", DistillConfig(epochs=2, alpha=0.9, mixup_alpha=1.0), baseline=False
+    ).run()
     assert teacher_fits.count("teacher") == 1
     assert cli_teacher["run_id"] == app.teacher.run_id == py.teacher.run_id
     assert cli_teacher["test_acc"] == app.teacher.summary["test_acc"]
@@ -156,8 +242,25 @@ def test_distill_prints_the_verdict(capsys):
 
 
 def test_compare_shows_the_teacher_training(capsys):
-    rc = cli.main(["compare", "--dataset", "moons", "--teacher", "mlp:8", "--students", "mlp:2", "--methods",
-                   "scratch", "--seeds", "1", "--epochs", "1", "--workers", "1"])
+    rc = cli.main(
+        [
+            "compare",
+            "--dataset",
+            "moons",
+            "--teacher",
+            "mlp:8",
+            "--students",
+            "mlp:2",
+            "--methods",
+            "scratch",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--workers",
+            "1",
+        ]
+    )
     assert rc == 0
     err = capsys.readouterr().err
     assert "teacher: 100%" in err and "sweep: 100%" in err

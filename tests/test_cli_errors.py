@@ -15,8 +15,10 @@ NO_CSV = "no.csv"
 @pytest.fixture
 def no_training(monkeypatch):
     """Any fit fails the test: the errors below must come before training starts."""
+
     def fit(self):
         raise AssertionError("training started before the input was checked")
+
     monkeypatch.setattr(Distiller, "fit", fit)
 
 
@@ -111,13 +113,16 @@ def test_a_user_error_is_one_line_and_exit_2(argv, names, tmp_path, capsys, no_t
     assert not list((tmp_path / "runs").glob("*"))  # nothing was recorded (conftest's WORKBENCH_RUNS)
 
 
-@pytest.mark.parametrize("variable, argv", [
-    ("WORKBENCH_CACHE", ["distill", "--dataset", "moons", "--epochs", "1"]),
-    ("WORKBENCH_CACHE", ["demo", "--dataset", "moons", "--epochs", "1"]),
-    ("WORKBENCH_CACHE", ["compare", "--dataset", "moons", "--epochs", "1", "--workers", "1"]),
-    ("WORKBENCH_RUNS", ["distill", "--dataset", "moons", "--epochs", "1"]),
-    ("WORKBENCH_RUNS", ["runs"]),
-])
+@pytest.mark.parametrize(
+    "variable, argv",
+    [
+        ("WORKBENCH_CACHE", ["distill", "--dataset", "moons", "--epochs", "1"]),
+        ("WORKBENCH_CACHE", ["demo", "--dataset", "moons", "--epochs", "1"]),
+        ("WORKBENCH_CACHE", ["compare", "--dataset", "moons", "--epochs", "1", "--workers", "1"]),
+        ("WORKBENCH_RUNS", ["distill", "--dataset", "moons", "--epochs", "1"]),
+        ("WORKBENCH_RUNS", ["runs"]),
+    ],
+)
 def test_an_environment_folder_that_is_a_file_is_named(variable, argv, tmp_path, monkeypatch, capsys, no_training):
     (tmp_path / "a_file").write_text("x")
     monkeypatch.setenv(variable, str(tmp_path / "a_file"))
@@ -132,7 +137,9 @@ def test_force_lets_a_large_model_through(monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "MAX_PARAMS", 100)
     data = load_dataset("moons")
-    with pytest.raises(ValueError, match=r"--teacher: 'mlp:64' has 322 parameters, more than 100; pass --force"):  # 2*64+64 + 64*2+2
+    with pytest.raises(
+        ValueError, match=r"--teacher: 'mlp:64' has 322 parameters, more than 100; pass --force"
+    ):  # 2*64+64 + 64*2+2
         cli._check_sizes(data, False, teacher="mlp:64")
     cli._check_sizes(data, True, teacher="mlp:64")
 
@@ -147,8 +154,18 @@ def test_terminal_output_escapes_control_characters(monkeypatch, capsys):
     evil = "run\x1b[2J\x1b]0;pwned\x07-1\nnext"
     assert cli.printable(evil) == "run\\x1b[2J\\x1b]0;pwned\\x07-1\\nnext"
     assert cli.printable("café-ü") == "café-ü"  # printable text is kept as is
-    frame = pd.DataFrame([{"run_id": evil, "role": "student", "status": "completed", "dataset": "d\x1bx",
-                           "val_acc": 0.5, "test_acc": None}])
+    frame = pd.DataFrame(
+        [
+            {
+                "run_id": evil,
+                "role": "student",
+                "status": "completed",
+                "dataset": "d\x1bx",
+                "val_acc": 0.5,
+                "test_acc": None,
+            }
+        ]
+    )
     monkeypatch.setattr("workbench.store.runs.list_runs", lambda root=None: frame)
     assert cli.main(["runs"]) == 0
     out = capsys.readouterr().out
@@ -171,8 +188,22 @@ def test_a_latin1_csv_is_read_with_a_warning(tmp_path, capsys):
     rows = ["taille,poids,espèce"] + [f"{i % 7},{(i * 3) % 5},{'été' if i % 2 else 'hiver'}" for i in range(60)]
     path = tmp_path / "données.csv"
     path.write_bytes("\n".join(rows).encode("cp1252"))
-    rc, _, err = _main(capsys, "distill", "--csv", path, "--target", "espèce", "--teacher", "mlp:8",
-                         "--student", "mlp:2", "--epochs", "1", "--quiet", "--json")
+    rc, _, err = _main(
+        capsys,
+        "distill",
+        "--csv",
+        path,
+        "--target",
+        "espèce",
+        "--teacher",
+        "mlp:8",
+        "--student",
+        "mlp:2",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--json",
+    )
     assert rc == 0, err
     warning = [line for line in err.splitlines() if "UTF-8" in line]
     assert len(warning) == 1 and "warning" in warning[0], err

@@ -21,8 +21,17 @@ NUMBERS = ["val_acc", "test_acc", "test_agreement"]
 
 
 def _sweep(**kw):
-    args = dict(data="moons", teacher=TEACHER, students=["mlp:2", "mlp:4"], methods=["scratch", "kd"], seeds=2,
-                config=FAST, teacher_config=DistillConfig(epochs=3, device="cpu"), workers=1, record=False)
+    args = dict(
+        data="moons",
+        teacher=TEACHER,
+        students=["mlp:2", "mlp:4"],
+        methods=["scratch", "kd"],
+        seeds=2,
+        config=FAST,
+        teacher_config=DistillConfig(epochs=3, device="cpu"),
+        workers=1,
+        record=False,
+    )
     args.update(kw)
     return Sweep(**args)
 
@@ -36,6 +45,7 @@ class CountFits:
         def counted(ctx, cell):
             self.n += 1
             return real(ctx, cell)
+
         monkeypatch.setattr(compare, "_fit_cell", counted)
 
 
@@ -77,14 +87,22 @@ def test_builtin_methods_and_user_dicts():
     assert hints.config(base, 0, None).w_hint == 1.0
 
 
-@pytest.mark.parametrize("kw, field", [
-    (dict(seeds=0), "seeds"), (dict(seeds=[1, 1]), "seeds"), (dict(students=[]), "students"),
-    (dict(temperatures=[0]), "temperatures"), (dict(methods=["kd", "kd"]), "methods"),
-    (dict(methods=["hints"]), "hints"), (dict(methods=[{"name": "x", "w_kdd": 1}]), "w_kdd"),
-    (dict(methods=[{"name": "x", "lr": -1}]), "lr"), (dict(students=["mlp:4", "rnn:4"]), "students"),
-    (dict(methods=[{"name": "hints", "hint_student": "hidden.5", "hint_teacher": "hidden.1"}]), "hint_student"),
-    (dict(methods=[{"name": "hints", "hint_student": "hidden.0", "hint_teacher": "features"}]), "hint_teacher"),
-])
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        (dict(seeds=0), "seeds"),
+        (dict(seeds=[1, 1]), "seeds"),
+        (dict(students=[]), "students"),
+        (dict(temperatures=[0]), "temperatures"),
+        (dict(methods=["kd", "kd"]), "methods"),
+        (dict(methods=["hints"]), "hints"),
+        (dict(methods=[{"name": "x", "w_kdd": 1}]), "w_kdd"),
+        (dict(methods=[{"name": "x", "lr": -1}]), "lr"),
+        (dict(students=["mlp:4", "rnn:4"]), "students"),
+        (dict(methods=[{"name": "hints", "hint_student": "hidden.5", "hint_teacher": "hidden.1"}]), "hint_student"),
+        (dict(methods=[{"name": "hints", "hint_student": "hidden.0", "hint_teacher": "features"}]), "hint_teacher"),
+    ],
+)
 def test_bad_input_fails_before_training(kw, field):
     with pytest.raises(ValueError, match=field):
         _sweep(**kw)
@@ -94,14 +112,54 @@ def test_bad_input_fails_before_training(kw, field):
 def _frame():
     rows = []
     for seed, (s, k) in enumerate([(0.80, 0.85), (0.82, 0.86), (0.78, 0.80)]):
-        rows.append(dict(student="mlp:4", method="scratch", seed=seed, temperature=np.nan, params=22, test_acc=s,
-                         val_acc=s, status="completed"))
-        rows.append(dict(student="mlp:4", method="kd", seed=seed, temperature=4.0, params=22, test_acc=k,
-                         val_acc=k, status="completed"))
-    rows.append(dict(student="mlp:4", method="kd", seed=3, temperature=4.0, params=22, test_acc=0.99, val_acc=0.99,
-                     status="completed"))  # no scratch partner: not in the pairs
-    rows.append(dict(student="mlp:4", method="scratch", seed=4, temperature=np.nan, params=22, test_acc=0.1,
-                     val_acc=0.1, status="error"))  # failed: ignored everywhere
+        rows.append(
+            dict(
+                student="mlp:4",
+                method="scratch",
+                seed=seed,
+                temperature=np.nan,
+                params=22,
+                test_acc=s,
+                val_acc=s,
+                status="completed",
+            )
+        )
+        rows.append(
+            dict(
+                student="mlp:4",
+                method="kd",
+                seed=seed,
+                temperature=4.0,
+                params=22,
+                test_acc=k,
+                val_acc=k,
+                status="completed",
+            )
+        )
+    rows.append(
+        dict(
+            student="mlp:4",
+            method="kd",
+            seed=3,
+            temperature=4.0,
+            params=22,
+            test_acc=0.99,
+            val_acc=0.99,
+            status="completed",
+        )
+    )  # no scratch partner: not in the pairs
+    rows.append(
+        dict(
+            student="mlp:4",
+            method="scratch",
+            seed=4,
+            temperature=np.nan,
+            params=22,
+            test_acc=0.1,
+            val_acc=0.1,
+            status="error",
+        )
+    )  # failed: ignored everywhere
     return pd.DataFrame(rows)
 
 
@@ -140,13 +198,27 @@ def test_t_quantiles():
 
 def test_pareto_front_on_a_hand_made_frame():
     pts = {  # (student, method): (params, latency_ms, mean test_acc)
-        ("a", "scratch"): (10, 0.5, 0.70), ("a", "kd"): (10, 0.5, 0.75),
-        ("b", "scratch"): (20, 0.2, 0.74), ("b", "kd"): (20, 0.2, 0.80),
-        ("c", "scratch"): (40, 0.9, 0.79), ("c", "kd"): (40, 0.9, 0.80),
+        ("a", "scratch"): (10, 0.5, 0.70),
+        ("a", "kd"): (10, 0.5, 0.75),
+        ("b", "scratch"): (20, 0.2, 0.74),
+        ("b", "kd"): (20, 0.2, 0.80),
+        ("c", "scratch"): (40, 0.9, 0.79),
+        ("c", "kd"): (40, 0.9, 0.80),
     }
-    rows = [dict(student=s, method=m, seed=seed, temperature=np.nan, params=p, latency_ms=lat,
-                 test_acc=acc + d, status="completed")
-            for (s, m), (p, lat, acc) in pts.items() for seed, d in enumerate((-0.01, 0.01))]
+    rows = [
+        dict(
+            student=s,
+            method=m,
+            seed=seed,
+            temperature=np.nan,
+            params=p,
+            latency_ms=lat,
+            test_acc=acc + d,
+            status="completed",
+        )
+        for (s, m), (p, lat, acc) in pts.items()
+        for seed, d in enumerate((-0.01, 0.01))
+    ]
     front = pareto_front(pd.DataFrame(rows))
     # c/kd ties b/kd on accuracy with more parameters: dominated.
     assert list(zip(front.student, front.method)) == [("a", "kd"), ("b", "kd")]
@@ -160,10 +232,30 @@ def test_best_temperature_is_chosen_on_val_not_test():
     rows = []
     for seed in range(2):
         for t, val, test in ((2.0, 0.90, 0.70), (8.0, 0.80, 0.95)):
-            rows.append(dict(student="mlp:8", method="kd", seed=seed, temperature=t, params=100, val_acc=val,
-                             test_acc=test, status="completed"))
-        rows.append(dict(student="mlp:8", method="scratch", seed=seed, temperature=np.nan, params=100,
-                         val_acc=0.99, test_acc=0.99, status="completed"))
+            rows.append(
+                dict(
+                    student="mlp:8",
+                    method="kd",
+                    seed=seed,
+                    temperature=t,
+                    params=100,
+                    val_acc=val,
+                    test_acc=test,
+                    status="completed",
+                )
+            )
+        rows.append(
+            dict(
+                student="mlp:8",
+                method="scratch",
+                seed=seed,
+                temperature=np.nan,
+                params=100,
+                val_acc=0.99,
+                test_acc=0.99,
+                status="completed",
+            )
+        )
     best = best_temperature(pd.DataFrame(rows))
     assert best.temperature.tolist() == [2.0] and best.method.tolist() == ["kd"]
     assert best.val_acc.tolist() == [0.90] and best.test_acc.tolist() == [0.70] and best.n.tolist() == [2]
@@ -193,8 +285,10 @@ def test_run_saves_rows_and_resume_runs_only_missing_cells(monkeypatch):
     assert fits.n == 4 and len(events) == 4 and events[0]["skipped"] == 4
     assert again.teacher_summary.get("cached") is True
     assert len(df2) == 8 and len(pd.read_csv(s.path)) == 8
-    pd.testing.assert_frame_equal(df2.sort_values(KEY)[KEY + NUMBERS].reset_index(drop=True),
-                                  df.sort_values(KEY)[KEY + NUMBERS].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        df2.sort_values(KEY)[KEY + NUMBERS].reset_index(drop=True),
+        df.sort_values(KEY)[KEY + NUMBERS].reset_index(drop=True),
+    )
     fits.n = 0
     assert len(_sweep().run()) == 8 and fits.n == 0  # everything saved: nothing to run
     fewer = _sweep(seeds=1).run()  # the same sweep with fewer seeds: its cells only, nothing run
@@ -236,6 +330,7 @@ def test_one_sweep_file_has_one_writer():
             with pytest.raises(ValueError, match="already running") as e:
                 _sweep().run()
             clash.append(e)
+
     s.run(on_progress=nested)
     assert clash and len(_sweep().run()) == 8  # released after the run
 
@@ -271,8 +366,12 @@ def test_parallel_sweeps_follow_the_callers_environment(tmp_path, monkeypatch):
     here each sweep's cached teacher lives in another cache folder."""
     for i in range(2):
         monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / f"cache{i}"))
-        df = _sweep(name=f"env{i}", workers=2, seeds=1,  # another teacher each time: only in its folder
-                    teacher_config=DistillConfig(epochs=3 + i, device="cpu")).run()
+        df = _sweep(
+            name=f"env{i}",
+            workers=2,
+            seeds=1,  # another teacher each time: only in its folder
+            teacher_config=DistillConfig(epochs=3 + i, device="cpu"),
+        ).run()
         assert (df.status == "completed").all() and len(df) == 4
         assert (tmp_path / f"cache{i}" / "teachers").is_dir()
 
@@ -335,8 +434,9 @@ def test_sweep_names_stay_inside_the_runs_folder(tmp_path):
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(120, 2)).astype("float32"), rng.integers(0, 2, 120)
-    s = _sweep(data=from_arrays(x, y, name="My Data/../x"), students=["mlp:2"], methods=["scratch"], seeds=1,
-               record=True)
+    s = _sweep(
+        data=from_arrays(x, y, name="My Data/../x"), students=["mlp:2"], methods=["scratch"], seeds=1, record=True
+    )
     assert s.name.startswith("My_Data_.._x-") and s.path.parent == tmp_path / "runs" / "sweeps"
     df = s.run()
     assert list(df["status"]) == ["completed"]  # the recorder accepts the run id made from that name

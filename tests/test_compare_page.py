@@ -185,7 +185,8 @@ def test_compare_page_keeps_working_with_a_broken_run_on_disk(store):
     assert any("'broken-run'" in w.value and "could not be read" in w.value for w in app.warning)
     spec = next(s for s in chart_specs(app) if s["layout"]["xaxis"]["title"]["text"] == "step")
     assert [t["name"] for t in spec["data"] if t.get("showlegend") is not False] == [
-        f"{good} ({store['role'].iloc[0]})"]
+        f"{good} ({store['role'].iloc[0]})"
+    ]
 
 
 def test_compare_page_with_an_unreadable_runs_folder(monkeypatch):
@@ -218,13 +219,35 @@ def sweep_rows() -> pd.DataFrame:
     rows = []
     for student, params, acc in (("mlp:2", 20, 0.70), ("mlp:4", 40, 0.80)):
         for seed in (0, 1):
-            rows.append(dict(student=student, method="scratch", seed=seed, temperature=None, params=params,
-                             macs=params, latency_ms=0.01, val_acc=acc, test_acc=acc + 0.01 * seed,
-                             status="completed"))
+            rows.append(
+                dict(
+                    student=student,
+                    method="scratch",
+                    seed=seed,
+                    temperature=None,
+                    params=params,
+                    macs=params,
+                    latency_ms=0.01,
+                    val_acc=acc,
+                    test_acc=acc + 0.01 * seed,
+                    status="completed",
+                )
+            )
             for t in (2.0, 4.0):
-                rows.append(dict(student=student, method="kd", seed=seed, temperature=t, params=params,
-                                 macs=params, latency_ms=0.01, val_acc=acc + t / 100, test_acc=acc + 0.02 * seed,
-                                 status="completed"))
+                rows.append(
+                    dict(
+                        student=student,
+                        method="kd",
+                        seed=seed,
+                        temperature=t,
+                        params=params,
+                        macs=params,
+                        latency_ms=0.01,
+                        val_acc=acc + t / 100,
+                        test_acc=acc + 0.02 * seed,
+                        status="completed",
+                    )
+                )
     return pd.DataFrame(rows)
 
 
@@ -235,9 +258,11 @@ def test_sweep_figures_name_their_axes_in_words():
         fig = sweep_plots.accuracy_vs_size(summarize(df), x=x)
         titles[x] = (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text)
         assert fig.layout.yaxis.tickformat == ".0%"
-    assert titles == {"params": ("parameters", "test accuracy"),
-                      "macs": ("multiply-accumulates per sample", "test accuracy"),
-                      "latency_ms": ("latency (ms, batch 1)", "test accuracy")}
+    assert titles == {
+        "params": ("parameters", "test accuracy"),
+        "macs": ("multiply-accumulates per sample", "test accuracy"),
+        "latency_ms": ("latency (ms, batch 1)", "test accuracy"),
+    }
     val = sweep_plots.accuracy_vs_size(summarize(df), y="val_acc")
     assert val.layout.yaxis.title.text == "validation accuracy"
     assert val.layout.title.text.startswith("validation accuracy vs student size")

@@ -7,24 +7,27 @@ import pytest
 from workbench.engine.config import DistillConfig
 
 
-@pytest.mark.parametrize("field,value,valid", [
-    ("temperature", 0, "> 0"),
-    ("temperature", -2.0, "> 0"),
-    ("w_kd", -0.1, ">= 0"),
-    ("w_ce", -1, ">= 0"),
-    ("w_mse", float("nan"), "finite"),
-    ("alpha", 1.2, r"\[0, 1\]"),
-    ("alpha", -0.1, r"\[0, 1\]"),
-    ("epochs", 0, ">= 1"),
-    ("epochs", 2.5, ">= 1"),
-    ("batch_size", -8, ">= 1"),
-    ("lr", 0.0, "> 0"),
-    ("lr", -1e-3, "> 0"),
-    ("log_every", 0, ">= 1"),
-    ("optimizer", "adamax", "adam, adamw, sgd"),
-    ("scheduler", "step", "constant, cosine"),
-    ("seed", -1, ">= 0"),
-])
+@pytest.mark.parametrize(
+    "field,value,valid",
+    [
+        ("temperature", 0, "> 0"),
+        ("temperature", -2.0, "> 0"),
+        ("w_kd", -0.1, ">= 0"),
+        ("w_ce", -1, ">= 0"),
+        ("w_mse", float("nan"), "finite"),
+        ("alpha", 1.2, r"\[0, 1\]"),
+        ("alpha", -0.1, r"\[0, 1\]"),
+        ("epochs", 0, ">= 1"),
+        ("epochs", 2.5, ">= 1"),
+        ("batch_size", -8, ">= 1"),
+        ("lr", 0.0, "> 0"),
+        ("lr", -1e-3, "> 0"),
+        ("log_every", 0, ">= 1"),
+        ("optimizer", "adamax", "adam, adamw, sgd"),
+        ("scheduler", "step", "constant, cosine"),
+        ("seed", -1, ">= 0"),
+    ],
+)
 def test_bad_values_name_field_value_and_range(field, value, valid):
     with pytest.raises(ValueError) as e:
         DistillConfig(**{field: value})

@@ -27,8 +27,10 @@ EXPECTED = {  # name -> (input_shape, num_classes, total rows)
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Any attempt to open a connection fails: everything must be offline."""
+
     def refuse(*args, **kwargs):
         raise RuntimeError("network access attempted in a test")
+
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
@@ -72,8 +74,15 @@ def test_same_seed_same_tensors_other_seed_other_split(name):
     assert not _same(a, c)
 
 
-@pytest.mark.parametrize("name,kwargs", [("digits", {}), ("moons", {"noise": 0.1}), ("spirals", {"classes": 4}),
-                                         ("mnist1d", {"num_samples": 300, "n_unlabeled": 20})])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("digits", {}),
+        ("moons", {"noise": 0.1}),
+        ("spirals", {"classes": 4}),
+        ("mnist1d", {"num_samples": 300, "n_unlabeled": 20}),
+    ],
+)
 def test_spec_rebuilds_the_same_data(name, kwargs):
     d = load_dataset(name, seed=3, val_fraction=0.1, test_fraction=0.25, **kwargs)
     again = load_dataset(**json.loads(json.dumps(d.spec)))
@@ -174,19 +183,22 @@ def test_unlabeled_for_digits_is_a_clear_error(name):
         load_dataset(name, n_unlabeled=100)
 
 
-@pytest.mark.parametrize("kwargs,pattern", [
-    ({"name": "mnist"}, r"name: 'mnist'.*digits, digits-images, mnist1d, moons, spirals"),
-    ({"name": "moons", "val_fraction": 1.2}, r"val_fraction: 1\.2.*\[0, 1\)"),
-    ({"name": "moons", "test_fraction": -0.1}, r"test_fraction: -0\.1.*\[0, 1\)"),
-    ({"name": "moons", "val_fraction": 0.5, "test_fraction": 0.5}, r"val_fraction \+ test_fraction.*< 1"),
-    ({"name": "moons", "classes": 3}, r"classes: not an option of dataset 'moons'; valid: n_samples, noise"),
-    ({"name": "digits", "noise": 0.1}, r"noise.*valid: none"),
-    ({"name": "spirals", "classes": 1}, r"classes: 1 is invalid.*>= 2"),
-    ({"name": "moons", "n_samples": 5}, r"n_samples: 5 is invalid.*>= 10"),
-    ({"name": "moons", "noise": -1.0}, r"noise: -1\.0"),
-    ({"name": "moons", "seed": -1}, r"seed: -1"),
-    ({"name": "moons", "n_unlabeled": -5}, r"n_unlabeled: -5"),
-])
+@pytest.mark.parametrize(
+    "kwargs,pattern",
+    [
+        ({"name": "mnist"}, r"name: 'mnist'.*digits, digits-images, mnist1d, moons, spirals"),
+        ({"name": "moons", "val_fraction": 1.2}, r"val_fraction: 1\.2.*\[0, 1\)"),
+        ({"name": "moons", "test_fraction": -0.1}, r"test_fraction: -0\.1.*\[0, 1\)"),
+        ({"name": "moons", "val_fraction": 0.5, "test_fraction": 0.5}, r"val_fraction \+ test_fraction.*< 1"),
+        ({"name": "moons", "classes": 3}, r"classes: not an option of dataset 'moons'; valid: n_samples, noise"),
+        ({"name": "digits", "noise": 0.1}, r"noise.*valid: none"),
+        ({"name": "spirals", "classes": 1}, r"classes: 1 is invalid.*>= 2"),
+        ({"name": "moons", "n_samples": 5}, r"n_samples: 5 is invalid.*>= 10"),
+        ({"name": "moons", "noise": -1.0}, r"noise: -1\.0"),
+        ({"name": "moons", "seed": -1}, r"seed: -1"),
+        ({"name": "moons", "n_unlabeled": -5}, r"n_unlabeled: -5"),
+    ],
+)
 def test_load_dataset_errors_name_field_and_value(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         load_dataset(**kwargs)
@@ -200,6 +212,7 @@ def test_zero_fractions_leave_out_splits():
 
 
 # ----------------------------------------------------------------------------- user data
+
 
 def _blobs(n=200, k=3, seed=0):
     rng = np.random.default_rng(seed)
@@ -248,19 +261,22 @@ def test_from_arrays_rare_class_falls_back_to_plain_split():
     assert d.num_classes == 3 and sum(len(s) for s in _splits(d)) == 30
 
 
-@pytest.mark.parametrize("make,pattern", [
-    (lambda x, y: from_arrays(x, np.zeros(len(y))), r"y: only one class \(0\) found.*at least 2 classes"),
-    (lambda x, y: from_arrays(x[:5], y[:5]), r"X: '5 rows' is invalid; expected at least 10 rows"),
-    (lambda x, y: from_arrays(x, y[:-1]), r"y: .*expected shape \(200,\)"),
-    (lambda x, y: from_arrays(x[:, 0], y), r"X: .*expected shape \(N, features"),
-    (lambda x, y: from_arrays(np.where(np.arange(4) == 2, np.nan, x), y), r"X: 'NaN or inf in column\(s\) \[2\]'"),
-    (lambda x, y: from_arrays(x, y + 0.5), r"y: .*fractional"),
-    (lambda x, y: from_arrays(x, y - 1), r"y: -1 is invalid"),
-    (lambda x, y: from_arrays(x, y, class_names=["a", "b"]), r"class_names: \['a', 'b'\].*at least 3 names"),
-    (lambda x, y: from_arrays(x, y, unlabeled=np.zeros((5, 3))), r"unlabeled: .*\(4,\)"),
-    (lambda x, y: from_arrays(x[:10], y[:10], val_fraction=0.45, test_fraction=0.5), r"train split would be empty"),
-    (lambda x, y: from_arrays(x, np.arange(len(y))), r"y: '200 distinct labels in 200 rows'.*labels that repeat"),
-])
+@pytest.mark.parametrize(
+    "make,pattern",
+    [
+        (lambda x, y: from_arrays(x, np.zeros(len(y))), r"y: only one class \(0\) found.*at least 2 classes"),
+        (lambda x, y: from_arrays(x[:5], y[:5]), r"X: '5 rows' is invalid; expected at least 10 rows"),
+        (lambda x, y: from_arrays(x, y[:-1]), r"y: .*expected shape \(200,\)"),
+        (lambda x, y: from_arrays(x[:, 0], y), r"X: .*expected shape \(N, features"),
+        (lambda x, y: from_arrays(np.where(np.arange(4) == 2, np.nan, x), y), r"X: 'NaN or inf in column\(s\) \[2\]'"),
+        (lambda x, y: from_arrays(x, y + 0.5), r"y: .*fractional"),
+        (lambda x, y: from_arrays(x, y - 1), r"y: -1 is invalid"),
+        (lambda x, y: from_arrays(x, y, class_names=["a", "b"]), r"class_names: \['a', 'b'\].*at least 3 names"),
+        (lambda x, y: from_arrays(x, y, unlabeled=np.zeros((5, 3))), r"unlabeled: .*\(4,\)"),
+        (lambda x, y: from_arrays(x[:10], y[:10], val_fraction=0.45, test_fraction=0.5), r"train split would be empty"),
+        (lambda x, y: from_arrays(x, np.arange(len(y))), r"y: '200 distinct labels in 200 rows'.*labels that repeat"),
+    ],
+)
 def test_from_arrays_errors(make, pattern):
     x, y = _blobs()
     with pytest.raises(ValueError, match=pattern):
@@ -270,8 +286,14 @@ def test_from_arrays_errors(make, pattern):
 def _frame(n=120):
     rng = np.random.default_rng(0)
     species = np.array(["setosa", "virginica", "versicolor"])[np.arange(n) % 3]
-    return pd.DataFrame({"a": rng.normal(size=n), "b": rng.integers(0, 5, n), "c": rng.random(n) * 100,
-                         "species": pd.Categorical(species)})
+    return pd.DataFrame(
+        {
+            "a": rng.normal(size=n),
+            "b": rng.integers(0, 5, n),
+            "c": rng.random(n) * 100,
+            "species": pd.Categorical(species),
+        }
+    )
 
 
 def test_from_dataframe_with_string_target():
@@ -290,17 +312,27 @@ def test_from_dataframe_with_string_target():
     assert numeric.class_names == ("1", "11", "21")
 
 
-@pytest.mark.parametrize("change,kwargs,pattern", [
-    (lambda df: df, {"target": "label"}, r"target: 'label'.*available columns: \['a', 'b', 'c', 'species'\]"),
-    (lambda df: df.assign(name=["x"] * len(df)), {}, r"features: \['name'\].*not numeric"),
-    (lambda df: df.assign(b=df["b"].where(df.index != 3)), {}, r"columns \['b'\]: missing values"),
-    (lambda df: df.assign(species="setosa"), {}, r"y: only one class \('setosa'\) found; expected at least 2 classes"),
-    (lambda df: df.head(6), {}, r"X: '6 rows'.*at least 10"),
-    (lambda df: df, {"features": ["a", "zzz"]}, r"features: \['a', 'zzz'\].*available columns"),
-    (lambda df: df.assign(species=df["a"]), {}, r"fractional"),
-    (lambda df: df.assign(species=[f"id{i}" for i in range(len(df))]), {},
-     r"target: 'species'.*120 distinct values in 120 rows.*an ID or a continuous number"),
-])
+@pytest.mark.parametrize(
+    "change,kwargs,pattern",
+    [
+        (lambda df: df, {"target": "label"}, r"target: 'label'.*available columns: \['a', 'b', 'c', 'species'\]"),
+        (lambda df: df.assign(name=["x"] * len(df)), {}, r"features: \['name'\].*not numeric"),
+        (lambda df: df.assign(b=df["b"].where(df.index != 3)), {}, r"columns \['b'\]: missing values"),
+        (
+            lambda df: df.assign(species="setosa"),
+            {},
+            r"y: only one class \('setosa'\) found; expected at least 2 classes",
+        ),
+        (lambda df: df.head(6), {}, r"X: '6 rows'.*at least 10"),
+        (lambda df: df, {"features": ["a", "zzz"]}, r"features: \['a', 'zzz'\].*available columns"),
+        (lambda df: df.assign(species=df["a"]), {}, r"fractional"),
+        (
+            lambda df: df.assign(species=[f"id{i}" for i in range(len(df))]),
+            {},
+            r"target: 'species'.*120 distinct values in 120 rows.*an ID or a continuous number",
+        ),
+    ],
+)
 def test_from_dataframe_errors(change, kwargs, pattern):
     kwargs = {"target": "species", **kwargs}
     with pytest.raises(ValueError, match=pattern):
@@ -322,8 +354,9 @@ def test_from_csv(tmp_path):
 @pytest.mark.parametrize("encoding", ["cp1252", "latin-1", "utf-16"])
 def test_from_csv_reads_spreadsheet_encodings(tmp_path, encoding):
     """Non-UTF-8 exports are read (a warning names the file and the encoding), not refused."""
-    df = _frame().assign(species=lambda d: d["species"].map({"setosa": "sétosa", "versicolor": "vérsicolor",
-                                                             "virginica": "virginica ±"}))
+    df = _frame().assign(
+        species=lambda d: d["species"].map({"setosa": "sétosa", "versicolor": "vérsicolor", "virginica": "virginica ±"})
+    )
     utf8, other = tmp_path / "utf8.csv", tmp_path / f"export-{encoding}.csv"
     df.to_csv(utf8, index=False)
     other.write_bytes(utf8.read_text(encoding="utf-8").encode(encoding))
@@ -343,15 +376,18 @@ def test_from_csv_reads_a_bom_and_semicolons(tmp_path):
     assert _same(from_csv(path, "species", seed=2), from_dataframe(df, "species", seed=2))
 
 
-@pytest.mark.parametrize("content, pattern", [
-    (b"", r"'.*bad\.csv' is empty"),
-    (b" \n\n", r"'.*bad\.csv' is empty"),
-    (b"\xef\xbb\xbf\n", r"'.*bad\.csv' has no text but blank lines"),
-    (b"a,b,species\n", r"'.*bad\.csv' has a header \(a, b, species\) but no data rows"),
-    (bytes(range(256)) * 4, r"'.*bad\.csv' is a binary file \(not text\), not a CSV"),
-    (b"PK\x03\x04" + bytes(64), r"'.*bad\.csv' is a binary file \(a zip archive \(an Excel \.xlsx workbook\?\)\)"),
-    (b'a,b\n1,"2\n', r"'.*bad\.csv' is not a readable CSV"),
-])
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        (b"", r"'.*bad\.csv' is empty"),
+        (b" \n\n", r"'.*bad\.csv' is empty"),
+        (b"\xef\xbb\xbf\n", r"'.*bad\.csv' has no text but blank lines"),
+        (b"a,b,species\n", r"'.*bad\.csv' has a header \(a, b, species\) but no data rows"),
+        (bytes(range(256)) * 4, r"'.*bad\.csv' is a binary file \(not text\), not a CSV"),
+        (b"PK\x03\x04" + bytes(64), r"'.*bad\.csv' is a binary file \(a zip archive \(an Excel \.xlsx workbook\?\)\)"),
+        (b'a,b\n1,"2\n', r"'.*bad\.csv' is not a readable CSV"),
+    ],
+)
 def test_from_csv_refuses_files_that_hold_no_table(tmp_path, content, pattern):
     path = tmp_path / "bad.csv"
     path.write_bytes(content)

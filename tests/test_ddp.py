@@ -50,8 +50,13 @@ def torchrun(args, timeout=240):
 def test_two_process_ddp_matches_one_process(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
-    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one.pt"), str(tmp_path / "runs1")],
-                         capture_output=True, text=True, timeout=120, env=torchrun_env())
+    one = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "one.pt"), str(tmp_path / "runs1")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=torchrun_env(),
+    )
     assert one.returncode == 0, one.stderr
     two = torchrun([str(script), str(tmp_path / "two.pt"), str(tmp_path / "runs2")])
     assert two.returncode == 0, two.stderr[-3000:]
@@ -67,8 +72,26 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 
 
 def test_cli_under_torchrun_writes_one_set_of_runs(tmp_path):
-    out = torchrun(["-m", "workbench", "distill", "--dataset", "moons", "--teacher", "mlp:16", "--student", "mlp:4",
-                    "--epochs", "2", "--device", "cpu", "--runs", str(tmp_path / "runs"), "--json"])
+    out = torchrun(
+        [
+            "-m",
+            "workbench",
+            "distill",
+            "--dataset",
+            "moons",
+            "--teacher",
+            "mlp:16",
+            "--student",
+            "mlp:4",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--json",
+        ]
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout)  # printed once, by rank 0
     assert [r["role"] for r in res["runs"]] == ["teacher", "student", "baseline"]
@@ -142,6 +165,8 @@ def test_precision_flags():
     assert res.status == "completed" and res.summary["test_acc"] > 0
     assert torch.isfinite(torch.tensor(res.steps.loss.tolist())).all()
     with pytest.raises(ValueError, match="precision: 'fp16' needs a CUDA device"):
-        distill(mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=1, precision="fp16", device="cpu"))
+        distill(
+            mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=1, precision="fp16", device="cpu")
+        )
     with pytest.raises(ValueError, match="precision: 'fp8' is invalid"):
         DistillConfig(precision="fp8")

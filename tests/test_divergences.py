@@ -51,7 +51,7 @@ def np_divergence(name, s, t, T, beta=0.5):
         rows = T * T * (beta * np_kl(p, m) + (1 - beta) * np_kl(q, m))
     elif name == "mse":
         d = (s - s.mean(-1, keepdims=True)) - (t - t.mean(-1, keepdims=True))
-        rows = (d ** 2).mean(-1)
+        rows = (d**2).mean(-1)
     return rows.mean()
 
 
@@ -105,8 +105,7 @@ def test_values_match_numpy_reference(name, T):
 
 def test_forward_kl_matches_functional_kl_div_and_not_reverse():
     s, t, T = logits(8, 10, seed=3), logits(8, 10, seed=4, scale=3.0), 4.0
-    ref = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), log_target=True,
-                   reduction="batchmean") * T * T
+    ref = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), log_target=True, reduction="batchmean") * T * T
     torch.testing.assert_close(forward_kl(s, t, T), ref)
     assert abs(forward_kl(s, t, T).item() - reverse_kl(s, t, T).item()) > 1e-3
 
@@ -162,8 +161,7 @@ def test_jsd_symmetric_and_bounded_at_one_half():
     s, t, T = logits(6, 5, seed=16), logits(6, 5, seed=17, scale=5.0), 2.0
     torch.testing.assert_close(generalized_jsd(s, t, T, beta=0.5), generalized_jsd(t, s, T, beta=0.5))
     assert 0 < generalized_jsd(s, t, T, beta=0.5).item() <= T * T * math.log(2)
-    assert abs(generalized_jsd(s, t, T, beta=0.2).item()
-               - generalized_jsd(t, s, T, beta=0.2).item()) > 1e-4
+    assert abs(generalized_jsd(s, t, T, beta=0.2).item() - generalized_jsd(t, s, T, beta=0.2).item()) > 1e-4
 
 
 # ---------------------------------------------------------------- gradients
@@ -291,8 +289,7 @@ def test_top_k_record_contents():
     flat = t.reshape(-1, 7).numpy().astype(np.float64)
     order = np.argsort(-flat, axis=-1, kind="stable")[:, :3]
     assert record.indices.reshape(-1, 3).tolist() == order.tolist()
-    np.testing.assert_allclose(record.values.reshape(-1, 3).numpy(),
-                               np.take_along_axis(flat, order, -1), rtol=1e-6)
+    np.testing.assert_allclose(record.values.reshape(-1, 3).numpy(), np.take_along_axis(flat, order, -1), rtol=1e-6)
     want_lse = np.log(np.exp(flat / T).sum(-1))
     np.testing.assert_allclose(record.logsumexp.reshape(-1).numpy(), want_lse, rtol=1e-6)
     assert (record.k, record.vocab_size, record.temperature) == (3, 7, 2.0)
@@ -352,12 +349,12 @@ def test_registry_entries():
     assert [n for n in NAMES if DIVERGENCES[n].takes_beta] == ["jsd"]
     assert all(DIVERGENCES[n].formula for n in NAMES)
     s, t = logits(3, 4, seed=42), logits(3, 4, seed=43)
-    torch.testing.assert_close(get_divergence("jsd")(s, t, 2.0, beta=0.2),
-                               generalized_jsd(s, t, 2.0, beta=0.2))
+    torch.testing.assert_close(get_divergence("jsd")(s, t, 2.0, beta=0.2), generalized_jsd(s, t, 2.0, beta=0.2))
     torch.testing.assert_close(get_divergence("mse")(s, t, 2.0), centred_logit_mse(s, t))
     record = top_k_record(t, 2, 2.0)
-    torch.testing.assert_close(get_divergence("topk_kl")(s, record, 2.0, mode="tail"),
-                               topk_forward_kl(s, record, 2.0, mode="tail"))
+    torch.testing.assert_close(
+        get_divergence("topk_kl")(s, record, 2.0, mode="tail"), topk_forward_kl(s, record, 2.0, mode="tail")
+    )
 
 
 def test_unknown_name_lists_valid_names():

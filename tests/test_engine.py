@@ -18,13 +18,21 @@ from workbench.engine.callbacks import EarlyStopping, JsonlWriter, ProgressBar
 def test_exact_event_order():
     data = toy_data(n_train=20)
     rec = Recorder()
-    res = distill(mlp(hidden=32, seed=1), mlp(seed=2), data, DistillConfig(epochs=2, batch_size=8, log_every=2),
-                  callbacks=[rec])
+    res = distill(
+        mlp(hidden=32, seed=1), mlp(seed=2), data, DistillConfig(epochs=2, batch_size=8, log_every=2), callbacks=[rec]
+    )
     got = [(k, getattr(p, "step", None), getattr(p, "split", None)) for k, p in rec.calls]
     assert got == [
         ("fit_start", None, None),
-        ("step", 2, None), ("epoch", 3, None), ("eval", 3, "val"), ("eval", 3, "test"),
-        ("step", 4, None), ("step", 6, None), ("epoch", 6, None), ("eval", 6, "val"), ("eval", 6, "test"),
+        ("step", 2, None),
+        ("epoch", 3, None),
+        ("eval", 3, "val"),
+        ("eval", 3, "test"),
+        ("step", 4, None),
+        ("step", 6, None),
+        ("epoch", 6, None),
+        ("eval", 6, "val"),
+        ("eval", 6, "test"),
         ("eval", 6, "train"),
         ("fit_end", 6, None),
     ]
@@ -42,7 +50,7 @@ def test_payloads_are_plain_and_immutable():
         step.loss = 0.0
     with pytest.raises(TypeError):
         step.terms["kd"] = 0.0
-    for kind, p in rec.calls:
+    for _kind, p in rec.calls:
         d = p.to_dict()
         json.dumps(d)  # plain numbers and strings only
         for v in d.values():
@@ -64,7 +72,7 @@ def _reference_loop(teacher, student, data, epochs, bs, lr, T, w_ce, w_kd, seed,
     for _ in range(epochs):
         perm = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), bs):
-            idx = perm[i:i + bs]
+            idx = perm[i : i + bs]
             if switch and step == switch[0]:
                 T = switch[1]
             s = student(x[idx])
@@ -96,14 +104,14 @@ def test_live_temperature_change_reaches_the_math_at_the_next_step():
                 self.d.set_controls(temperature=9.0)
 
     data = toy_data()
-    cfg = DistillConfig(epochs=2, batch_size=16, lr=1e-2, temperature=2.0, w_ce=0.5, w_kd=0.5, seed=3,
-                        log_every=4)
+    cfg = DistillConfig(epochs=2, batch_size=16, lr=1e-2, temperature=2.0, w_ce=0.5, w_kd=0.5, seed=3, log_every=4)
     cb = SetT()
     d = Distiller(mlp(hidden=32, seed=1), mlp(seed=2), data, cfg, callbacks=[cb])
     cb.d = d
     res = d.fit()
-    ref = _reference_loop(mlp(hidden=32, seed=1), mlp(seed=2), data, 2, 16, 1e-2, 2.0, 0.5, 0.5, seed=3,
-                          switch=(4, 9.0))
+    ref = _reference_loop(
+        mlp(hidden=32, seed=1), mlp(seed=2), data, 2, 16, 1e-2, 2.0, 0.5, 0.5, seed=3, switch=(4, 9.0)
+    )
     for a, b in zip(res.model.parameters(), ref.parameters()):
         torch.testing.assert_close(a, b)
     steps = res.steps
@@ -116,8 +124,10 @@ def test_live_temperature_change_reaches_the_math_at_the_next_step():
 
 def test_deterministic_history():
     def run():
-        return distill(mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=3, log_every=1,
-                                                                                        seed=7)).history
+        return distill(
+            mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=3, log_every=1, seed=7)
+        ).history
+
     a, b = run(), run()
     timing = ["run_id", "seconds", "epoch_seconds"]
     assert a.drop(columns=timing).equals(b.drop(columns=timing))
@@ -150,8 +160,9 @@ def test_uncached_teacher_and_dataloader_give_same_math():
     b = distill(mlp(hidden=32, seed=1), mlp(seed=2), data, cfg.replace(cache_teacher=False))
     for p, q in zip(a.model.parameters(), b.model.parameters()):
         torch.testing.assert_close(p, q)
-    loader = DataLoader(TensorDataset(*data["train"]), batch_size=16, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        TensorDataset(*data["train"]), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     c = distill(mlp(hidden=32, seed=1), mlp(seed=2), {"train": loader, "val": data["val"]}, cfg)
     assert c.status == "completed" and c.summary["val_acc"] > 0
     assert set(c.evals.split) == {"val", "train"}
@@ -171,6 +182,7 @@ class TupleOut(nn.Module):
 
         class Out:
             logits = z
+
         return Out()
 
 
@@ -196,7 +208,7 @@ class Bomb(nn.Module):
             self.calls += 1
             if self.calls >= self.n:
                 if self.mode == "raise":
-                    raise RuntimeError("boom at call %d" % self.calls)
+                    raise RuntimeError(f"boom at call {self.calls}")
                 return self.m(x) * float("nan")
         return self.m(x)
 
@@ -211,8 +223,9 @@ def test_divergence_ends_with_status_and_keeps_history():
 
 def test_error_ends_with_status_message_and_traceback():
     rec = Recorder()
-    res = distill(mlp(hidden=32, seed=1), Bomb(5, "raise"), toy_data(), DistillConfig(epochs=5, log_every=1),
-                  callbacks=[rec])
+    res = distill(
+        mlp(hidden=32, seed=1), Bomb(5, "raise"), toy_data(), DistillConfig(epochs=5, log_every=1), callbacks=[rec]
+    )
     assert res.status == "error" and res.message == "RuntimeError: boom at call 5"
     assert "Traceback" in res.traceback
     assert [p.step for p in rec.of("step")] == [1, 2, 3, 4]
@@ -237,8 +250,9 @@ def test_stop_from_a_callback_is_honored_within_one_step():
                 self.d.stop()
 
     cb = StopAt()
-    d = Distiller(mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=50, log_every=1),
-                  callbacks=[cb])
+    d = Distiller(
+        mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=50, log_every=1), callbacks=[cb]
+    )
     cb.d = d
     res = d.fit()
     assert res.status == "stopped" and res.summary["steps"] == 5
@@ -257,8 +271,13 @@ def test_early_stopping():
 def test_jsonl_writer_and_progress_bar(tmp_path):
     path = tmp_path / "m" / "metrics.jsonl"
     out = io.StringIO()
-    distill(mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=2, log_every=1),
-            callbacks=[JsonlWriter(path), ProgressBar(file=out)])
+    distill(
+        mlp(hidden=32, seed=1),
+        mlp(seed=2),
+        toy_data(),
+        DistillConfig(epochs=2, log_every=1),
+        callbacks=[JsonlWriter(path), ProgressBar(file=out)],
+    )
     lines = [json.loads(s) for s in path.read_text().splitlines()]
     assert lines[0]["event"] == "fit_start" and lines[-1]["event"] == "fit_end"
     assert [r["step"] for r in lines if r["event"] == "step"] == list(range(1, 5))
@@ -332,8 +351,9 @@ def test_wait_paused_means_the_loop_is_blocked():
                 self.d.pause()  # from the training thread: the next step must not start
 
     rec, cb = Recorder(), PauseAt()
-    d = Distiller(mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=4, log_every=1),
-                  callbacks=[cb, rec])
+    d = Distiller(
+        mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=4, log_every=1), callbacks=[cb, rec]
+    )
     cb.d = d
     assert not d.wait_paused(0)
     out = {}
@@ -381,15 +401,21 @@ def test_batch_source_gets_the_teacher_outputs_it_needs_explicitly():
         calls.append(inputs)
         return inputs[:, :3] * 10, None  # (N, K) stand-in logits that identify their row
 
-    source = BatchSource(Split(x, y), cfg, torch.device("cpu"), torch.Generator().manual_seed(0),
-                         teacher_outputs=teacher_outputs)
+    source = BatchSource(
+        Split(x, y), cfg, torch.device("cpu"), torch.Generator().manual_seed(0), teacher_outputs=teacher_outputs
+    )
     assert len(calls) == 1 and torch.equal(calls[0], x)  # once, on the transfer inputs
     assert (source.steps_per_epoch, source.labeled, source.transfer) == (3, 96, 96)
     for xb, _, x_kd, t_kd, tf_kd in source.epoch(torch.device("cpu")):
         assert x_kd is None and tf_kd is None  # one stream: the CE batch is the KD batch
         assert torch.equal(t_kd, xb[:, :3] * 10)  # the cached outputs stay aligned with their rows
-    BatchSource(Split(x, y), cfg.replace(cache_teacher=False), torch.device("cpu"), torch.Generator(),
-                teacher_outputs=teacher_outputs)
+    BatchSource(
+        Split(x, y),
+        cfg.replace(cache_teacher=False),
+        torch.device("cpu"),
+        torch.Generator(),
+        teacher_outputs=teacher_outputs,
+    )
     assert len(calls) == 1  # not cached: the loop queries the teacher live
     plain = BatchSource(Split(x, y), cfg, torch.device("cpu"), torch.Generator())
     assert plain.transfer == 0 and all(b[3] is None for b in plain.epoch(torch.device("cpu")))

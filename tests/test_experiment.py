@@ -95,6 +95,7 @@ def test_experiment_on_a_live_run_can_be_stopped():
     exp = Experiment(data, "mlp:64", "mlp:8", DistillConfig(epochs=500))
     run = LiveRun(exp.run).start()
     import time
+
     t0 = time.monotonic()
     while not any(p.role == "teacher" and p.event == "step" for p in run.buffer.all()):
         assert time.monotonic() - t0 < 300
@@ -108,10 +109,23 @@ def test_experiment_on_a_live_run_can_be_stopped():
 def test_teacher_config_keeps_training_and_drops_the_loss_mix():
     from workbench.experiment import teacher_config_for
 
-    student = DistillConfig(epochs=7, lr=0.01, batch_size=32, seed=3, alpha=0.1, temperature=8.0, labeled_fraction=0.1,
-                            label_seed=5, mixup_alpha=1.0, optimizer="sgd", precision="bf16", device="cpu")
-    assert teacher_config_for(student) == DistillConfig(epochs=7, lr=0.01, batch_size=32, seed=3, w_ce=1.0, w_kd=0.0,
-                                                        optimizer="sgd", precision="bf16", device="cpu")
+    student = DistillConfig(
+        epochs=7,
+        lr=0.01,
+        batch_size=32,
+        seed=3,
+        alpha=0.1,
+        temperature=8.0,
+        labeled_fraction=0.1,
+        label_seed=5,
+        mixup_alpha=1.0,
+        optimizer="sgd",
+        precision="bf16",
+        device="cpu",
+    )
+    assert teacher_config_for(student) == DistillConfig(
+        epochs=7, lr=0.01, batch_size=32, seed=3, w_ce=1.0, w_kd=0.0, optimizer="sgd", precision="bf16", device="cpu"
+    )
     own = teacher_config_for(student, epochs=30, lr=0.02)
     assert (own.epochs, own.lr) == (30, 0.02)
     few = teacher_config_for(student, labeled_fraction=0.1)  # a teacher on the student's labeled subset
@@ -126,13 +140,21 @@ def test_one_teacher_key_for_any_loss_mix_and_another_for_other_training():
 
     base = key(DistillConfig(epochs=2))
     assert base is not None
-    for cfg in (DistillConfig(epochs=2, alpha=0.1), DistillConfig(epochs=2, temperature=9.0, log_every=3),
-                DistillConfig(epochs=2, labeled_fraction=0.2, label_seed=4, mixup_alpha=0.5, w_mse=1.0)):
+    for cfg in (
+        DistillConfig(epochs=2, alpha=0.1),
+        DistillConfig(epochs=2, temperature=9.0, log_every=3),
+        DistillConfig(epochs=2, labeled_fraction=0.2, label_seed=4, mixup_alpha=0.5, w_mse=1.0),
+    ):
         assert key(cfg) == base, cfg
     # A teacher config given as the notebooks and the app write it (plain CE, all labels) is the same teacher.
     assert key(DistillConfig(epochs=2, alpha=0.7), DistillConfig(epochs=2, w_ce=1.0, w_kd=0.0, log_every=5)) == base
-    for cfg in (DistillConfig(epochs=3), DistillConfig(epochs=2, lr=0.01), DistillConfig(epochs=2, seed=1),
-                DistillConfig(epochs=2, batch_size=32), DistillConfig(epochs=2, optimizer="sgd")):
+    for cfg in (
+        DistillConfig(epochs=3),
+        DistillConfig(epochs=2, lr=0.01),
+        DistillConfig(epochs=2, seed=1),
+        DistillConfig(epochs=2, batch_size=32),
+        DistillConfig(epochs=2, optimizer="sgd"),
+    ):
         assert key(cfg) != base, cfg
     assert key(DistillConfig(epochs=2), DistillConfig(epochs=2, labeled_fraction=0.5)) != base
 

@@ -15,18 +15,33 @@ DOCS = pathlib.Path(__file__).parent.parent / "docs"
 def test_quick_reproduction_writes_a_page_and_figures():
     before = {p: p.stat().st_mtime for p in DOCS.glob("results*")} if DOCS.exists() else {}
     # no --out: the quick mode's own default (a temporary folder), run from the repository root
-    out = subprocess.run([sys.executable, "-m", "workbench.reports.results", "--quick", "--workers", "1"],
-                         capture_output=True, text=True, timeout=900, cwd=DOCS.parent)
+    out = subprocess.run(
+        [sys.executable, "-m", "workbench.reports.results", "--quick", "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=DOCS.parent,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     folder = pathlib.Path(re.search(r"wrote (\S+)/results\.md", out.stdout).group(1))
     assert folder.resolve() != DOCS.resolve()
     page = (folder / "results.md").read_text()
-    for section in ("## MNIST-1D", "## digits with 10% of the labels", "fair control",
-                    "## Hinton's temperature finding", "## The honest negative result"):
+    for section in (
+        "## MNIST-1D",
+        "## digits with 10% of the labels",
+        "fair control",
+        "## Hinton's temperature finding",
+        "## The honest negative result",
+    ):
         assert section in page
     figures = json.loads((folder / "results.json").read_text())["figures"]
-    for name in ("mnist1d.teacher.test_acc", "mnist1d.scratch.test_acc", "mnist1d.kd-extra.test_acc",
-                 "digits.teacher.test_acc", "digits.full_labels.kd_minus_scratch.mean_over_sizes"):
+    for name in (
+        "mnist1d.teacher.test_acc",
+        "mnist1d.scratch.test_acc",
+        "mnist1d.kd-extra.test_acc",
+        "digits.teacher.test_acc",
+        "digits.full_labels.kd_minus_scratch.mean_over_sizes",
+    ):
         f = figures[name]
         assert set(f) == {"mean", "std", "n"} and f["n"] >= 1
     charts = (folder / "results-figures.html").read_text()

@@ -48,7 +48,7 @@ def test_attention_matches_a_hand_written_masked_softmax(model):
     torch.manual_seed(2)
     attn, x = model.blocks[0].attn, torch.randn(2, 6, 16)
     q, k, v = (t.reshape(2, 6, 2, 8).transpose(1, 2) for t in (x @ attn.qkv.weight.T + attn.qkv.bias).split(16, 2))
-    scores = q @ k.transpose(-1, -2) / math.sqrt(8)                                  # (B, H, L, L)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(8)  # (B, H, L, L)
     future = torch.ones(6, 6).triu(1).bool()
     weights = scores.masked_fill(future, float("-inf")).softmax(-1)
     expected = (weights @ v).transpose(1, 2).reshape(2, 6, 16) @ attn.proj.weight.T + attn.proj.bias
@@ -65,12 +65,14 @@ def test_lm_head_is_tied_to_the_token_embedding(model):
 
 def test_param_count_against_a_hand_formula(model):
     V, L, C, n = 11, 8, 16, 2
-    per_block = (2 * C                    # ln1
-                 + (C * 3 * C + 3 * C)    # qkv
-                 + (C * C + C)            # attention output projection
-                 + 2 * C                  # ln2
-                 + (C * 4 * C + 4 * C)    # mlp up
-                 + (4 * C * C + C))       # mlp down
+    per_block = (
+        2 * C  # ln1
+        + (C * 3 * C + 3 * C)  # qkv
+        + (C * C + C)  # attention output projection
+        + 2 * C  # ln2
+        + (C * 4 * C + 4 * C)  # mlp up
+        + (4 * C * C + C)
+    )  # mlp down
     expected = V * C + L * C + n * per_block + 2 * C  # embeddings, blocks, ln_f; the head is tied
     assert sum(p.numel() for p in model.parameters()) == expected == gpt_param_count(SPEC) == 6896
     for spec in ({**SPEC, "n_layer": 1, "n_embd": 8}, {"vocab_size": 65, "block_size": 64}):
@@ -123,8 +125,8 @@ def test_a_tiny_gpt_overfits_a_short_repeated_text():
     text = "to be or not to be. " * 20
     chars = sorted(set(text))
     ids = torch.tensor([chars.index(c) for c in text])
-    x = torch.stack([ids[i:i + 16] for i in range(0, 300, 4)])        # (75, 16)
-    y = torch.stack([ids[i + 1:i + 17] for i in range(0, 300, 4)])    # next characters
+    x = torch.stack([ids[i : i + 16] for i in range(0, 300, 4)])  # (75, 16)
+    y = torch.stack([ids[i + 1 : i + 17] for i in range(0, 300, 4)])  # next characters
     model = GPT(len(chars), 16, n_layer=1, n_head=2, n_embd=32)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = []
@@ -150,16 +152,21 @@ def test_dropout_is_used_only_in_training():
     assert torch.equal(model(idx), model(idx))
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"n_embd": 30, "n_head": 4},
-     r"n_embd: 30 is invalid; expected a multiple of n_head=4 .*: \[1, 2, 3, 5, 6, 10, 15\]"),
-    ({"n_layer": 0}, r"n_layer: 0 is invalid; expected an integer >= 1"),
-    ({"vocab_size": 1}, r"vocab_size: 1 is invalid; expected an integer >= 2"),
-    ({"block_size": 2.5}, r"block_size: 2.5 is invalid; expected an integer >= 1"),
-    ({"dropout": 1.0}, r"dropout: 1.0 is invalid; expected a number in \[0, 1\)"),
-    ({"n_heads": 2}, r"n_heads: not a size option of family 'gpt'; valid: vocab_size, block_size, n_layer"),
-    ({"family": "mlp"}, r"family: 'mlp' is invalid; expected 'gpt'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"n_embd": 30, "n_head": 4},
+            r"n_embd: 30 is invalid; expected a multiple of n_head=4 .*: \[1, 2, 3, 5, 6, 10, 15\]",
+        ),
+        ({"n_layer": 0}, r"n_layer: 0 is invalid; expected an integer >= 1"),
+        ({"vocab_size": 1}, r"vocab_size: 1 is invalid; expected an integer >= 2"),
+        ({"block_size": 2.5}, r"block_size: 2.5 is invalid; expected an integer >= 1"),
+        ({"dropout": 1.0}, r"dropout: 1.0 is invalid; expected a number in \[0, 1\)"),
+        ({"n_heads": 2}, r"n_heads: not a size option of family 'gpt'; valid: vocab_size, block_size, n_layer"),
+        ({"family": "mlp"}, r"family: 'mlp' is invalid; expected 'gpt'"),
+    ],
+)
 def test_bad_specs_are_refused(change, message):
     with pytest.raises(ValueError, match=message):
         build_gpt({**SPEC, **change})
@@ -175,8 +182,11 @@ def test_missing_spec_keys_are_named():
 def test_bad_inputs_are_refused(model):
     with pytest.raises(ValueError, match=r"idx: sequence length 9 is invalid; expected 1..block_size=8"):
         model(torch.zeros(1, 9, dtype=torch.int64))
-    with pytest.raises(ValueError, match=r"idx: 'shape \(8,\) and dtype torch.int64' is invalid; expected int64 "
-                                         r"token ids of shape \(B, L\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"idx: 'shape \(8,\) and dtype torch.int64' is invalid; expected int64 "
+        r"token ids of shape \(B, L\)",
+    ):
         model(torch.zeros(8, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"idx: .*dtype torch.float32"):
         model(torch.zeros(1, 4))
@@ -184,14 +194,17 @@ def test_bad_inputs_are_refused(model):
         gpt_macs(SPEC, 9)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"prompt_ids": torch.tensor([11])}, r"prompt_ids: 11 is invalid; expected token ids 0..10"),
-    ({"prompt_ids": torch.tensor([], dtype=torch.int64)}, r"prompt_ids: .* expected at least one token"),
-    ({"prompt_ids": torch.tensor([1.0])}, r"prompt_ids: .*dtype torch.float32.* expected an int64 tensor"),
-    ({"n": -1}, r"n: -1 is invalid; expected an integer >= 0"),
-    ({"temperature": -0.5}, r"temperature: -0.5 is invalid; expected a finite number >= 0"),
-    ({"top_k": 12}, r"top_k: 12 is invalid; expected 1..vocab_size=11, or None"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"prompt_ids": torch.tensor([11])}, r"prompt_ids: 11 is invalid; expected token ids 0..10"),
+        ({"prompt_ids": torch.tensor([], dtype=torch.int64)}, r"prompt_ids: .* expected at least one token"),
+        ({"prompt_ids": torch.tensor([1.0])}, r"prompt_ids: .*dtype torch.float32.* expected an int64 tensor"),
+        ({"n": -1}, r"n: -1 is invalid; expected an integer >= 0"),
+        ({"temperature": -0.5}, r"temperature: -0.5 is invalid; expected a finite number >= 0"),
+        ({"top_k": 12}, r"top_k: 12 is invalid; expected 1..vocab_size=11, or None"),
+    ],
+)
 def test_generate_errors(model, kwargs, message):
     args = {"prompt_ids": torch.tensor([1, 2]), "n": 3, **kwargs}
     with pytest.raises(ValueError, match=message):

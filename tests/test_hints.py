@@ -11,8 +11,14 @@ from workbench.engine.hints import make_adapter
 
 
 def test_adapters_map_student_shapes_to_teacher_shapes():
-    cases = [((16,), (32,)), ((4, 10), (8, 10)), ((4, 10), (8, 5)), ((3, 8, 8), (6, 4, 4)),
-             ((3, 8, 8), (6, 8, 8)), ((3, 4, 4), (20,))]
+    cases = [
+        ((16,), (32,)),
+        ((4, 10), (8, 10)),
+        ((4, 10), (8, 5)),
+        ((3, 8, 8), (6, 4, 4)),
+        ((3, 8, 8), (6, 8, 8)),
+        ((3, 4, 4), (20,)),
+    ]
     for s, t in cases:
         a = make_adapter(s, t)
         assert a(torch.randn(2, *s)).shape == (2, *t), (s, t)
@@ -22,8 +28,7 @@ def test_adapters_map_student_shapes_to_teacher_shapes():
 def test_hint_term_matches_a_hand_computation_and_adapter_trains():
     data = toy_data(n_train=64)
     teacher, student = mlp(hidden=32, seed=1), mlp(hidden=16, seed=2)
-    cfg = DistillConfig(epochs=3, batch_size=64, log_every=1, w_hint=2.0, hint_student="1",
-                        hint_teacher="1", seed=5)
+    cfg = DistillConfig(epochs=3, batch_size=64, log_every=1, w_hint=2.0, hint_student="1", hint_teacher="1", seed=5)
     x = data["train"][0]
     with torch.no_grad():
         fs, ft = torch.relu(student[0](x)), torch.relu(teacher[0](x))

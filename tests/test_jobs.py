@@ -71,7 +71,6 @@ def test_abandoned_jobs_are_stopped_even_when_nobody_starts_another(registries):
         time.sleep(0.05)
 
 
-
 def test_get_takes_any_url_text_and_only_ids_find_jobs(registries):
     reg = registries(max_running=1)
     job = reg.start(short_job)
@@ -81,15 +80,18 @@ def test_get_takes_any_url_text_and_only_ids_find_jobs(registries):
     assert job.run.join(30)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"max_running": 0}, "max_running: 0 is invalid; expected a whole number >= 1"),
-    ({"max_running": -2}, "max_running: -2 is invalid"),
-    ({"max_running": True}, "max_running: True is invalid"),
-    ({"max_running": 2.5}, "max_running: 2.5 is invalid"),
-    ({"keep_finished": -1}, "keep_finished: -1 is invalid; expected a number of seconds > 0"),
-    ({"abandon_after": float("nan")}, "abandon_after: nan is invalid"),
-    ({"abandon_after": "600"}, "abandon_after: '600' is invalid"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"max_running": 0}, "max_running: 0 is invalid; expected a whole number >= 1"),
+        ({"max_running": -2}, "max_running: -2 is invalid"),
+        ({"max_running": True}, "max_running: True is invalid"),
+        ({"max_running": 2.5}, "max_running: 2.5 is invalid"),
+        ({"keep_finished": -1}, "keep_finished: -1 is invalid; expected a number of seconds > 0"),
+        ({"abandon_after": float("nan")}, "abandon_after: nan is invalid"),
+        ({"abandon_after": "600"}, "abandon_after: '600' is invalid"),
+    ],
+)
 def test_bad_limits_are_named(kwargs, message):
     with pytest.raises(ValueError) as e:
         JobRegistry(**kwargs)

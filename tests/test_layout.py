@@ -25,21 +25,71 @@ FIGURE_MODULES = ("workbench.plots", "workbench.sweeps.plots")
 
 # module prefix -> workbench parts it must not import
 FORBIDDEN = {
-    "workbench.data": ("workbench.engine", "workbench.models", "workbench.store", "workbench.sweeps",
-                       "workbench.ui", "workbench.experiment", "workbench.reports", "workbench.cli",
-                       "workbench.plots"),
-    "workbench.engine": ("workbench.store", "workbench.sweeps", "workbench.ui", "workbench.models",
-                         "workbench.experiment", "workbench.reports", "workbench.cli", "workbench.plots"),
-    "workbench.models.zoo": ("workbench.store", "workbench.sweeps", "workbench.ui",
-                             "workbench.experiment", "workbench.reports", "workbench.cli", "workbench.plots"),
-    "workbench.models.gpt": ("workbench.store", "workbench.sweeps", "workbench.ui",
-                             "workbench.experiment", "workbench.reports", "workbench.cli", "workbench.plots"),
-    "workbench.store": ("workbench.sweeps", "workbench.ui", "workbench.experiment", "workbench.reports",
-                        "workbench.cli", "workbench.plots"),
-    "workbench.plots": ("workbench.engine", "workbench.store", "workbench.models", "workbench.sweeps.sweep",
-                        "workbench.experiment", "workbench.ui", "torch"),
-    "workbench.sweeps.plots": ("workbench.engine", "workbench.store", "workbench.models", "workbench.sweeps.sweep",
-                               "workbench.experiment", "workbench.ui", "torch"),
+    "workbench.data": (
+        "workbench.engine",
+        "workbench.models",
+        "workbench.store",
+        "workbench.sweeps",
+        "workbench.ui",
+        "workbench.experiment",
+        "workbench.reports",
+        "workbench.cli",
+        "workbench.plots",
+    ),
+    "workbench.engine": (
+        "workbench.store",
+        "workbench.sweeps",
+        "workbench.ui",
+        "workbench.models",
+        "workbench.experiment",
+        "workbench.reports",
+        "workbench.cli",
+        "workbench.plots",
+    ),
+    "workbench.models.zoo": (
+        "workbench.store",
+        "workbench.sweeps",
+        "workbench.ui",
+        "workbench.experiment",
+        "workbench.reports",
+        "workbench.cli",
+        "workbench.plots",
+    ),
+    "workbench.models.gpt": (
+        "workbench.store",
+        "workbench.sweeps",
+        "workbench.ui",
+        "workbench.experiment",
+        "workbench.reports",
+        "workbench.cli",
+        "workbench.plots",
+    ),
+    "workbench.store": (
+        "workbench.sweeps",
+        "workbench.ui",
+        "workbench.experiment",
+        "workbench.reports",
+        "workbench.cli",
+        "workbench.plots",
+    ),
+    "workbench.plots": (
+        "workbench.engine",
+        "workbench.store",
+        "workbench.models",
+        "workbench.sweeps.sweep",
+        "workbench.experiment",
+        "workbench.ui",
+        "torch",
+    ),
+    "workbench.sweeps.plots": (
+        "workbench.engine",
+        "workbench.store",
+        "workbench.models",
+        "workbench.sweeps.sweep",
+        "workbench.experiment",
+        "workbench.ui",
+        "torch",
+    ),
 }
 
 
@@ -70,14 +120,20 @@ def violations(module: str, imported: set[str]) -> list[str]:
     bad = []
     for prefix, banned in FORBIDDEN.items():
         if module == prefix or module.startswith(prefix + "."):
-            bad += [f"{module} imports {name}" for name in sorted(imported)
-                    for b in banned if name == b or name.startswith(b + ".")]
+            bad += [
+                f"{module} imports {name}"
+                for name in sorted(imported)
+                for b in banned
+                if name == b or name.startswith(b + ".")
+            ]
     if not module.startswith("workbench.ui"):
-        bad += [f"{module} imports {name}" for name in sorted(imported)
-                if name.split(".")[0] in UI_PACKAGES]
+        bad += [f"{module} imports {name}" for name in sorted(imported) if name.split(".")[0] in UI_PACKAGES]
     if not (module in FIGURE_MODULES or module.startswith("workbench.ui")):
-        bad += [f"{module} imports {name} (figures belong in the figure builders)" for name in sorted(imported)
-                if name.split(".")[0] == "plotly"]
+        bad += [
+            f"{module} imports {name} (figures belong in the figure builders)"
+            for name in sorted(imported)
+            if name.split(".")[0] == "plotly"
+        ]
     return bad
 
 
@@ -97,14 +153,17 @@ def test_each_part_is_a_folder():
     assert flat == ["cli", "experiment", "plots", "verdict"], flat
 
 
-@pytest.mark.parametrize("module,source,expected", [
-    ("workbench.engine.distiller", "from ..store.runs import RunRecorder", "workbench.store.runs"),
-    ("workbench.engine.live", "def f():\n    import streamlit as st", "streamlit"),
-    ("workbench.engine.live", "import plotly.graph_objects as go", "plotly.graph_objects"),
-    ("workbench.plots", "from .engine.callbacks import History", "workbench.engine.callbacks"),
-    ("workbench.plots", "import torch", "torch"),
-    ("workbench.data.splits", "from ..engine import config", "workbench.engine"),
-])
+@pytest.mark.parametrize(
+    "module,source,expected",
+    [
+        ("workbench.engine.distiller", "from ..store.runs import RunRecorder", "workbench.store.runs"),
+        ("workbench.engine.live", "def f():\n    import streamlit as st", "streamlit"),
+        ("workbench.engine.live", "import plotly.graph_objects as go", "plotly.graph_objects"),
+        ("workbench.plots", "from .engine.callbacks import History", "workbench.engine.callbacks"),
+        ("workbench.plots", "import torch", "torch"),
+        ("workbench.data.splits", "from ..engine import config", "workbench.engine"),
+    ],
+)
 def test_the_checker_catches_a_wrong_import(module, source, expected):
     bad = violations(module, imports_of(source, module))
     assert bad and expected in bad[0]
@@ -114,10 +173,12 @@ def test_the_engine_imports_with_ui_packages_blocked(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys\n"
-            "for name in ('streamlit', 'ipywidgets', 'plotly', 'IPython'):\n"
-            "    sys.modules[name] = None\n"
-            "import workbench.engine.distiller, workbench.engine.live, workbench.store.runs, workbench.experiment\n"
-            "print('ok')\n")
+    code = (
+        "import sys\n"
+        "for name in ('streamlit', 'ipywidgets', 'plotly', 'IPython'):\n"
+        "    sys.modules[name] = None\n"
+        "import workbench.engine.distiller, workbench.engine.live, workbench.store.runs, workbench.experiment\n"
+        "print('ok')\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -34,8 +34,13 @@ class Slow:
 
 def _live(epochs=500, **kw):
     slow = Slow()
-    d = Distiller(mlp(hidden=32, seed=1), mlp(seed=2), toy_data(), DistillConfig(epochs=epochs, log_every=1, **kw),
-                  callbacks=[slow])
+    d = Distiller(
+        mlp(hidden=32, seed=1),
+        mlp(seed=2),
+        toy_data(),
+        DistillConfig(epochs=epochs, log_every=1, **kw),
+        callbacks=[slow],
+    )
     return LiveRun(d), slow
 
 
@@ -75,7 +80,6 @@ def test_pause_and_resume():
     assert run.status == "completed" and len(steps(run)) == 60
 
 
-
 def test_wait_paused_follows_a_job_from_fit_to_fit():
     data = toy_data()
     cfg = DistillConfig(epochs=2, log_every=1)
@@ -97,6 +101,7 @@ def test_wait_paused_follows_a_job_from_fit_to_fit():
     assert [p.role for p in steps(run)].count("student") == 4
     t0 = time.monotonic()
     assert not run.wait_paused(30) and time.monotonic() - t0 < 5  # a finished job answers at once
+
 
 def test_stop_while_paused():
     run, _ = _live()
@@ -197,6 +202,7 @@ def test_import_workbench_is_lazy():
 
 def test_stop_hooks_reach_work_that_is_not_a_fit():
     import threading as th
+
     halted = th.Event()
 
     def job(run):

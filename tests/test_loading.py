@@ -47,6 +47,7 @@ X = torch.randn(5, 8, generator=torch.Generator().manual_seed(2))
 
 # --- round trips --------------------------------------------------------------------------------
 
+
 def test_state_dict_with_its_export_spec_round_trips(tmp_path):
     model = zoo()
     path = export_model(model, (8,), tmp_path / "student.pt", fmt="state_dict")  # + student.spec.json
@@ -117,6 +118,7 @@ def test_run_id_made_by_a_real_fit_round_trips(tmp_path):
 
 # --- refusals -----------------------------------------------------------------------------------
 
+
 def test_crafted_pickles_are_refused_in_files_and_runs(tmp_path):
     marker = tmp_path / "pwned"
     model = zoo()
@@ -162,12 +164,18 @@ def test_bad_sources_are_named(tmp_path):
 def test_a_spec_that_does_not_match_the_weights_names_the_difference(tmp_path):
     torch.save(zoo(hidden=(16,)).state_dict(), tmp_path / "w.pt")
     (tmp_path / "w.spec.json").write_text(json.dumps(zoo(hidden=(12,)).spec))
-    with pytest.raises(ValueError, match=r"w\.pt' does not fit the model of '.*w\.spec\.json' \(mlp:12\): "
-                                         r"wrong size: hidden\.0\.linear\.weight \(16, 8\) \(expected \(12, 8\)\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"w\.pt' does not fit the model of '.*w\.spec\.json' \(mlp:12\): "
+        r"wrong size: hidden\.0\.linear\.weight \(16, 8\) \(expected \(12, 8\)\)",
+    ):
         load_model(tmp_path / "w.pt")
     (tmp_path / "w.spec.json").write_text(json.dumps(zoo(hidden=(16, 4)).spec))
-    with pytest.raises(ValueError, match=r"missing: hidden\.1\.linear\.weight, hidden\.1\.linear\.bias; "
-                                         r"wrong size: head\.weight \(3, 16\) \(expected \(3, 4\)\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing: hidden\.1\.linear\.weight, hidden\.1\.linear\.bias; "
+        r"wrong size: head\.weight \(3, 16\) \(expected \(3, 4\)\)",
+    ):
         load_model(tmp_path / "w.pt")
     (tmp_path / "w.spec.json").write_text(json.dumps({"family": "transformer"}))
     with pytest.raises(ValueError, match=r"w\.spec\.json' does not describe a zoo model"):
@@ -176,6 +184,7 @@ def test_a_spec_that_does_not_match_the_weights_names_the_difference(tmp_path):
 
 # --- compatibility with the data ----------------------------------------------------------------
 
+
 def test_check_compatible_names_the_file_and_the_fix(tmp_path):
     data = tiny_data(classes=3)
     path = export_model(zoo(classes=3), (8,), tmp_path / "ok.pt", fmt="state_dict")
@@ -183,21 +192,33 @@ def test_check_compatible_names_the_file_and_the_fix(tmp_path):
     assert load_model(path, data=data, role="student").kind == "state_dict"
 
     wrong = export_model(zoo(classes=5), (8,), tmp_path / "five.pt", fmt="state_dict")
-    with pytest.raises(ValueError, match=r"teacher: '.*five\.pt' outputs logits of shape \(2, 5\) for a batch of 2, "
-                                         r"but data 'tiny' needs \(2, 3\) \(3 classes.*teacher trained on this data"):
+    with pytest.raises(
+        ValueError,
+        match=r"teacher: '.*five\.pt' outputs logits of shape \(2, 5\) for a batch of 2, "
+        r"but data 'tiny' needs \(2, 3\) \(3 classes.*teacher trained on this data",
+    ):
         load_model(wrong, data=data)
-    with pytest.raises(ValueError, match=r"student: '.*five\.pt'.*build a fresh student with num_classes=3 .*"
-                                         r"--student mlp:16"):
+    with pytest.raises(
+        ValueError,
+        match=r"student: '.*five\.pt'.*build a fresh student with num_classes=3 .*"
+        r"--student mlp:16",
+    ):
         check_compatible(load_model(wrong), data, "student")
 
     narrow = export_model(zoo(features=6), (6,), tmp_path / "six.pt", fmt="state_dict")
-    with pytest.raises(ValueError, match=r"'.*six\.pt' was built for inputs of shape \(6,\), but data 'tiny' has "
-                                         r"inputs of shape \(8,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"'.*six\.pt' was built for inputs of shape \(6,\), but data 'tiny' has "
+        r"inputs of shape \(8,\)",
+    ):
         load_model(narrow, data=data)
     scripted = tmp_path / "six.ts"
     torch.jit.script(zoo(features=6)).save(str(scripted))  # no spec: the forward pass finds it
-    with pytest.raises(ValueError, match=r"six\.ts' does not accept the inputs of data 'tiny' \(a batch of shape "
-                                         r"\(2, 8\), torch\.float32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"six\.ts' does not accept the inputs of data 'tiny' \(a batch of shape "
+        r"\(2, 8\), torch\.float32\)",
+    ):
         load_model(scripted, trusted=True, data=data)
     with pytest.raises(ValueError, match="data: dict is invalid; expected a DataSplits"):
         check_compatible(load_model(path), {"train": (torch.zeros(2, 8), torch.zeros(2))})
@@ -213,9 +234,11 @@ def test_check_compatible_restores_the_training_mode(tmp_path):
 
 # --- Hugging Face folders -----------------------------------------------------------------------
 
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Any socket connection fails: loading must not even try one."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("a network connection was attempted")
 
@@ -227,8 +250,15 @@ def no_network(monkeypatch):
 def tiny_bert(folder, num_labels=3):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=16, num_labels=num_labels)
+    config = transformers.BertConfig(
+        vocab_size=30,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=num_labels,
+    )
     model = transformers.BertForSequenceClassification(config).eval()
     model.save_pretrained(folder)
     return model
@@ -237,8 +267,9 @@ def tiny_bert(folder, num_labels=3):
 def tiny_gpt2(folder, vocab=20):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=vocab, n_positions=12, n_embd=16, n_layer=1, n_head=2,
-                                     bos_token_id=0, eos_token_id=0)
+    config = transformers.GPT2Config(
+        vocab_size=vocab, n_positions=12, n_embd=16, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0
+    )
     model = transformers.GPT2LMHeadModel(config).eval()
     model.save_pretrained(folder)
     return model
@@ -271,25 +302,36 @@ def test_hf_causal_lm_returns_per_position_logits_and_checks_the_vocabulary(tmp_
     torch.testing.assert_close(loss, reference(input_ids=ids, labels=ids).loss)
 
     tokens = torch.randint(0, 20, (4, 6), generator=torch.Generator().manual_seed(5))
-    text = DataSplits(train=Split(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()), num_classes=20,
-                      name="chars", input_shape=(5,))
+    text = DataSplits(
+        train=Split(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()),
+        num_classes=20,
+        name="chars",
+        input_shape=(5,),
+    )
     check_compatible(loaded, text, "teacher")
     bigger = text.with_(num_classes=25)
-    with pytest.raises(ValueError, match=r"outputs logits of shape \(2, 5, 20\).*needs \(2, 5, 25\) \(one prediction "
-                                         r"per position over a vocabulary of 25 tokens\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"outputs logits of shape \(2, 5, 20\).*needs \(2, 5, 25\) \(one prediction "
+        r"per position over a vocabulary of 25 tokens\)",
+    ):
         check_compatible(loaded, bigger, "teacher")
 
 
 def test_hf_folders_that_need_remote_code_or_unknown_heads_are_refused(tmp_path):
     tiny_gpt2(tmp_path / "remote")
     config = json.loads((tmp_path / "remote" / "config.json").read_text())
-    (tmp_path / "remote" / "config.json").write_text(json.dumps({**config, "auto_map": {
-        "AutoModelForCausalLM": "modeling_evil.EvilLM"}}))
+    (tmp_path / "remote" / "config.json").write_text(
+        json.dumps({**config, "auto_map": {"AutoModelForCausalLM": "modeling_evil.EvilLM"}})
+    )
     with pytest.raises(ValueError, match=r"config\.json' has an 'auto_map'.*refused"):
         load_model(tmp_path / "remote")
     (tmp_path / "remote" / "config.json").write_text(json.dumps({**config, "architectures": ["GPT2Model"]}))
-    with pytest.raises(ValueError, match=r"architectures \['GPT2Model'\]; expected one ending in "
-                                         r"ForSequenceClassification"):
+    with pytest.raises(
+        ValueError,
+        match=r"architectures \['GPT2Model'\]; expected one ending in "
+        r"ForSequenceClassification",
+    ):
         load_model(tmp_path / "remote")
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "config.json").write_text(json.dumps({"lr": 0.1}))
@@ -301,7 +343,9 @@ def test_hf_pickled_weights_are_refused(tmp_path, no_network):
     marker = tmp_path / "pwned"
     tiny_gpt2(tmp_path / "gpt2")
     (tmp_path / "gpt2" / "model.safetensors").unlink()
-    torch.save({"transformer.wte.weight": torch.zeros(20, 16), "p": Evil(marker)}, tmp_path / "gpt2" / "pytorch_model.bin")
+    torch.save(
+        {"transformer.wte.weight": torch.zeros(20, 16), "p": Evil(marker)}, tmp_path / "gpt2" / "pytorch_model.bin"
+    )
     with pytest.raises(ValueError, match=r"gpt2' holds pickled weights with objects other than tensors; refused"):
         load_model(tmp_path / "gpt2")
     assert not marker.exists()

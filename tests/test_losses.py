@@ -84,9 +84,12 @@ def test_total_is_weighted_sum_and_alpha_preset():
     w = LossWeights(temperature=3.0, ce=0.2, kd=0.7, mse=0.1, hint=0.5)
     total, terms = distill_loss(s, y, t, w, student_feature=fs, teacher_feature=ft)
     assert set(terms) == {"ce", "kd", "mse", "hint"}
-    want = (0.2 * F.cross_entropy(s, y) + 0.7 * 9 * F.kl_div(F.log_softmax(s / 3, 1), F.softmax(t / 3, 1),
-                                                             reduction="batchmean")
-            + 0.1 * F.mse_loss(s, t) + 0.5 * F.mse_loss(fs, ft))
+    want = (
+        0.2 * F.cross_entropy(s, y)
+        + 0.7 * 9 * F.kl_div(F.log_softmax(s / 3, 1), F.softmax(t / 3, 1), reduction="batchmean")
+        + 0.1 * F.mse_loss(s, t)
+        + 0.5 * F.mse_loss(fs, ft)
+    )
     torch.testing.assert_close(total, want)
     # alpha * CE + (1 - alpha) * T^2 * KL
     a = LossWeights.from_alpha(0.9, temperature=4.0)

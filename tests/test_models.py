@@ -27,8 +27,10 @@ def seeded():
 
 @pytest.fixture(scope="module")
 def datasets():
-    return {name: load_dataset(name, num_samples=500) if name == "mnist1d" else load_dataset(name)
-            for name in list_datasets()}
+    return {
+        name: load_dataset(name, num_samples=500) if name == "mnist1d" else load_dataset(name)
+        for name in list_datasets()
+    }
 
 
 def test_models_for_known_shapes(datasets):
@@ -77,14 +79,17 @@ def test_layers_have_stable_names():
     assert {"features.0.conv", "features.1.pool", "dropout", "head"} <= set(cnn2d)
 
 
-@pytest.mark.parametrize("family,shape,size", [
-    ("mlp", (1, 8, 8), {"hidden": 16, "dropout": 0.2}),
-    ("mlp", (5,), {"hidden": ()}),  # logistic regression
-    ("cnn1d", (40,), {"channels": (8, 16), "pool": "avg"}),
-    ("cnn1d", (2, 30), {"channels": [4, 4, 4, 4], "dropout": 0.1}),
-    ("cnn2d", (3, 9, 7), {"channels": (4, 8, 8)}),
-    ("cnn2d", (8, 8), {}),
-])
+@pytest.mark.parametrize(
+    "family,shape,size",
+    [
+        ("mlp", (1, 8, 8), {"hidden": 16, "dropout": 0.2}),
+        ("mlp", (5,), {"hidden": ()}),  # logistic regression
+        ("cnn1d", (40,), {"channels": (8, 16), "pool": "avg"}),
+        ("cnn1d", (2, 30), {"channels": [4, 4, 4, 4], "dropout": 0.1}),
+        ("cnn2d", (3, 9, 7), {"channels": (4, 8, 8)}),
+        ("cnn2d", (8, 8), {}),
+    ],
+)
 def test_spec_round_trip(family, shape, size):
     model = build_model(family, shape, 4, **size)
     spec = json.loads(json.dumps(model.spec))  # plain JSON
@@ -128,19 +133,30 @@ def test_measure_latency_and_describe():
     assert info["latency_ms"] > 0
 
 
-@pytest.mark.parametrize("args,size,pattern", [
-    (("resnet", (64,), 10), {}, r"family: 'resnet' is invalid; valid: mlp, cnn1d, cnn2d"),
-    (("cnn2d", (40,), 10), {}, r"family: 'cnn2d'.*does not fit input shape \(40,\); valid for this data: mlp, cnn1d"),
-    (("cnn1d", (4,), 10), {}, r"family: 'cnn1d'.*valid for this data: mlp$"),
-    (("mlp", (64,), None), {}, r"num_classes: None"),
-    (("mlp", (64,), 1), {}, r"num_classes: 1 is invalid"),
-    (("mlp", (), 10), {}, r"input_shape: \(\)"),
-    (("mlp", (64,), 10), {"channels": (8,)}, r"channels: not a size option of family 'mlp'; valid: hidden, dropout"),
-    (("mlp", (64,), 10), {"hidden": (8, 0)}, r"hidden: \(8, 0\) is invalid"),
-    (("mlp", (64,), 10), {"dropout": 1.0}, r"dropout: 1\.0 is invalid; expected a number in \[0, 1\)"),
-    (("cnn1d", (64,), 10), {"channels": ()}, r"channels: \(\) is invalid"),
-    (("cnn1d", (64,), 10), {"pool": "max"}, r"pool: 'max' is invalid; valid: flatten, avg"),
-])
+@pytest.mark.parametrize(
+    "args,size,pattern",
+    [
+        (("resnet", (64,), 10), {}, r"family: 'resnet' is invalid; valid: mlp, cnn1d, cnn2d"),
+        (
+            ("cnn2d", (40,), 10),
+            {},
+            r"family: 'cnn2d'.*does not fit input shape \(40,\); valid for this data: mlp, cnn1d",
+        ),
+        (("cnn1d", (4,), 10), {}, r"family: 'cnn1d'.*valid for this data: mlp$"),
+        (("mlp", (64,), None), {}, r"num_classes: None"),
+        (("mlp", (64,), 1), {}, r"num_classes: 1 is invalid"),
+        (("mlp", (), 10), {}, r"input_shape: \(\)"),
+        (
+            ("mlp", (64,), 10),
+            {"channels": (8,)},
+            r"channels: not a size option of family 'mlp'; valid: hidden, dropout",
+        ),
+        (("mlp", (64,), 10), {"hidden": (8, 0)}, r"hidden: \(8, 0\) is invalid"),
+        (("mlp", (64,), 10), {"dropout": 1.0}, r"dropout: 1\.0 is invalid; expected a number in \[0, 1\)"),
+        (("cnn1d", (64,), 10), {"channels": ()}, r"channels: \(\) is invalid"),
+        (("cnn1d", (64,), 10), {"pool": "max"}, r"pool: 'max' is invalid; valid: flatten, avg"),
+    ],
+)
 def test_build_model_errors(args, size, pattern):
     with pytest.raises(ValueError, match=pattern):
         build_model(*args, **size)

@@ -86,24 +86,39 @@ def assert_same_outputs(module, reference, x):
 
 # --- which text is a source ---------------------------------------------------------------------
 
+
 def test_is_source_tells_sources_from_zoo_specs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my-bert").mkdir()  # a Hugging Face folder named without a separator
     (tmp_path / "mlp").mkdir()  # a folder named like a zoo family: the spec wins
-    cases = {"run:abc": True, "teacher.pt": True, "w.safetensors": True, "m.PT2": True, "m.ts": True,
-             "sub/x": True, "my-bert": True, tmp_path / "x.pt": True,
-             "mlp": False, "mlp:16": False, "cnn2d:32,64": False, "nope": False, 3: False}
+    cases = {
+        "run:abc": True,
+        "teacher.pt": True,
+        "w.safetensors": True,
+        "m.PT2": True,
+        "m.ts": True,
+        "sub/x": True,
+        "my-bert": True,
+        tmp_path / "x.pt": True,
+        "mlp": False,
+        "mlp:16": False,
+        "cnn2d:32,64": False,
+        "nope": False,
+        3: False,
+    }
     assert {k: is_source(k) for k in cases} == cases
 
 
 # --- CLI: a teacher from a run or a file ----------------------------------------------------------
 
+
 def test_cli_teacher_from_a_run_is_not_trained_again(capsys, moons, fits):
     run_id = teacher_run(moons)
     fits.clear()
     before = set(os.listdir(runs_root()))
-    rc, out, err = main(capsys, "distill", "--dataset", "moons", "--teacher", f"run:{run_id}", "--student", "mlp:4",
-                        *FAST)
+    rc, out, err = main(
+        capsys, "distill", "--dataset", "moons", "--teacher", f"run:{run_id}", "--student", "mlp:4", *FAST
+    )
     assert rc == 0, err
     res = json.loads(out)
     assert [r["role"] for r in res["runs"]] == ["student", "baseline"]  # no teacher fit, no teacher row
@@ -127,8 +142,9 @@ def test_cli_teacher_from_an_exported_state_dict(capsys, moons, fits, tmp_path):
     assert rc == 0, err
     assert (tmp_path / "teacher.spec.json").is_file()
     fits.clear()
-    rc, out, err = main(capsys, "distill", "--dataset", "moons", "--teacher", tmp_path / "teacher.pt",
-                        "--student", "mlp:4", *FAST)
+    rc, out, err = main(
+        capsys, "distill", "--dataset", "moons", "--teacher", tmp_path / "teacher.pt", "--student", "mlp:4", *FAST
+    )
     assert rc == 0, err
     assert [r["role"] for r in json.loads(out)["runs"]] == ["student", "baseline"]
     assert [role for role, _ in fits] == ["student", "baseline"]
@@ -137,18 +153,33 @@ def test_cli_teacher_from_an_exported_state_dict(capsys, moons, fits, tmp_path):
 
 def test_cli_text_output_names_the_loaded_teacher(capsys, moons):
     run_id = teacher_run(moons)
-    rc, out, err = main(capsys, "distill", "--dataset", "moons", "--teacher", f"run:{run_id}", "--student", "mlp:4",
-                        "--epochs", "2", "--batch-size", "256", "--quiet")
+    rc, out, err = main(
+        capsys,
+        "distill",
+        "--dataset",
+        "moons",
+        "--teacher",
+        f"run:{run_id}",
+        "--student",
+        "mlp:4",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "256",
+        "--quiet",
+    )
     assert rc == 0, err
     assert f"teacher: mlp:16 from run {run_id}, " in out and ", val acc 0." in out
 
 
 # --- CLI: refusals, before any training -----------------------------------------------------------
 
+
 @pytest.fixture
 def no_training(monkeypatch):
     def fit(self):
         raise AssertionError("training started before the input was checked")
+
     monkeypatch.setattr(Distiller, "fit", fit)
 
 
@@ -158,15 +189,17 @@ def test_cli_teacher_that_does_not_fit_the_data_exits_2_naming_the_file(capsys, 
     export_model(wrong, (2,), tmp_path / "three_classes.pt", fmt="state_dict")
     rc, out, err = main(capsys, "distill", "--dataset", "moons", "--teacher", tmp_path / "three_classes.pt", *FAST)
     assert rc == 2 and out == ""
-    assert_one_line(err, "workbench distill: error: --teacher:", "three_classes.pt", "(2, 3)", "(2, 2)",
-                    "trained on this data")
+    assert_one_line(
+        err, "workbench distill: error: --teacher:", "three_classes.pt", "(2, 3)", "(2, 2)", "trained on this data"
+    )
 
 
 def test_cli_student_that_does_not_fit_says_how_to_build_one(capsys, tmp_path, no_training):
     torch.manual_seed(0)
     export_model(build_model("mlp", (2,), 3, hidden=(8,)), (2,), tmp_path / "s.pt", fmt="state_dict")
-    rc, _, err = main(capsys, "distill", "--dataset", "moons", "--teacher", "mlp:8", "--student", tmp_path / "s.pt",
-                      *FAST)
+    rc, _, err = main(
+        capsys, "distill", "--dataset", "moons", "--teacher", "mlp:8", "--student", tmp_path / "s.pt", *FAST
+    )
     assert rc == 2
     assert_one_line(err, "--student:", "s.pt", "num_classes=2", "--student mlp:8")
 
@@ -189,12 +222,15 @@ def test_cli_crafted_pickle_is_refused_and_never_runs(capsys, tmp_path, no_train
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("teacher, words", [
-    ("nothere.pt", ["argument --teacher:", "'nothere.pt': no such file or folder", "run:ID"]),
-    ("run:../escape", ["argument --teacher:", "'run:../escape' is not a valid run:ID"]),
-    ("run:never-was", ["--teacher:", "never-was"]),
-    ("mlp:x", ["argument --teacher:", "'mlp:x'"]),
-])
+@pytest.mark.parametrize(
+    "teacher, words",
+    [
+        ("nothere.pt", ["argument --teacher:", "'nothere.pt': no such file or folder", "run:ID"]),
+        ("run:../escape", ["argument --teacher:", "'run:../escape' is not a valid run:ID"]),
+        ("run:never-was", ["--teacher:", "never-was"]),
+        ("mlp:x", ["argument --teacher:", "'mlp:x'"]),
+    ],
+)
 def test_cli_bad_teacher_sources_are_one_line(capsys, teacher, words, no_training):
     rc, out, err = main(capsys, "distill", "--dataset", "moons", "--teacher", teacher, *FAST)
     assert rc == 2 and out == ""
@@ -215,8 +251,26 @@ def test_cli_trusted_loads_a_program_teacher(capsys, moons, fits, tmp_path):
 def test_cli_compare_with_a_teacher_from_a_run(capsys, moons, fits, tmp_path):
     run_id = teacher_run(moons)
     fits.clear()
-    rc, out, err = main(capsys, "compare", "--dataset", "moons", "--teacher", f"run:{run_id}", "--students", "mlp:4",
-                        "--methods", "kd", "--seeds", "1", "--epochs", "2", "--workers", "0", "--json", "--quiet")
+    rc, out, err = main(
+        capsys,
+        "compare",
+        "--dataset",
+        "moons",
+        "--teacher",
+        f"run:{run_id}",
+        "--students",
+        "mlp:4",
+        "--methods",
+        "kd",
+        "--seeds",
+        "1",
+        "--epochs",
+        "2",
+        "--workers",
+        "0",
+        "--json",
+        "--quiet",
+    )
     assert rc == 0, err
     assert json.loads(out)["rows"] == 1
     assert [role for role, _ in fits] == ["student"]  # the teacher was loaded, not trained
@@ -224,6 +278,7 @@ def test_cli_compare_with_a_teacher_from_a_run(capsys, moons, fits, tmp_path):
 
 
 # --- API ------------------------------------------------------------------------------------------
+
 
 def test_api_experiment_with_a_teacher_run(moons, fits):
     run_id = teacher_run(moons)

@@ -9,7 +9,7 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 # Installed in the kernel before anything else: any connection off this machine fails loudly.
-NETWORK_GUARD = '''
+NETWORK_GUARD = """
 import socket as _socket
 def _refuse(self, address, *args, **kwargs):
     host = address[0] if isinstance(address, tuple) else address
@@ -23,7 +23,7 @@ _orig_connect = _socket.socket.connect
 _socket.socket.connect = _refuse
 _socket.socket.connect_ex = _refuse
 _socket.create_connection = lambda address, *a, **k: _refuse(None, address)
-'''
+"""
 
 
 def prepared(path: pathlib.Path) -> nbformat.NotebookNode:
@@ -45,9 +45,13 @@ def test_notebook_runs(path, tmp_path):
 
 def test_the_network_guard_bites(tmp_path):
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(NETWORK_GUARD),
-                nbformat.v4.new_code_cell("import urllib.request\n"
-                                          "try:\n    urllib.request.urlopen('http://example.com', timeout=5)\n"
-                                          "except Exception as e:\n    print(type(e).__name__, e)")]
+    nb.cells = [
+        nbformat.v4.new_code_cell(NETWORK_GUARD),
+        nbformat.v4.new_code_cell(
+            "import urllib.request\n"
+            "try:\n    urllib.request.urlopen('http://example.com', timeout=5)\n"
+            "except Exception as e:\n    print(type(e).__name__, e)"
+        ),
+    ]
     NotebookClient(nb, timeout=60, kernel_name="python3").execute()
     assert "network access is blocked" in nb.cells[1].outputs[0]["text"]

@@ -106,7 +106,9 @@ def test_a_teacher_in_training_draws_its_own_curve_and_loss(runs):
     assert plots.live_role(teacher_only) == "teacher"
     steps = teacher_only[teacher_only.event == "step"]
     assert plots.loss_traces(teacher_only, plots.live_role(teacher_only))["total"] == (
-        steps.step.tolist(), steps.loss.tolist())
+        steps.step.tolist(),
+        steps.loss.tolist(),
+    )
     # once the student steps, the charts follow it (and the baseline after it does not take over)
     assert plots.live_role(h) == "student" and plots.live_role(h[h.role != "teacher"]) == "student"
     assert plots.live_role(None) == "student"
@@ -126,8 +128,9 @@ def test_apply_traces_updates_a_figure_in_place(runs):
     payloads = runs["student"].recorder.payloads
     fig = plots.accuracy_figure([])  # a live figure starts empty and is filled as events arrive
     for n in (5, len(payloads)):
-        plots.apply_traces(fig, plots.accuracy_traces(payloads[:n]),
-                           text={"controls changed": plots.controls_markers(payloads[:n])[2]})
+        plots.apply_traces(
+            fig, plots.accuracy_traces(payloads[:n]), text={"controls changed": plots.controls_markers(payloads[:n])[2]}
+        )
     full = plots.accuracy_figure(payloads)
     for a, b in zip(fig.data, full.data):
         assert (a.name, a.x, a.y, a.showlegend, a.hovertext) == (b.name, b.x, b.y, b.showlegend, b.hovertext)
@@ -170,8 +173,10 @@ def test_downsample_keeps_endpoints_and_spikes():
     assert plots.downsample([1, 2, 3], [4, 5, 6]) == ([1, 2, 3], [4, 5, 6])
     with pytest.raises(ValueError, match="max_points"):
         plots.downsample(x, y, max_points=1)
-    fig = plots.loss_figure([{"event": "step", "role": "student", "run_id": "r", "step": i, "loss": 1.0 / i}
-                             for i in range(1, 5001)], max_points=300)
+    fig = plots.loss_figure(
+        [{"event": "step", "role": "student", "run_id": "r", "step": i, "loss": 1.0 / i} for i in range(1, 5001)],
+        max_points=300,
+    )
     assert len(fig.data[0].x) <= 300 and fig.data[0].x[-1] == 5000
 
 
@@ -186,7 +191,8 @@ def test_softened_matches_torch_softmax(make):
     big = plots.softened([1000.0, 0.0, -1000.0], 1.0)  # naive exp overflows
     assert big == pytest.approx([1.0, 0.0, 0.0]) and not any(np.isnan(big))
     assert plots.softened(torch.tensor([1.0, 2.0], requires_grad=True), 2) == pytest.approx(
-        torch.softmax(torch.tensor([0.5, 1.0]), 0).tolist())
+        torch.softmax(torch.tensor([0.5, 1.0]), 0).tolist()
+    )
     with pytest.raises(ValueError, match="temperature"):
         plots.softened(logits, 0)
     with pytest.raises(ValueError, match="logits"):
@@ -215,8 +221,9 @@ def test_smooth_against_hand_computation():
 
 
 def test_overlay_figure(runs):
-    fig = plots.overlay_figure({"distilled": runs["student"].history, "scratch": runs["baseline"].history},
-                               smoothing=0.6)
+    fig = plots.overlay_figure(
+        {"distilled": runs["student"].history, "scratch": runs["baseline"].history}, smoothing=0.6
+    )
     assert [t.name for t in fig.data] == ["distilled (raw)", "distilled", "scratch (raw)", "scratch"]
     ref = _evals(runs["history"], "student").acc.tolist()
     assert list(fig.data[0].y) == ref and list(fig.data[1].y) == pytest.approx(plots.smooth(ref, 0.6))
@@ -271,8 +278,13 @@ def test_decision_boundary_figure():
 
 @pytest.mark.parametrize("empty", [pd.DataFrame(), [], None])
 def test_empty_inputs_give_empty_figures(empty):
-    figs = [plots.accuracy_figure(empty), plots.loss_figure(empty, log_y=True), plots.agreement_figure(empty),
-            plots.overlay_figure({"a": empty}), plots.overlay_figure({})]
+    figs = [
+        plots.accuracy_figure(empty),
+        plots.loss_figure(empty, log_y=True),
+        plots.agreement_figure(empty),
+        plots.overlay_figure({"a": empty}),
+        plots.overlay_figure({}),
+    ]
     for fig in figs:
         assert all(len(t.x or ()) == 0 for t in fig.data)
         assert fig.layout.xaxis.title.text == "step" or fig.layout.xaxis2.title.text == "step"

@@ -22,6 +22,7 @@ from workbench.store.runs import RunRecorder, list_runs, load_checkpoint, load_r
 def test_a_recorded_run_reads_back(tmp_path):
     data = load_dataset("moons")
     from workbench.models.zoo import build_model
+
     model = build_model("mlp", data, hidden=(8,))
     seen_mid_run = []
 
@@ -32,8 +33,12 @@ def test_a_recorded_run_reads_back(tmp_path):
                 seen_mid_run.append(len((d / "metrics.jsonl").read_text().splitlines()))
                 seen_mid_run.append(json.loads((d / "status.json").read_text())["status"])
 
-    res = train(model, data, DistillConfig(epochs=5, log_every=5),
-                callbacks=[RunRecorder(model, tmp_path / "runs", meta={"note": "x"}), Peek()])
+    res = train(
+        model,
+        data,
+        DistillConfig(epochs=5, log_every=5),
+        callbacks=[RunRecorder(model, tmp_path / "runs", meta={"note": "x"}), Peek()],
+    )
     assert seen_mid_run[0] > 1 and seen_mid_run[1] == "running"  # readable while live
     rec = load_run(res.run_id, tmp_path / "runs")
     assert rec.status == "completed" and rec.config["note"] == "x" and rec.config["role"] == "teacher"
@@ -51,9 +56,23 @@ def test_a_recorded_run_reads_back(tmp_path):
 
 def test_sigkill_leaves_a_readable_killed_run(tmp_path):
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "distill", "--epochs", "5000", "--quiet",
-                             "--runs", str(runs), "--teacher", "mlp:32"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "distill",
+            "--epochs",
+            "5000",
+            "--quiet",
+            "--runs",
+            str(runs),
+            "--teacher",
+            "mlp:32",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         t0 = time.monotonic()
         while True:
@@ -156,8 +175,7 @@ def test_cached_and_uncached_teacher_outputs_agree(tmp_path):
 
 def test_export_round_trip(tmp_path):
     data = load_dataset("digits")
-    res = Experiment(data, "mlp:64", "mlp:16", DistillConfig(epochs=2), runs=tmp_path / "runs",
-                     baseline=False).run()
+    res = Experiment(data, "mlp:64", "mlp:16", DistillConfig(epochs=2), runs=tmp_path / "runs", baseline=False).run()
     facts = export_run(res.student.run_id, "export", tmp_path / "runs")
     assert facts["params"] == 1210 and facts["macs"] == 64 * 16 + 16 * 10
     assert facts["latency_ms_batch1"] > 0 and facts["latency_ms_batch256"] > 0
@@ -175,8 +193,23 @@ def test_export_round_trip(tmp_path):
 
 def test_two_processes_share_one_runs_root(tmp_path):
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "workbench", "distill", "--dataset", "moons", "--teacher", "mlp:16",
-           "--student", "mlp:4", "--epochs", "3", "--quiet", "--runs", str(runs)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "distill",
+        "--dataset",
+        "moons",
+        "--teacher",
+        "mlp:16",
+        "--student",
+        "mlp:4",
+        "--epochs",
+        "3",
+        "--quiet",
+        "--runs",
+        str(runs),
+    ]
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
     for p in procs:
         assert p.wait(180) == 0, p.stderr.read().decode()
@@ -190,18 +223,22 @@ def test_two_processes_share_one_runs_root(tmp_path):
 def test_cli_runs_show_export_rm(tmp_path):
     runs = str(tmp_path / "runs")
     py = [sys.executable, "-m", "workbench"]
-    out = subprocess.run(py + ["distill", "--epochs", "2", "--json", "--runs", runs], capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        py + ["distill", "--epochs", "2", "--json", "--runs", runs], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     student = json.loads(out.stdout)["runs"][1]["run_id"]
-    listed = json.loads(subprocess.run(py + ["runs", "--json", "--runs", runs], capture_output=True, text=True,
-                                       timeout=120).stdout)
+    listed = json.loads(
+        subprocess.run(py + ["runs", "--json", "--runs", runs], capture_output=True, text=True, timeout=120).stdout
+    )
     assert len(listed) == 3
-    shown = json.loads(subprocess.run(py + ["show", student, "--runs", runs], capture_output=True, text=True,
-                                      timeout=120).stdout)
+    shown = json.loads(
+        subprocess.run(py + ["show", student, "--runs", runs], capture_output=True, text=True, timeout=120).stdout
+    )
     assert shown["status"] == "completed" and shown["config"]["role"] == "student"
-    ex = subprocess.run(py + ["export", student, "--format", "state_dict", "--runs", runs], capture_output=True,
-                        text=True, timeout=120)
+    ex = subprocess.run(
+        py + ["export", student, "--format", "state_dict", "--runs", runs], capture_output=True, text=True, timeout=120
+    )
     assert ex.returncode == 0 and json.loads(ex.stdout)["params"] == 1210
     rm = subprocess.run(py + ["rm", student, "--runs", runs], capture_output=True, text=True, timeout=120)
     assert rm.returncode == 0
@@ -211,6 +248,7 @@ def test_cli_runs_show_export_rm(tmp_path):
 
 def test_teachers_given_as_modules_never_share_cached_outputs():
     from workbench.models.zoo import build_model
+
     data = load_dataset("moons")
     cfg = DistillConfig(epochs=2, alpha=0.0)
     torch.manual_seed(0)
@@ -220,8 +258,9 @@ def test_teachers_given_as_modules_never_share_cached_outputs():
     untrained = build_model("mlp", data, hidden=(64,))
     a = Experiment(data, trained, "mlp:4", cfg, baseline=False).run()
     b = Experiment(data, untrained, "mlp:4", cfg, baseline=False).run()
-    assert a.student.summary["test_agreement"] != b.student.summary["test_agreement"] or \
-        not all(torch.equal(p, q) for p, q in zip(a.student.model.parameters(), b.student.model.parameters()))
+    assert a.student.summary["test_agreement"] != b.student.summary["test_agreement"] or not all(
+        torch.equal(p, q) for p, q in zip(a.student.model.parameters(), b.student.model.parameters())
+    )
     assert Experiment(data, trained, "mlp:4", cfg).teacher_key != Experiment(data, untrained, "mlp:4", cfg).teacher_key
 
 
@@ -231,6 +270,7 @@ def test_teacher_key_follows_the_data_the_teacher_sees():
     from workbench.data.splits import Split
     from workbench.models.zoo import build_model
     from workbench.store.cache import teacher_key
+
     data = load_dataset("moons", n_unlabeled=50)
     model, cfg = build_model("mlp", data), DistillConfig().to_dict()
     key = teacher_key(model, cfg, data)

@@ -36,8 +36,11 @@ def real_run(tmp_path_factory):
 
 def snapshot(folder, skip=None):
     """Every file under ``folder`` (but not under ``skip``, nor behind a link) with its bytes."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.is_symlink() and (skip is None or not p.is_relative_to(skip))}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink() and (skip is None or not p.is_relative_to(skip))
+    }
 
 
 @pytest.fixture
@@ -64,15 +67,37 @@ def store(tmp_path, real_run):
 
 
 def bad_ids(home):
-    return ["..", "../decoy", "../../x", str(home / "decoy"), str(home), "link", ".", "", "a/b", "a\\b",
-            "-rf", ".hidden", "x\x00y", "\x1b[31mred", "run\nid", "x" * 201, None, 7]
+    return [
+        "..",
+        "../decoy",
+        "../../x",
+        str(home / "decoy"),
+        str(home),
+        "link",
+        ".",
+        "",
+        "a/b",
+        "a\\b",
+        "-rf",
+        ".hidden",
+        "x\x00y",
+        "\x1b[31mred",
+        "run\nid",
+        "x" * 201,
+        None,
+        7,
+    ]
 
 
 def test_bad_run_ids_are_refused_by_every_api_call_and_touch_nothing(store):
     root, good, home = store
     for bad in bad_ids(home):
-        for call, args in ((load_run, (bad, root)), (remove_run, (bad, root)),
-                           (export_run, (bad, "state_dict", root)), (run_dir, (bad, root))):
+        for call, args in (
+            (load_run, (bad, root)),
+            (remove_run, (bad, root)),
+            (export_run, (bad, "state_dict", root)),
+            (run_dir, (bad, root)),
+        ):
             with pytest.raises(ValueError, match=REFUSED) as info:
                 call(*args)
             assert repr(bad) in str(info.value)
@@ -131,8 +156,14 @@ def test_a_runs_root_that_is_a_file_is_a_clear_error(tmp_path):
 
 def test_a_recorder_refuses_a_run_id_that_leaves_the_root(tmp_path):
     model = mlp()
-    res = Distiller(None, model, toy_data(), DistillConfig(epochs=1), run_id="../escape",
-                    callbacks=[RunRecorder(model, tmp_path / "runs")]).fit()
+    res = Distiller(
+        None,
+        model,
+        toy_data(),
+        DistillConfig(epochs=1),
+        run_id="../escape",
+        callbacks=[RunRecorder(model, tmp_path / "runs")],
+    ).fit()
     assert res.status == "error" and "'../escape' is not a valid run id" in res.message
     assert not (tmp_path / "escape").exists() and not (tmp_path / "runs").exists()
 
@@ -141,10 +172,17 @@ def test_export_out_never_overwrites_the_run_store(store, real_run, tmp_path):
     root, good, home = store
     shutil.copytree(real_run[0], root / "other-run")
     kept = snapshot(root)
-    for out, why in ((root / good / "config.json", "not a new file"), (root / good / "model.pt", "not a new file"),
-                     (root / "other-run" / "student.pt", "not a new file"), (root / "x.pt", "not a new file"),
-                     (root / good, "is a folder"), (home / "decoy", "is a folder"),
-                     (root / "link" / "student.pt", "not a new file"), ("a\x00b.pt", "NUL"), ("", "is empty")):
+    for out, why in (
+        (root / good / "config.json", "not a new file"),
+        (root / good / "model.pt", "not a new file"),
+        (root / "other-run" / "student.pt", "not a new file"),
+        (root / "x.pt", "not a new file"),
+        (root / good, "is a folder"),
+        (home / "decoy", "is a folder"),
+        (root / "link" / "student.pt", "not a new file"),
+        ("a\x00b.pt", "NUL"),
+        ("", "is empty"),
+    ):
         with pytest.raises(ValueError, match=f"out: .*{why}"):
             export_run(good, "state_dict", root, out=out)
     assert snapshot(root) == kept
@@ -161,13 +199,21 @@ def damage(run, name, content):
 
 
 WRONG_SHAPES = [
-    ("config.json", "[1]"), ("config.json", '"ok"'), ("config.json", "null"), ("config.json", b"\xff\xfe{}"),
-    ("config.json", "{not json"), ("config.json", '{"created": "2024-01-01", "role": 5, "config": [1]}'),
+    ("config.json", "[1]"),
+    ("config.json", '"ok"'),
+    ("config.json", "null"),
+    ("config.json", b"\xff\xfe{}"),
+    ("config.json", "{not json"),
+    ("config.json", '{"created": "2024-01-01", "role": 5, "config": [1]}'),
     ("config.json", '{"created": 1e999999, "dataset": {"a": 1}, "teacher_run_id": [1]}'),
-    ("config.json", '{"created": ' + "9" * 400 + "}"), ("config.json", "[" * 100000 + "]" * 100000),
-    ("summary.json", "[1]"), ("summary.json", "null"), ("summary.json", '{"status": [1], "val_acc": "high"}'),
+    ("config.json", '{"created": ' + "9" * 400 + "}"),
+    ("config.json", "[" * 100000 + "]" * 100000),
+    ("summary.json", "[1]"),
+    ("summary.json", "null"),
+    ("summary.json", '{"status": [1], "val_acc": "high"}'),
     ("summary.json", '{"status": "\\u001b[2J", "seconds": "yesterday", "params": {"n": 1}}'),
-    ("status.json", "[1]"), ("status.json", '{"heartbeat": "yesterday", "pid": "x"}'),
+    ("status.json", "[1]"),
+    ("status.json", '{"heartbeat": "yesterday", "pid": "x"}'),
     ("status.json", '{"heartbeat": 1e300, "pid": 99999999999999999999, "host": "' + os.uname().nodename + '"}'),
     ("status.json", '{"heartbeat": true, "pid": true}'),
 ]
@@ -212,8 +258,14 @@ def test_metrics_lines_that_are_not_objects_are_skipped_with_a_warning(store):
     file = root / good / "metrics.jsonl"
     clean = load_run(good, root).history
     lines = file.read_bytes().splitlines()
-    junk = [b"[1, 2]", b'"ok"', b"null", b"\xff\xfe not utf-8", b'{"event": ["step"], "terms": [1]}',
-            b'{"event": "step", "step": 1, "terms": "x"}']
+    junk = [
+        b"[1, 2]",
+        b'"ok"',
+        b"null",
+        b"\xff\xfe not utf-8",
+        b'{"event": ["step"], "terms": [1]}',
+        b'{"event": "step", "step": 1, "terms": "x"}',
+    ]
     file.write_bytes(b"\n".join(lines[:2] + junk[:4] + lines[2:] + junk[4:]) + b"\n")
     with pytest.warns(UserWarning) as caught:
         history = load_run(good, root).history
@@ -230,9 +282,12 @@ def test_weights_of_the_wrong_structure_name_the_file(store):
     weights = root / good / "model.pt"
     state = torch.load(weights, weights_only=True)
     first = next(iter(state))
-    for wrong, expected in (([torch.zeros(1)], "not a state_dict"), ({"bogus": torch.zeros(1)}, "same names"),
-                            ({**state, first: torch.zeros(3, 3, 3)}, "same names and shapes"),
-                            ({**state, first: "text"}, "not a state_dict")):
+    for wrong, expected in (
+        ([torch.zeros(1)], "not a state_dict"),
+        ({"bogus": torch.zeros(1)}, "same names"),
+        ({**state, first: torch.zeros(3, 3, 3)}, "same names and shapes"),
+        ({**state, first: "text"}, "not a state_dict"),
+    ):
         torch.save(wrong, weights)
         with pytest.raises(ValueError, match=f"{re.escape(repr(str(weights)))}.*{expected}"):
             load_run(good, root)
@@ -264,6 +319,7 @@ def test_crafted_pickles_are_refused_by_name_and_never_run(tmp_path):
         pickle.dump(System(marker), f, protocol=2)
     torch.save({"p": Eval()}, tmp_path / "eval.pt")
     import numpy as np
+
     torch.save({"a": np.zeros(3)}, tmp_path / "numpy.pt")
     for name, what in (("system.pt", "system"), ("raw.pkl", "system"), ("eval.pt", "eval"), ("numpy.pt", "numpy")):
         with pytest.raises(ValueError, match=f"holds objects other than tensors.*{what}.*refused"):
@@ -280,12 +336,15 @@ def test_crafted_pickles_are_refused_by_name_and_never_run(tmp_path):
         load_checkpoint(tmp_path)
 
 
-@pytest.mark.parametrize("wording", [
-    "Weights only load failed. Trying to load unsupported GLOBAL posix.system whose module posix is blocked.",
-    "WeightsUnpickler error: Unsupported global: GLOBAL posix.system was not an allowed global by default.",
-    "Weights only load failed: posix.system is not allowed; use torch.serialization.safe_globals([...])",
-    "Refusing posix.system: add it with add_safe_globals only if you trust it (allowlist)",
-])
+@pytest.mark.parametrize(
+    "wording",
+    [
+        "Weights only load failed. Trying to load unsupported GLOBAL posix.system whose module posix is blocked.",
+        "WeightsUnpickler error: Unsupported global: GLOBAL posix.system was not an allowed global by default.",
+        "Weights only load failed: posix.system is not allowed; use torch.serialization.safe_globals([...])",
+        "Refusing posix.system: add it with add_safe_globals only if you trust it (allowlist)",
+    ],
+)
 def test_the_refusal_survives_torch_rewording_its_message(tmp_path, monkeypatch, wording):
     torch.save({"w": torch.zeros(1)}, tmp_path / "m.pt")
 

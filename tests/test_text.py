@@ -77,8 +77,10 @@ def test_shakespeare_char_splits_are_contiguous_blocks_of_the_corpus():
 
 
 def test_seed_is_recorded_and_does_not_move_the_splits():
-    a, b = load_text_dataset("shakespeare-char", block_size=32, seed=0), load_text_dataset("shakespeare-char",
-                                                                                           block_size=32, seed=3)
+    a, b = (
+        load_text_dataset("shakespeare-char", block_size=32, seed=0),
+        load_text_dataset("shakespeare-char", block_size=32, seed=3),
+    )
     assert b.spec["seed"] == 3 and torch.equal(a.val.x, b.val.x)
 
 
@@ -142,8 +144,10 @@ def test_split_lengths_and_min_text_length():
     for block, vf, tf in [(8, 0.05, 0.05), (64, 0.05, 0.05), (5, 0.1, 0.0), (7, 0.3, 0.3), (3, 0.0, 0.0)]:
         need = min_text_length(block, vf, tf)
         present = [f > 0 for f in (1, vf, tf)]  # written out: every present split holds one block
-        fits = [all(k >= block for k, p in zip(split_lengths(m, vf, tf), present, strict=True) if p)
-                for m in (need - 1, need)]
+        fits = [
+            all(k >= block for k, p in zip(split_lengths(m, vf, tf), present, strict=True) if p)
+            for m in (need - 1, need)
+        ]
         assert fits == [False, True], (block, vf, tf, need)
     assert min_text_length(64, 0.05, 0.05) == 1280
 
@@ -182,8 +186,11 @@ def test_from_text_reads_files_and_normalises_line_endings(tmp_path):
 def test_from_text_errors(tmp_path):
     with pytest.raises(ValueError, match=r"text: .* is empty"):
         from_text("  \n\n ")
-    with pytest.raises(ValueError, match=r"text: 300 characters is too short for block_size=64 .* "
-                                         r"needs at least 1280 characters"):
+    with pytest.raises(
+        ValueError,
+        match=r"text: 300 characters is too short for block_size=64 .* "
+        r"needs at least 1280 characters",
+    ):
         from_text("ab" * 150, block_size=64)
     with pytest.raises(ValueError, match=r"holds only 1 distinct character"):
         from_text("a" * 2000, block_size=8)
@@ -201,11 +208,14 @@ def test_from_text_errors(tmp_path):
         from_text(empty)
 
 
-@pytest.mark.parametrize("content, problem", [
-    (b"PK\x03\x04" + b"\x00" * 100, r"is a binary file \(a zip archive"),
-    (b"abc\x00def" * 100, r"is a binary file \(it holds NUL bytes\)"),
-    ("café au lait ".encode("latin-1") * 100, r"is not UTF-8 text \(byte 0xe9 at offset 3\); save it as UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"PK\x03\x04" + b"\x00" * 100, r"is a binary file \(a zip archive"),
+        (b"abc\x00def" * 100, r"is a binary file \(it holds NUL bytes\)"),
+        ("café au lait ".encode("latin-1") * 100, r"is not UTF-8 text \(byte 0xe9 at offset 3\); save it as UTF-8"),
+    ],
+)
 def test_non_text_files_are_refused(tmp_path, content, problem):
     path = tmp_path / "data.bin"
     path.write_bytes(content)

@@ -61,8 +61,8 @@ def test_load_dataset_routes_text_to_load_text_dataset_with_text_defaults(text):
     assert text.input_shape == (BLOCK,) and text.train.x.dtype == torch.int64
     assert text.num_classes == tokenizer_of(text).vocab_size == len(text.class_names)
     x, y = text.train.x, text.train.y  # (N, L) each
-    assert torch.equal(y[:, :-1], x[:, 1:])        # the target is the next character...
-    assert torch.equal(y[:-1, -1], x[1:, 0])       # ...across block boundaries too: the blocks are contiguous
+    assert torch.equal(y[:, :-1], x[:, 1:])  # the target is the next character...
+    assert torch.equal(y[:-1, -1], x[1:, 0])  # ...across block boundaries too: the blocks are contiguous
 
 
 def test_load_dataset_text_options_and_rebuild_from_spec(text):
@@ -74,13 +74,16 @@ def test_load_dataset_text_options_and_rebuild_from_spec(text):
     assert (moons.spec["val_fraction"], moons.spec["test_fraction"]) == (0.15, 0.2)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"noise": 0.1}, r"noise: not an option of dataset 'shakespeare-char'; valid: block_size"),
-    ({"block_size": 0}, r"block_size: 0 is invalid; expected an integer >= 1"),
-    ({"n_unlabeled": 5}, r"n_unlabeled: 5 is invalid; generating unlabeled inputs is not available"),
-    ({"val_fraction": 0.6, "test_fraction": 0.5}, r"val_fraction \+ test_fraction: 0.6 \+ 0.5 is invalid"),
-    ({"tokenizer": {"kind": "char", "chars": "ab"}}, r"tokenizer: .* does not match the vocabulary"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"noise": 0.1}, r"noise: not an option of dataset 'shakespeare-char'; valid: block_size"),
+        ({"block_size": 0}, r"block_size: 0 is invalid; expected an integer >= 1"),
+        ({"n_unlabeled": 5}, r"n_unlabeled: 5 is invalid; generating unlabeled inputs is not available"),
+        ({"val_fraction": 0.6, "test_fraction": 0.5}, r"val_fraction \+ test_fraction: 0.6 \+ 0.5 is invalid"),
+        ({"tokenizer": {"kind": "char", "chars": "ab"}}, r"tokenizer: .* does not match the vocabulary"),
+    ],
+)
 def test_load_dataset_text_errors_name_the_option(kwargs, match):
     with pytest.raises(ValueError, match=match):
         load_dataset("shakespeare-char", **kwargs)
@@ -106,11 +109,16 @@ def test_gpt_from_the_zoo_is_build_gpt_on_the_data(text):
     torch.manual_seed(0)
     ref = gpt.build_gpt(_native(text, **SIZE))  # the same seed: the same weights
     assert isinstance(model, gpt.GPT)
-    assert model.spec == {"family": "gpt", "input_shape": [BLOCK], "num_classes": text.num_classes,
-                          **SIZE, "dropout": 0.0}
-    x = text.train.x[:3]                                           # (3, L)
+    assert model.spec == {
+        "family": "gpt",
+        "input_shape": [BLOCK],
+        "num_classes": text.num_classes,
+        **SIZE,
+        "dropout": 0.0,
+    }
+    x = text.train.x[:3]  # (3, L)
     logits = model(x)
-    assert logits.shape == (3, BLOCK, text.num_classes)            # (B, L, V)
+    assert logits.shape == (3, BLOCK, text.num_classes)  # (B, L, V)
     torch.testing.assert_close(logits, ref(x), rtol=0, atol=0)
     assert count_params(model) == count_params(ref) == gpt.gpt_param_count(_native(text, **SIZE))
     assert DEFAULTS["gpt"] == gpt.DEFAULTS and "gpt" not in FAMILIES  # the UIs' family list stays tables only
@@ -139,28 +147,46 @@ def test_gpt_latency_feeds_token_ids(text):
     facts = describe(model, text.input_shape)
     assert facts["params"] == count_params(model) and facts["macs"] == count_macs(model, (BLOCK,))
     for bad in ((BLOCK + 1,), (1, BLOCK)):
-        with pytest.raises(ValueError, match=rf"input_shape: .* is invalid; expected \(L,\) with L <= block_size={BLOCK}"):
+        with pytest.raises(
+            ValueError, match=rf"input_shape: .* is invalid; expected \(L,\) with L <= block_size={BLOCK}"
+        ):
             count_macs(model, bad)
 
 
 def test_models_for_offers_gpt_for_text_only(text, table):
     assert models_for(text) == ["gpt"]
     assert models_for(table) == ["mlp"] and "gpt" not in models_for((BLOCK,))  # a bare shape is a table's
-    with pytest.raises(ValueError, match=r"family: 'gpt' is invalid; does not fit input shape \(2,\): it needs text data"):
+    with pytest.raises(
+        ValueError, match=r"family: 'gpt' is invalid; does not fit input shape \(2,\): it needs text data"
+    ):
         build_model("gpt", table)
-    with pytest.raises(ValueError, match=r"family: 'mlp' is invalid; does not fit text data 'shakespeare-char'.*"
-                                         r"valid for this data: gpt"):
+    with pytest.raises(
+        ValueError,
+        match=r"family: 'mlp' is invalid; does not fit text data 'shakespeare-char'.*"
+        r"valid for this data: gpt",
+    ):
         build_model("mlp", text)
 
 
-@pytest.mark.parametrize(("args", "kwargs", "match"), [
-    (("transformer",), {}, r"family: 'transformer' is invalid; valid: mlp, cnn1d, cnn2d, gpt \(for this data: gpt\)"),
-    (("gpt",), {"vocab_size": 10}, r"vocab_size: not a size option of family 'gpt'; valid: n_layer, n_head, "
-                                   r"n_embd, dropout \(vocab_size and block_size come from the data"),
-    (("gpt",), {"num_classes": 5}, r"num_classes: 5 is invalid; expected the vocabulary size"),
-    (("gpt",), {"n_embd": 30}, r"n_embd: 30 is invalid; expected a multiple of n_head=4"),
-    (("gpt",), {"n_layer": 0}, r"n_layer: 0 is invalid; expected an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        (
+            ("transformer",),
+            {},
+            r"family: 'transformer' is invalid; valid: mlp, cnn1d, cnn2d, gpt \(for this data: gpt\)",
+        ),
+        (
+            ("gpt",),
+            {"vocab_size": 10},
+            r"vocab_size: not a size option of family 'gpt'; valid: n_layer, n_head, "
+            r"n_embd, dropout \(vocab_size and block_size come from the data",
+        ),
+        (("gpt",), {"num_classes": 5}, r"num_classes: 5 is invalid; expected the vocabulary size"),
+        (("gpt",), {"n_embd": 30}, r"n_embd: 30 is invalid; expected a multiple of n_head=4"),
+        (("gpt",), {"n_layer": 0}, r"n_layer: 0 is invalid; expected an integer >= 1"),
+    ],
+)
 def test_build_gpt_errors_name_the_field(text, args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_model(*args, text, **kwargs)
@@ -211,23 +237,32 @@ def test_a_gpt_run_loads_by_run_id(text, tmp_path):
 # ----------------------------------------------------------------------------- parse_model
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("gpt", ("gpt", {})),
-    ("gpt:3", ("gpt", {"n_layer": 3})),
-    ("gpt:2,64", ("gpt", {"n_layer": 2, "n_embd": 64})),
-    (" gpt:4, 128, 8", ("gpt", {"n_layer": 4, "n_embd": 128, "n_head": 8})),
-    ("mlp:64,32", ("mlp", {"hidden": (64, 32)})),
-])
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("gpt", ("gpt", {})),
+        ("gpt:3", ("gpt", {"n_layer": 3})),
+        ("gpt:2,64", ("gpt", {"n_layer": 2, "n_embd": 64})),
+        (" gpt:4, 128, 8", ("gpt", {"n_layer": 4, "n_embd": 128, "n_head": 8})),
+        ("mlp:64,32", ("mlp", {"hidden": (64, 32)})),
+    ],
+)
 def test_parse_model_gpt(spec, expected):
     assert parse_model(spec) == expected
 
 
-@pytest.mark.parametrize(("spec", "match"), [
-    ("gpt:1,2,3,4", r"model: 'gpt:1,2,3,4' is invalid; expected 'gpt:LAYERS,WIDTH\[,HEADS\]' \(at most 3 numbers\)"),
-    ("gpt:two", r"model: 'gpt:two' is invalid; sizes must be integers, e.g. 'gpt:2,64'"),
-    ("gpt:2,64,", r"sizes must be integers"),
-    ("llama:2", r"FAMILY in mlp, cnn1d, cnn2d, gpt"),
-])
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        (
+            "gpt:1,2,3,4",
+            r"model: 'gpt:1,2,3,4' is invalid; expected 'gpt:LAYERS,WIDTH\[,HEADS\]' \(at most 3 numbers\)",
+        ),
+        ("gpt:two", r"model: 'gpt:two' is invalid; sizes must be integers, e.g. 'gpt:2,64'"),
+        ("gpt:2,64,", r"sizes must be integers"),
+        ("llama:2", r"FAMILY in mlp, cnn1d, cnn2d, gpt"),
+    ],
+)
 def test_parse_model_gpt_errors(spec, match):
     with pytest.raises(ValueError, match=match):
         parse_model(spec)

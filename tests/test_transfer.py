@@ -17,8 +17,11 @@ def test_labeled_subset_is_stratified_seeded_and_refuses_empty_classes():
     assert torch.equal(idx, labeled_subset(y, 0.1, seed=3))
     assert not torch.equal(idx, labeled_subset(y, 0.1, seed=4))
     assert torch.equal(labeled_subset(y, 1.0, seed=0), torch.arange(100))
-    with pytest.raises(ValueError, match=r"labeled_fraction: 0.02 leaves class 'c2' without a labeled example "
-                                         r"\(it has 20 train samples\); use at least 0.03"):
+    with pytest.raises(
+        ValueError,
+        match=r"labeled_fraction: 0.02 leaves class 'c2' without a labeled example "
+        r"\(it has 20 train samples\); use at least 0.03",
+    ):
         labeled_subset(y, 0.02, seed=0, class_names=("c0", "c1", "c2"))
 
 
@@ -31,7 +34,7 @@ def test_stream_is_a_plain_epoch_loop_over_whole_passes():
     assert all(b[2] is None and torch.equal(b[1], b[0] * 10) for b in got)  # tensors stay aligned
     for p in range(2):
         perm = torch.randperm(10, generator=g2)
-        assert torch.equal(torch.cat([b[0] for b in got[3 * p:3 * p + 3]]), perm)
+        assert torch.equal(torch.cat([b[0] for b in got[3 * p : 3 * p + 3]]), perm)
 
 
 class Spy(nn.Module):
@@ -119,6 +122,7 @@ def test_mixup_queries_the_teacher_live_on_mixed_inputs():
 
 def test_transfer_options_need_in_memory_data():
     from torch.utils.data import DataLoader, TensorDataset
+
     loader = DataLoader(TensorDataset(*toy_data()["train"]), batch_size=16)
     with pytest.raises(ValueError, match="labeled_fraction: 0.5 needs in-memory data"):
         Distiller(mlp(hidden=32), mlp(), loader, labeled_fraction=0.5)
@@ -143,8 +147,9 @@ def test_kd_beats_scratch_with_ten_percent_labels():
         torch.manual_seed(seed)
         scratch = wb.train(wb.build_model("mlp", data, hidden=(16,)), data, cfg, role="baseline")
         torch.manual_seed(seed)
-        kd = wb.distill(teacher, wb.build_model("mlp", data, hidden=(16,)), data,
-                        cfg.replace(temperature=4.0, alpha=0.1))
+        kd = wb.distill(
+            teacher, wb.build_model("mlp", data, hidden=(16,)), data, cfg.replace(temperature=4.0, alpha=0.1)
+        )
         gains.append(kd.summary["test_acc"] - scratch.summary["test_acc"])
     mean_gain = sum(gains) / len(gains)
     print(f"KD - scratch per seed: {[round(g, 4) for g in gains]}, mean {mean_gain:.4f}")

@@ -32,6 +32,5 @@ def test_missing_numbers_give_no_verdict():
 
 def test_the_linked_readme_section_exists():
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-    headings = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
-                for h in re.findall(r"^#+ (.+)$", readme, re.M)}
+    headings = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", readme, re.M)}
     assert README_ANCHOR.split("#", 1)[1] in headings

@@ -51,8 +51,16 @@ def test_widget_values_become_settings():
     d.mixup.value = True
     d.epochs.value = 7
     s = d.settings()
-    assert (s.dataset, s.student, s.temperature, s.alpha, s.w_mse, s.labeled_fraction, s.mixup, s.epochs) == \
-        ("moons", "mlp:4", 8.0, None, 0.3, 0.2, True, 7)
+    assert (s.dataset, s.student, s.temperature, s.alpha, s.w_mse, s.labeled_fraction, s.mixup, s.epochs) == (
+        "moons",
+        "mlp:4",
+        8.0,
+        None,
+        0.3,
+        0.2,
+        True,
+        7,
+    )
     assert s.config().w_mse == 0.3 and s.config().mixup_alpha == 1.0
     assert "families mlp fit" in d.fits.value  # moons are 2-D points: only mlp fits
     assert d.student.family.options == ("mlp",)
@@ -138,8 +146,9 @@ def test_pause_resume_stop_and_refusing_a_second_run():
 
 
 def test_live_temperature_change_reaches_the_engine():
-    d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=3000, teacher_epochs=1,
-                           log_every=1))
+    d = Dashboard(
+        Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=3000, teacher_epochs=1, log_every=1)
+    )
     d.distill()
     _wait_for(lambda: len(steps(d, "student")) > 5)
     d.temperature.value = 8.0
@@ -225,8 +234,11 @@ def test_feature_hints_from_the_dashboard():
     assert d.wait(120) and d.job.status == "completed"
     assert d.distill() and d.wait(120)
     ends = [p for p in d.job.buffer.all() if isinstance(p, FitEnd)]
-    assert [(p.role, p.status) for p in ends] == [("teacher", "completed"), ("student", "completed"),
-                                                   ("baseline", "completed")]
+    assert [(p.role, p.status) for p in ends] == [
+        ("teacher", "completed"),
+        ("student", "completed"),
+        ("baseline", "completed"),
+    ]
     assert all(p.terms["hint"] > 0 for p in steps(d, "student"))
     assert "distill done" in d.status.value
     d.mode.value = "alpha"  # the hint layers go with the weights
@@ -275,8 +287,11 @@ def test_teacher_epochs_are_their_own_control():
 
 
 def test_temperature_slider_shows_runs_and_copies_the_same_round_value():
-    d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=1, teacher_epochs=1,
-                           temperature=2.0, log_every=1))
+    d = Dashboard(
+        Settings(
+            dataset="moons", teacher="mlp:16", student="mlp:4", epochs=1, teacher_epochs=1, temperature=2.0, log_every=1
+        )
+    )
     labels = [label for label, _ in d.temperature.options]
     assert all(float(label) == value for label, value in d.temperature.options)  # shown = value
     d.temperature.index = labels.index("4")  # what dragging the slider in the browser sends
@@ -377,8 +392,7 @@ def test_the_charts_open_with_every_trace_and_their_size():
 
 def test_a_chart_whose_browser_model_stopped_listening_is_replaced(monkeypatch):
     monkeypatch.setattr(widgets, "DEAF_SECONDS", 1e9)
-    d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=2, teacher_epochs=1,
-                           log_every=1))
+    d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=2, teacher_epochs=1, log_every=1))
     deaf, alive = d.loss_fig, d.accuracy_fig
     for fig in (deaf, alive):  # each view answers once it is drawn
         fig.set_state({"_js2py_traceDeltas": {"trace_deltas": [], "trace_edit_id": 0}})
@@ -394,8 +408,9 @@ def test_a_chart_whose_browser_model_stopped_listening_is_replaced(monkeypatch):
 
 
 def test_the_teacher_is_drawn_live_and_the_status_says_it_is_trained_once_then_cached():
-    d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=1, teacher_epochs=3000,
-                           log_every=1))
+    d = Dashboard(
+        Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=1, teacher_epochs=3000, log_every=1)
+    )
     assert d.train_teacher()
     _wait_for(lambda: "teacher: training it once (then cached for later runs)" in d.status.value, 120)
     _wait_for(lambda: len(evals(d, "teacher")) >= 2, 120)
@@ -419,8 +434,9 @@ def test_the_teacher_is_drawn_live_and_the_status_says_it_is_trained_once_then_c
 
 def test_the_verdict_says_whether_distillation_beat_scratch_and_links_why_not():
     # lr=1e-5 for one epoch: the teacher learns nothing, so the student cannot beat scratch
-    d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=1, teacher_epochs=1,
-                           lr=1e-5, log_every=5))
+    d = Dashboard(
+        Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=1, teacher_epochs=1, lr=1e-5, log_every=5)
+    )
     assert d.verdict.value == ""
     assert d.distill() and d.wait(120)
     test = {p.role: p.final["test_acc"] for p in d.job.buffer.all() if isinstance(p, FitEnd)}

@@ -50,8 +50,10 @@ class _Parser(argparse.ArgumentParser):
 
 # -- argument types: each checks one flag and says what is valid -------------------------------
 
+
 def _type(check: Callable[[str], Any], valid: str) -> Callable[[str], Any]:
     """An argparse type: ``check(text)`` returns the value, or fails (any error) with ``valid``."""
+
     def parse(text: str) -> Any:
         try:
             value = check(text)
@@ -60,6 +62,7 @@ def _type(check: Callable[[str], Any], valid: str) -> Callable[[str], Any]:
         if value is None:
             raise argparse.ArgumentTypeError(f"{text!r} is invalid; expected {valid}")
         return value
+
     return parse
 
 
@@ -72,6 +75,7 @@ def _in_range(low: float, high: float = math.inf, open_low: bool = False) -> Cal
     def check(text: str) -> float | None:
         v = _finite(text)
         return v if v is not None and (low < v if open_low else low <= v) and v <= high else None
+
     return check
 
 
@@ -79,6 +83,7 @@ def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int | No
     def check(text: str) -> int | None:
         v = int(text)
         return v if v >= low and (high is None or v <= high) else None
+
     return check
 
 
@@ -92,10 +97,13 @@ _seeds = _type(_int_at_least(1, MAX_SEEDS), f"a number of seeds in [1, {MAX_SEED
 _extra = _type(_int_at_least(0, MAX_EXTRA_UNLABELED), f"an integer in [0, {MAX_EXTRA_UNLABELED:,}]")
 _port = _type(_int_at_least(1, 65535), "a port number in [1, 65535]")
 _device = _type(lambda t: t if _DEVICE_RE.fullmatch(t) else None, "auto, cpu, cuda, cuda:N or mps")
-_name = _type(lambda t: t if _NAME_RE.fullmatch(t) else None,
-              "a name of letters, digits, '.', '_' or '-' (at most 100, starting with a letter or digit)")
-_address = _type(lambda t: t if t and t.isprintable() and " " not in t else None,
-                 "a host address such as 127.0.0.1 or 0.0.0.0")
+_name = _type(
+    lambda t: t if _NAME_RE.fullmatch(t) else None,
+    "a name of letters, digits, '.', '_' or '-' (at most 100, starting with a letter or digit)",
+)
+_address = _type(
+    lambda t: t if t and t.isprintable() and " " not in t else None, "a host address such as 127.0.0.1 or 0.0.0.0"
+)
 
 
 def _temperatures(text: str) -> list[float] | None:
@@ -110,8 +118,10 @@ def _dataset(text: str) -> str:
     from .data.datasets import list_datasets
 
     if text not in list_datasets():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a built-in dataset; valid: {', '.join(list_datasets())} "
-                                         "(or your own file with --csv PATH --target COL)")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a built-in dataset; valid: {', '.join(list_datasets())} "
+            "(or your own file with --csv PATH --target COL)"
+        )
     return text
 
 
@@ -125,8 +135,10 @@ def _model(text: str) -> str:
     return text
 
 
-_SOURCE_HELP = ("a zoo spec (mlp:16), run:ID, a .pt/.pth/.safetensors file with its spec, a Hugging Face folder, "
-                "or with --trusted a .pt2/.ts program")
+_SOURCE_HELP = (
+    "a zoo spec (mlp:16), run:ID, a .pt/.pth/.safetensors file with its spec, a Hugging Face folder, "
+    "or with --trusted a .pt2/.ts program"
+)
 
 
 def _model_or_source(text: str) -> str:
@@ -137,7 +149,7 @@ def _model_or_source(text: str) -> str:
     if not is_source(text):
         return _model(text)
     if text.startswith("run:"):
-        if not is_run_id(text[len("run:"):]):
+        if not is_run_id(text[len("run:") :]):
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid run:ID; the id must be {RUN_ID_RULE}")
     elif not os.path.exists(text):
         raise argparse.ArgumentTypeError(f"{text!r}: no such file or folder; expected {_SOURCE_HELP}")
@@ -201,10 +213,12 @@ def _output_file(text: str) -> Path:
 
 # -- shared steps --------------------------------------------------------------------------------
 
+
 def printable(text: Any) -> str:
     """``text`` with control characters (escape sequences, newlines) shown escaped, for a terminal."""
-    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c)[0] == "C" else c
-                   for c in str(text))
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c)[0] == "C" else c for c in str(text)
+    )
 
 
 def _check_sizes(data: Any, force: bool, **models: str) -> None:
@@ -216,8 +230,10 @@ def _check_sizes(data: Any, force: bool, **models: str) -> None:
             continue
         n = estimate_params(spec, data, f"--{flag.replace('_', '-')}")
         if n > MAX_PARAMS and not force:
-            raise ValueError(f"--{flag.replace('_', '-')}: {spec!r} has {n:,} parameters, more than "
-                             f"{MAX_PARAMS:,}; pass --force to build it anyway")
+            raise ValueError(
+                f"--{flag.replace('_', '-')}: {spec!r} has {n:,} parameters, more than "
+                f"{MAX_PARAMS:,}; pass --force to build it anyway"
+            )
 
 
 def _progress(args: argparse.Namespace, desc: str | None = None) -> list:
@@ -234,9 +250,14 @@ def _verdict(result: Any, cfg: Any, extra_unlabeled: int = 0) -> str | None:
     """kd_verdict's one line for an experiment with a scratch baseline, else None."""
     from .verdict import kd_verdict
 
-    return kd_verdict(_acc(result.student), _acc(result.baseline), labeled_fraction=cfg.labeled_fraction,
-                      teacher_acc=_acc(result.teacher), extra_unlabeled=extra_unlabeled,
-                      mixup=cfg.mixup_alpha > 0)
+    return kd_verdict(
+        _acc(result.student),
+        _acc(result.baseline),
+        labeled_fraction=cfg.labeled_fraction,
+        teacher_acc=_acc(result.teacher),
+        extra_unlabeled=extra_unlabeled,
+        mixup=cfg.mixup_alpha > 0,
+    )
 
 
 def _status(result: Any) -> int:
@@ -249,30 +270,49 @@ def _fmt(v: Any, spec: str) -> str:
 
 # -- commands ------------------------------------------------------------------------------------
 
+
 def _demo(args: argparse.Namespace) -> int:
     from .data.datasets import load_dataset
     from .engine.config import DistillConfig
     from .experiment import Experiment
     from .models.zoo import count_params
 
-    cfg = DistillConfig(epochs=args.epochs, seed=args.seed, lr=args.lr, temperature=args.temperature,
-                        alpha=args.alpha)  # every value is checked here, before any training
+    cfg = DistillConfig(
+        epochs=args.epochs, seed=args.seed, lr=args.lr, temperature=args.temperature, alpha=args.alpha
+    )  # every value is checked here, before any training
     data = load_dataset(args.dataset, seed=args.seed)
     student = f"mlp:{args.student_width}"
     _check_sizes(data, args.force, student_width=student)
     result = Experiment(data, DEMO_TEACHER, student, cfg, callbacks=_progress(args)).run()
-    rows = [(name, fit) for name, fit in (("teacher", result.teacher), ("student, scratch", result.baseline),
-                                          ("student, distilled", result.student)) if fit is not None]
-    table = [{"model": name, "status": r.status, "params": count_params(r.model), "test_acc": _acc(r),
-              "val_acc": r.summary.get("val_acc"), "seconds": round(r.summary.get("seconds", 0.0), 2),
-              "run_id": r.run_id} for name, r in rows]
+    rows = [
+        (name, fit)
+        for name, fit in (
+            ("teacher", result.teacher),
+            ("student, scratch", result.baseline),
+            ("student, distilled", result.student),
+        )
+        if fit is not None
+    ]
+    table = [
+        {
+            "model": name,
+            "status": r.status,
+            "params": count_params(r.model),
+            "test_acc": _acc(r),
+            "val_acc": r.summary.get("val_acc"),
+            "seconds": round(r.summary.get("seconds", 0.0), 2),
+            "run_id": r.run_id,
+        }
+        for name, r in rows
+    ]
     verdict = _verdict(result, cfg)
     if args.json:
-        print(json.dumps({"dataset": data.name, "config": cfg.to_dict(), "runs": table, "verdict": verdict},
-                         indent=2))
+        print(json.dumps({"dataset": data.name, "config": cfg.to_dict(), "runs": table, "verdict": verdict}, indent=2))
         return _status(result)
-    print(f"\n{data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test samples, "
-          f"T={args.temperature}, alpha={args.alpha}")
+    print(
+        f"\n{data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test samples, "
+        f"T={args.temperature}, alpha={args.alpha}"
+    )
     print(f"{'model':22s} {'params':>8s} {'test acc':>9s} {'seconds':>8s}")
     for r in table:
         print(f"{r['model']:22s} {r['params']:8d} {_fmt(r['test_acc'], '9.4f'):>9s} {r['seconds']:8.2f}")
@@ -293,8 +333,9 @@ def _distill_data(args: argparse.Namespace) -> Any:
     if not args.target:
         raise ValueError("--target: required with --csv (the name of the label column)")
     if args.extra_unlabeled:
-        raise ValueError("--extra-unlabeled: generated inputs exist only for built-in datasets "
-                         "(mnist1d, moons, spirals)")
+        raise ValueError(
+            "--extra-unlabeled: generated inputs exist only for built-in datasets (mnist1d, moons, spirals)"
+        )
     try:
         return from_csv(args.csv, args.target, seed=args.seed)
     except ValueError as e:
@@ -311,15 +352,32 @@ def _distill(args: argparse.Namespace) -> int:
 
     if args.mixup_alpha is not None and not args.mixup:
         raise ValueError("--mixup-alpha: only used with --mixup")
-    cfg = DistillConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                        temperature=args.temperature, alpha=args.alpha, labeled_fraction=args.labeled_fraction,
-                        mixup_alpha=(args.mixup_alpha or 1.0) if args.mixup else 0.0,
-                        device=args.device or "auto", precision=args.precision or "fp32")
+    cfg = DistillConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        temperature=args.temperature,
+        alpha=args.alpha,
+        labeled_fraction=args.labeled_fraction,
+        mixup_alpha=(args.mixup_alpha or 1.0) if args.mixup else 0.0,
+        device=args.device or "auto",
+        precision=args.precision or "fp32",
+    )
     teacher_cfg = teacher_config_for(cfg, epochs=args.teacher_epochs, lr=args.teacher_lr)
     data = _distill_data(args)
     _check_sizes(data, args.force, teacher=args.teacher, student=args.student)
-    exp = Experiment(data, args.teacher, args.student, cfg, teacher_cfg, callbacks=_progress(args),
-                     runs=args.runs or True, retrain=args.retrain, trusted=args.trusted)
+    exp = Experiment(
+        data,
+        args.teacher,
+        args.student,
+        cfg,
+        teacher_cfg,
+        callbacks=_progress(args),
+        runs=args.runs or True,
+        retrain=args.retrain,
+        trusted=args.trusted,
+    )
     loaded = {role: m.description for role, m in exp.loaded.items()}
     result = exp.run()
     if not distributed.is_main():  # under torchrun only rank 0 reports
@@ -327,18 +385,34 @@ def _distill(args: argparse.Namespace) -> int:
     table = result.table()
     verdict = _verdict(result, cfg, args.extra_unlabeled)
     if args.json:
-        print(json.dumps({"dataset": data.name, "config": cfg.to_dict(), "teacher_val_acc": result.teacher_val_acc,
-                          "loaded": loaded, "warnings": result.warnings, "verdict": verdict,
-                          "runs": json.loads(table.to_json(orient="records"))}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "dataset": data.name,
+                    "config": cfg.to_dict(),
+                    "teacher_val_acc": result.teacher_val_acc,
+                    "loaded": loaded,
+                    "warnings": result.warnings,
+                    "verdict": verdict,
+                    "runs": json.loads(table.to_json(orient="records")),
+                },
+                indent=2,
+            )
+        )
         return _status(result)
     for note in result.warnings:
         if note not in args.warned:  # the warnings shown as they were raised are not repeated
             print(f"workbench distill: warning: {printable(note)}", file=sys.stderr)
-    print(f"\n{printable(data.name)}: T={cfg.temperature}, w_ce={cfg.w_ce:g}, w_kd={cfg.w_kd:g}, "
-          f"labeled fraction {cfg.labeled_fraction:g}, mixup {cfg.mixup_alpha:g}")
+    print(
+        f"\n{printable(data.name)}: T={cfg.temperature}, w_ce={cfg.w_ce:g}, w_kd={cfg.w_kd:g}, "
+        f"labeled fraction {cfg.labeled_fraction:g}, mixup {cfg.mixup_alpha:g}"
+    )
     for role, description in loaded.items():
-        val = (f", val acc {result.teacher_val_acc:.4f}" if role == "teacher" and result.teacher_val_acc is not None
-               else "")
+        val = (
+            f", val acc {result.teacher_val_acc:.4f}"
+            if role == "teacher" and result.teacher_val_acc is not None
+            else ""
+        )
         print(f"{role}: {printable(description)}{val}{' (fine-tuned)' if role == 'student' else ''}")
     print(table.drop(columns=["run_id"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if verdict:
@@ -354,8 +428,13 @@ def _compare(args: argparse.Namespace) -> int:
     from .sweeps.sweep import Sweep
     from .ui.settings import DEFAULT_TEACHERS
 
-    cfg = DistillConfig(epochs=args.epochs, lr=args.lr, temperature=args.temperature, alpha=args.alpha,
-                        labeled_fraction=args.labeled_fraction)
+    cfg = DistillConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        temperature=args.temperature,
+        alpha=args.alpha,
+        labeled_fraction=args.labeled_fraction,
+    )
     data = load_dataset(args.dataset)
     teacher = args.teacher or DEFAULT_TEACHERS.get(args.dataset, "mlp:256,256")
     _check_sizes(data, args.force, teacher=teacher)
@@ -363,12 +442,23 @@ def _compare(args: argparse.Namespace) -> int:
         teacher = load_source(teacher, data, "--teacher", trusted=args.trusted, root=args.runs).module
     for student in args.students:
         _check_sizes(data, args.force, students=student)
-    sweep = Sweep(data, teacher, args.students, args.methods, args.seeds, args.temperatures, cfg,
-                  workers=args.workers, runs=args.runs, name=args.name)
+    sweep = Sweep(
+        data,
+        teacher,
+        args.students,
+        args.methods,
+        args.seeds,
+        args.temperatures,
+        cfg,
+        workers=args.workers,
+        runs=args.runs,
+        name=args.name,
+    )
     sweep.experiment.callbacks.extend(_progress(args, "teacher"))  # the teacher trains first: show it
     bar = None
     if not (args.json or args.quiet):
         from tqdm.auto import tqdm
+
         bar = tqdm(total=len(sweep.cells), desc="sweep", unit="fit")
 
     def progress(p: dict) -> None:
@@ -383,17 +473,33 @@ def _compare(args: argparse.Namespace) -> int:
         df.to_csv(args.csv, index=False)
     summary = summarize(df)
     if args.json:
-        print(json.dumps({"sweep": sweep.name, "saved": str(sweep.path), "summary": json.loads(summary.to_json(orient="records")),
-                          "rows": len(df)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "sweep": sweep.name,
+                    "saved": str(sweep.path),
+                    "summary": json.loads(summary.to_json(orient="records")),
+                    "rows": len(df),
+                },
+                indent=2,
+            )
+        )
         return 0 if not sweep.stopped else 1
-    cols = [c for c in summary.columns if c in ("student", "method", "temperature", "params", "n")
-            or c.endswith("_mean") or c.endswith("_std")]
+    cols = [
+        c
+        for c in summary.columns
+        if c in ("student", "method", "temperature", "params", "n") or c.endswith("_mean") or c.endswith("_std")
+    ]
     print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     methods = set(df["method"])
     if {"kd", "scratch"} <= methods and df["seed"].nunique() > 1:
         gain = paired_gain(df)
         print("\nKD - scratch on test accuracy (paired over seeds, 95% interval):")
-        print(gain[["student", "n", "gain", "ci_low", "ci_high"]].to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
+        print(
+            gain[["student", "n", "gain", "ci_low", "ci_high"]].to_string(
+                index=False, float_format=lambda v: f"{v:+.4f}"
+            )
+        )
     print(f"\nsaved to {sweep.path}")
     return 0 if not sweep.stopped else 1
 
@@ -410,8 +516,11 @@ def _runs(args: argparse.Namespace) -> int:
     if not len(df):
         print("no runs yet")
         return 0
-    cols = [c for c in ("run_id", "role", "status", "dataset", "val_acc", "test_acc", "params", "seconds")
-            if c in df.columns]
+    cols = [
+        c
+        for c in ("run_id", "role", "status", "dataset", "val_acc", "test_acc", "params", "seconds")
+        if c in df.columns
+    ]
     df = df[cols].copy()
     for c in df.columns:  # names come from files: a terminal must not run their escape codes
         if not pd.api.types.is_numeric_dtype(df[c]):
@@ -424,8 +533,14 @@ def _show(args: argparse.Namespace) -> int:
     from .store.runs import load_run
 
     rec = load_run(args.run, args.runs)
-    out = {"run_id": rec.run_id, "status": rec.status, "path": str(rec.path), "config": rec.config,
-           "summary": rec.summary, "events": len(rec.history)}
+    out = {
+        "run_id": rec.run_id,
+        "status": rec.status,
+        "path": str(rec.path),
+        "config": rec.config,
+        "summary": rec.summary,
+        "events": len(rec.history),
+    }
     print(json.dumps(out, indent=2, default=str))
     return 0
 
@@ -463,8 +578,9 @@ def _check_port(address: str, port: int) -> None:
             s.bind(where)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise ValueError(f"--port: {port} on {address} is in use (the app already running?); "
-                                 "pick another with --port N") from None
+                raise ValueError(
+                    f"--port: {port} on {address} is in use (the app already running?); pick another with --port N"
+                ) from None
             if e.errno == errno.EACCES:
                 raise ValueError(f"--port: {port} needs administrator rights; use a port >= 1024") from None
             raise ValueError(f"--address: {address!r} cannot be served here ({e.strerror or e})") from None
@@ -482,9 +598,23 @@ def _app(args: argparse.Namespace) -> int:
     script = Path(__file__).resolve().parent.parent / "app.py"
     if not script.exists():  # installed without the repository: run the packaged entry
         script = Path(__file__).resolve().parent / "ui" / "streamlit_entry.py"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", args.address,
-           "--server.port", str(args.port), "--server.headless", "false" if args.open else "true",
-           "--server.showEmailPrompt", "false", "--browser.gatherUsageStats", "false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(script),
+        "--server.address",
+        args.address,
+        "--server.port",
+        str(args.port),
+        "--server.headless",
+        "false" if args.open else "true",
+        "--server.showEmailPrompt",
+        "false",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     host = "127.0.0.1" if args.address == "0.0.0.0" else args.address
     print(f"KD Workbench: http://{host}:{args.port} (Ctrl+C stops it)", flush=True)
     if os.name != "nt":  # the server takes this process's place: Ctrl+C and kill reach it
@@ -494,9 +624,9 @@ def _app(args: argparse.Namespace) -> int:
 
 # -- the parser ----------------------------------------------------------------------------------
 
+
 def _runs_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", metavar="DIR", type=_folder,
-                   help="runs folder (default: $WORKBENCH_RUNS, else ./runs)")
+    p.add_argument("--runs", metavar="DIR", type=_folder, help="runs folder (default: $WORKBENCH_RUNS, else ./runs)")
 
 
 def _force_flag(p: argparse.ArgumentParser) -> None:
@@ -504,9 +634,12 @@ def _force_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _trusted_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trusted", action="store_true",
-                   help="allow .pt2 (torch.export) and TorchScript models: loading them RUNS CODE stored in the "
-                        "file; only for files you made or whose author you trust")
+    p.add_argument(
+        "--trusted",
+        action="store_true",
+        help="allow .pt2 (torch.export) and TorchScript models: loading them RUNS CODE stored in the "
+        "file; only for files you made or whose author you trust",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -527,23 +660,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("distill", help="train a teacher, distill a student, and compare with a scratch baseline")
     src = k.add_argument_group("data")
-    src.add_argument("--dataset", type=_dataset, default=None,
-                     help="built-in dataset: digits (default), digits-images, mnist1d, moons, spirals")
+    src.add_argument(
+        "--dataset",
+        type=_dataset,
+        default=None,
+        help="built-in dataset: digits (default), digits-images, mnist1d, moons, spirals",
+    )
     src.add_argument("--csv", metavar="PATH", type=_input_file, help="your own data: a CSV file (use with --target)")
     src.add_argument("--target", metavar="COL", help="the label column of --csv")
-    src.add_argument("--labeled-fraction", type=_fraction, default=1.0,
-                     help="share of train labels the student may use (KD still sees every input)")
-    src.add_argument("--extra-unlabeled", type=_extra, default=0, metavar="N",
-                     help="N generated unlabeled inputs for the teacher to label (mnist1d, moons, spirals)")
+    src.add_argument(
+        "--labeled-fraction",
+        type=_fraction,
+        default=1.0,
+        help="share of train labels the student may use (KD still sees every input)",
+    )
+    src.add_argument(
+        "--extra-unlabeled",
+        type=_extra,
+        default=0,
+        metavar="N",
+        help="N generated unlabeled inputs for the teacher to label (mnist1d, moons, spirals)",
+    )
     src.add_argument("--mixup", action="store_true", help="mix transfer inputs (the teacher labels the mixes)")
     src.add_argument("--mixup-alpha", type=_positive, default=None, help="Beta(alpha, alpha) of --mixup (default 1)")
     m = k.add_argument_group("models")
-    m.add_argument("--teacher", type=_model_or_source, default="mlp:256,256", metavar="SPEC|FILE|run:ID",
-                   help="zoo spec (cnn2d, cnn1d:64,64,64, mlp:256,256; trained here) or a trained teacher to load "
-                        "and use as is: run:ID, a .pt/.pth/.safetensors file with its spec, a Hugging Face folder")
-    m.add_argument("--student", type=_model_or_source, default="mlp:16", metavar="SPEC|FILE|run:ID",
-                   help="zoo spec (mlp:16, mlp:64,32) or a model to load and fine-tune (run:ID, a file; the "
-                        "scratch baseline then starts from the same loaded weights)")
+    m.add_argument(
+        "--teacher",
+        type=_model_or_source,
+        default="mlp:256,256",
+        metavar="SPEC|FILE|run:ID",
+        help="zoo spec (cnn2d, cnn1d:64,64,64, mlp:256,256; trained here) or a trained teacher to load "
+        "and use as is: run:ID, a .pt/.pth/.safetensors file with its spec, a Hugging Face folder",
+    )
+    m.add_argument(
+        "--student",
+        type=_model_or_source,
+        default="mlp:16",
+        metavar="SPEC|FILE|run:ID",
+        help="zoo spec (mlp:16, mlp:64,32) or a model to load and fine-tune (run:ID, a file; the "
+        "scratch baseline then starts from the same loaded weights)",
+    )
     _trusted_flag(m)
     _force_flag(m)
     t = k.add_argument_group("training")
@@ -566,12 +722,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="sweep student sizes x methods x seeds sharing one teacher")
     c.add_argument("--dataset", type=_dataset, default="digits")
-    c.add_argument("--teacher", type=_model_or_source, default=None, metavar="SPEC|FILE|run:ID",
-                   help="zoo spec (default: the dataset's default teacher) or a trained teacher to load: "
-                        "run:ID, a .pt/.pth/.safetensors file with its spec, a Hugging Face folder")
+    c.add_argument(
+        "--teacher",
+        type=_model_or_source,
+        default=None,
+        metavar="SPEC|FILE|run:ID",
+        help="zoo spec (default: the dataset's default teacher) or a trained teacher to load: "
+        "run:ID, a .pt/.pth/.safetensors file with its spec, a Hugging Face folder",
+    )
     _trusted_flag(c)
-    c.add_argument("--students", type=_students, default="mlp:4,mlp:16,mlp:64",
-                   help="zoo specs, e.g. mlp:4,mlp:16,mlp:64 (use ';' between specs with several sizes: mlp:64,32;mlp:8)")
+    c.add_argument(
+        "--students",
+        type=_students,
+        default="mlp:4,mlp:16,mlp:64",
+        help="zoo specs, e.g. mlp:4,mlp:16,mlp:64 (use ';' between specs with several sizes: mlp:64,32;mlp:8)",
+    )
     c.add_argument("--methods", type=_methods, default="scratch,kd", help="scratch, kd, mse (comma-separated)")
     c.add_argument("--seeds", type=_seeds, default=3)
     c.add_argument("--temperatures", type=_temperature_list, default=None, help="e.g. 1,2,4,8 (KD methods)")
@@ -590,8 +755,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_compare)
 
     a = sub.add_parser("app", help="start the Streamlit app (bound to 127.0.0.1)")
-    a.add_argument("--address", type=_address, default="127.0.0.1",
-                   help="0.0.0.0 serves every network interface: do it deliberately")
+    a.add_argument(
+        "--address",
+        type=_address,
+        default="127.0.0.1",
+        help="0.0.0.0 serves every network interface: do it deliberately",
+    )
     a.add_argument("--port", type=_port, default=8501)
     shown = a.add_mutually_exclusive_group()
     shown.add_argument("--open", action="store_true", help="open the app in a browser tab")
@@ -619,9 +788,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- main ----------------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def _one_line_warnings(prog: str, shown: list[str]) -> Iterator[None]:
     """Warnings print as one ``prog: warning: ...`` line each (and are recorded in ``shown``)."""
+
     def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
         shown.append(str(message))
         print(f"{prog}: warning: {printable(message)}", file=sys.stderr)
@@ -641,10 +812,21 @@ def _check_environment(args: argparse.Namespace) -> None:
 
 
 # The flags of the API's field names, so an error found past parsing still names the flag.
-_FLAGS = {"device": "--device", "precision": "--precision", "labeled_fraction": "--labeled-fraction",
-          "temperature": "--temperature", "alpha": "--alpha", "epochs": "--epochs", "lr": "--lr",
-          "batch_size": "--batch-size", "seed": "--seed", "mixup_alpha": "--mixup-alpha",
-          "n_unlabeled": "--extra-unlabeled", "teacher": "--teacher", "student": "--student"}
+_FLAGS = {
+    "device": "--device",
+    "precision": "--precision",
+    "labeled_fraction": "--labeled-fraction",
+    "temperature": "--temperature",
+    "alpha": "--alpha",
+    "epochs": "--epochs",
+    "lr": "--lr",
+    "batch_size": "--batch-size",
+    "seed": "--seed",
+    "mixup_alpha": "--mixup-alpha",
+    "n_unlabeled": "--extra-unlabeled",
+    "teacher": "--teacher",
+    "student": "--student",
+}
 
 
 def _error_line(e: BaseException) -> str:

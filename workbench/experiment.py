@@ -35,8 +35,9 @@ _NO_KD = {"hint_student": None, "hint_teacher": None, "w_hint": 0.0, "w_ce": 1.0
 DEFAULT_TEMPERATURE = DistillConfig().temperature
 
 
-def teacher_config_for(config: DistillConfig, *, epochs: int | None = None, lr: float | None = None,
-                       labeled_fraction: float = 1.0) -> DistillConfig:
+def teacher_config_for(
+    config: DistillConfig, *, epochs: int | None = None, lr: float | None = None, labeled_fraction: float = 1.0
+) -> DistillConfig:
     """The config a teacher trains with, from a student's (or a teacher's own) config.
 
     The one place the CLI, the app (through :class:`Experiment`) and Python derive it, so the
@@ -46,8 +47,9 @@ def teacher_config_for(config: DistillConfig, *, epochs: int | None = None, lr: 
     ``epochs`` / ``lr``: the teacher's own (None keeps the config's); ``labeled_fraction``: the
     share of train labels it trains on (all of them unless asked).
     """
-    changes: dict[str, Any] = dict(_NO_KD, alpha=None, temperature=DEFAULT_TEMPERATURE, mixup_alpha=0.0,
-                                   labeled_fraction=labeled_fraction)
+    changes: dict[str, Any] = dict(
+        _NO_KD, alpha=None, temperature=DEFAULT_TEMPERATURE, mixup_alpha=0.0, labeled_fraction=labeled_fraction
+    )
     if labeled_fraction >= 1.0:
         changes["label_seed"] = None  # every label: which subset would be drawn does not matter
     if epochs is not None:
@@ -74,8 +76,14 @@ def is_source(arg: Any) -> bool:
     return False
 
 
-def load_source(arg: str | os.PathLike, data: DataSplits, field_name: str, *, trusted: bool = False,
-                root: str | os.PathLike | None = None) -> LoadedModel:
+def load_source(
+    arg: str | os.PathLike,
+    data: DataSplits,
+    field_name: str,
+    *,
+    trusted: bool = False,
+    root: str | os.PathLike | None = None,
+) -> LoadedModel:
     """``load_model(arg)`` checked against ``data`` (as a teacher when ``field_name`` names one,
     else as a student); its errors name ``field_name`` and the file."""
     role = "teacher" if "teacher" in field_name else "student"
@@ -89,8 +97,14 @@ def load_source(arg: str | os.PathLike, data: DataSplits, field_name: str, *, tr
         raise type(e)(f"{field_name}: {rest if named else e}") from None
 
 
-def estimate_params(arg: ModelArg, data: DataSplits, field_name: str = "model", *, trusted: bool = False,
-                    root: str | os.PathLike | None = None) -> int:
+def estimate_params(
+    arg: ModelArg,
+    data: DataSplits,
+    field_name: str = "model",
+    *,
+    trusted: bool = False,
+    root: str | os.PathLike | None = None,
+) -> int:
     """The parameter count of a model spec, counted on the meta device (no memory is allocated),
     so a size too large to build can be refused before it is built; a source is loaded and counted."""
     if isinstance(arg, nn.Module):
@@ -101,8 +115,15 @@ def estimate_params(arg: ModelArg, data: DataSplits, field_name: str = "model", 
         return count_params(make_model(arg, data, field_name, 0))
 
 
-def make_model(arg: ModelArg, data: DataSplits, field_name: str, seed: int, *, trusted: bool = False,
-               root: str | os.PathLike | None = None) -> nn.Module:
+def make_model(
+    arg: ModelArg,
+    data: DataSplits,
+    field_name: str,
+    seed: int,
+    *,
+    trusted: bool = False,
+    root: str | os.PathLike | None = None,
+) -> nn.Module:
     """A model from a module (used as is), a source (``"run:ID"``, a weights file with its spec, a
     Hugging Face folder, with ``trusted`` a .pt2/TorchScript program; see :func:`load_source`),
     ``"mlp:16"``-style text or a spec dict (seeded init). ``root``: the runs folder of ``run:ID``."""
@@ -114,16 +135,20 @@ def make_model(arg: ModelArg, data: DataSplits, field_name: str, seed: int, *, t
         try:
             family, size = parse_model(arg)
         except ValueError as e:
-            raise ValueError(f"{field_name}: {e}; or a model to load: 'run:ID', a .pt/.pth/.safetensors file "
-                             "with its spec, a Hugging Face folder") from None
+            raise ValueError(
+                f"{field_name}: {e}; or a model to load: 'run:ID', a .pt/.pth/.safetensors file "
+                "with its spec, a Hugging Face folder"
+            ) from None
     elif isinstance(arg, Mapping):
         size = dict(arg)
         family = size.pop("family", None)
         size.pop("input_shape", None)
         size.pop("num_classes", None)
     else:
-        raise ValueError(f"{field_name}: expected an nn.Module, a spec like 'mlp:16' or a dict, or a model to load "
-                         f"('run:ID', a file path), got {type(arg).__name__}")
+        raise ValueError(
+            f"{field_name}: expected an nn.Module, a spec like 'mlp:16' or a dict, or a model to load "
+            f"('run:ID', a file path), got {type(arg).__name__}"
+        )
     torch.manual_seed(seed)
     try:
         return build_model(family, data, **size)
@@ -152,10 +177,18 @@ class ExperimentResult:
         rows = []
         for role, r in self.fits.items():
             s = r.summary
-            rows.append({"role": role, "status": r.status, "params": count_params(r.model),
-                         "val_acc": s.get("val_acc"), "test_acc": s.get("test_acc"),
-                         "test_agreement": s.get("test_agreement"), "seconds": s.get("seconds"),
-                         "run_id": r.run_id})
+            rows.append(
+                {
+                    "role": role,
+                    "status": r.status,
+                    "params": count_params(r.model),
+                    "val_acc": s.get("val_acc"),
+                    "test_acc": s.get("test_acc"),
+                    "test_agreement": s.get("test_agreement"),
+                    "seconds": s.get("seconds"),
+                    "run_id": r.run_id,
+                }
+            )
         return pd.DataFrame(rows)
 
     @property
@@ -184,16 +217,29 @@ class Experiment:
     ``cache``: use the teacher and teacher-output caches.
     """
 
-    def __init__(self, data: Any, teacher: ModelArg, student: ModelArg,
-                 config: DistillConfig | None = None, teacher_config: DistillConfig | None = None,
-                 baseline: bool = True, train_teacher: bool | None = None,
-                 callbacks: Iterable[Any] = (), runs: str | os.PathLike | bool | None = None,
-                 cache: bool = True, retrain: bool = False, cache_dir: str | os.PathLike | None = None,
-                 trusted: bool = False):
+    def __init__(
+        self,
+        data: Any,
+        teacher: ModelArg,
+        student: ModelArg,
+        config: DistillConfig | None = None,
+        teacher_config: DistillConfig | None = None,
+        baseline: bool = True,
+        train_teacher: bool | None = None,
+        callbacks: Iterable[Any] = (),
+        runs: str | os.PathLike | bool | None = None,
+        cache: bool = True,
+        retrain: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+        trusted: bool = False,
+    ):
         self.data = as_splits(data)
         self.config = config or DistillConfig()
-        self.teacher_config = (teacher_config_for(self.config) if teacher_config is None else
-                               teacher_config_for(teacher_config, labeled_fraction=teacher_config.labeled_fraction))
+        self.teacher_config = (
+            teacher_config_for(self.config)
+            if teacher_config is None
+            else teacher_config_for(teacher_config, labeled_fraction=teacher_config.labeled_fraction)
+        )
         self.baseline_config = self.config.replace(mixup_alpha=0.0, **_NO_KD)
         if teacher is student and teacher is not None and not isinstance(teacher, (str, os.PathLike)):
             raise ValueError("teacher, student: the same object was passed as both; pass two models")
@@ -214,8 +260,10 @@ class Experiment:
         if cache:  # a cache or runs path that is a file fails now, not after training
             check_cache_root(cache_dir)
         if self.record:
-            check_folder(runs_root(self.runs), "runs" if self.runs else
-                         "WORKBENCH_RUNS" if os.environ.get("WORKBENCH_RUNS") else "runs folder")
+            check_folder(
+                runs_root(self.runs),
+                "runs" if self.runs else "WORKBENCH_RUNS" if os.environ.get("WORKBENCH_RUNS") else "runs folder",
+            )
         self.teacher_key = teacher_key(self.teacher, self.teacher_config.to_dict(), self.data)
         if self.teacher_key is not None and given:
             # A module given from Python or a file: its weights (trained or initial) are part of what it is.
@@ -248,13 +296,26 @@ class Experiment:
         teacher_val = self._sanity_gate(teacher_res, notes)
         teacher_run = teacher_res.run_id if teacher_res is not None else self._teacher_run_id()
         outputs = OutputCache(self.cache_dir) if (self.cache and self.teacher_key is not None) else None
-        student_res = make(self.teacher, self.student, self.data, self.config,
-                           cbs + self._recorder(self.student, teacher_run), role="student",
-                           teacher_key=self.teacher_key, output_cache=outputs).fit()
+        student_res = make(
+            self.teacher,
+            self.student,
+            self.data,
+            self.config,
+            cbs + self._recorder(self.student, teacher_run),
+            role="student",
+            teacher_key=self.teacher_key,
+            output_cache=outputs,
+        ).fit()
         baseline_res = None
         if self.baseline and student_res.status in ("completed",):
-            baseline_res = make(None, self._initial_student, self.data, self.baseline_config,
-                                cbs + self._recorder(self._initial_student), role="baseline").fit()
+            baseline_res = make(
+                None,
+                self._initial_student,
+                self.data,
+                self.baseline_config,
+                cbs + self._recorder(self._initial_student),
+                role="baseline",
+            ).fit()
         return ExperimentResult(teacher_res, student_res, baseline_res, teacher_val, notes)
 
     def prepare_teacher(self, live: Any = None) -> FitResult | None:
@@ -268,17 +329,33 @@ class Experiment:
         if self.cache and not self.retrain and distributed.all_ranks(self._cache_has_teacher(), device):
             teacher_res = self._cached_teacher([live.buffer] if live is not None else [])
         if teacher_res is None:
-            teacher_res = make(None, self.teacher, self.data, self.teacher_config,
-                               self.callbacks + self._recorder(self.teacher), role="teacher").fit()
+            teacher_res = make(
+                None,
+                self.teacher,
+                self.data,
+                self.teacher_config,
+                self.callbacks + self._recorder(self.teacher),
+                role="teacher",
+            ).fit()
             if teacher_res.status not in ("completed", "stopped"):
-                raise RuntimeError(f"teacher: training ended with status {teacher_res.status}: "
-                                   f"{teacher_res.message}")
-            if (self.cache and self.teacher_key is not None and teacher_res.status == "completed"
-                    and distributed.is_main()):
-                TeacherCache(self.cache_dir).save(self.teacher_key, self.teacher, {
-                    "run_id": teacher_res.run_id, "summary": teacher_res.summary,
-                    "model_spec": getattr(self.teacher, "spec", None), "data_spec": dict(self.data.spec),
-                    "config": self.teacher_config.to_dict()})
+                raise RuntimeError(f"teacher: training ended with status {teacher_res.status}: {teacher_res.message}")
+            if (
+                self.cache
+                and self.teacher_key is not None
+                and teacher_res.status == "completed"
+                and distributed.is_main()
+            ):
+                TeacherCache(self.cache_dir).save(
+                    self.teacher_key,
+                    self.teacher,
+                    {
+                        "run_id": teacher_res.run_id,
+                        "summary": teacher_res.summary,
+                        "model_spec": getattr(self.teacher, "spec", None),
+                        "data_spec": dict(self.data.spec),
+                        "config": self.teacher_config.to_dict(),
+                    },
+                )
         self.train_teacher = teacher_res.status != "completed"  # trained: a second run() distills at once
         self.teacher_result = teacher_res
         return teacher_res
@@ -286,7 +363,7 @@ class Experiment:
     def _teacher_run_id(self) -> str | None:
         """The run a teacher was loaded from (``run:ID``), recorded as the student's teacher run."""
         loaded = self.loaded.get("teacher")
-        return loaded.source[len("run:"):] if loaded is not None and loaded.kind == "run" else None
+        return loaded.source[len("run:") :] if loaded is not None and loaded.kind == "run" else None
 
     def _cache_has_teacher(self) -> bool:
         return self.teacher_key is not None and (TeacherCache(self.cache_dir).root / self.teacher_key).is_dir()
@@ -294,8 +371,7 @@ class Experiment:
     def _recorder(self, model: nn.Module, teacher_run: str | None = None) -> list[Any]:
         if not self.record or not distributed.is_main():  # only rank 0 writes runs
             return []
-        return [RunRecorder(model, self.runs, meta={"data_spec": dict(self.data.spec),
-                                                    "teacher_run_id": teacher_run})]
+        return [RunRecorder(model, self.runs, meta={"data_spec": dict(self.data.spec), "teacher_run_id": teacher_run})]
 
     def _cached_teacher(self, extra_callbacks: list[Any]) -> FitResult | None:
         """The teacher from the cache, announced by a fit_start / fit_end pair; None on a miss."""
@@ -312,16 +388,39 @@ class Experiment:
         events = Dispatcher([recorder, *self.callbacks, *extra_callbacks])
         message = f"loaded from the teacher cache (key {self.teacher_key}); retrain=True trains it again"
         train = self.data.train
-        events("on_fit_start", FitStart(
-            run_id=run_id, role="teacher", config=frozen_map(self.teacher_config.to_dict()),
-            device=str(next(self.teacher.parameters()).device), dataset=self.data.name,
-            num_classes=self.data.num_classes, train_size=len(train.dataset) if hasattr(train, "dataset") else len(train),
-            student_params=count_params(self.teacher), teacher_params=None, epochs=0, steps_per_epoch=0,
-            steps_planned=0, started_at=time.time()))
+        events(
+            "on_fit_start",
+            FitStart(
+                run_id=run_id,
+                role="teacher",
+                config=frozen_map(self.teacher_config.to_dict()),
+                device=str(next(self.teacher.parameters()).device),
+                dataset=self.data.name,
+                num_classes=self.data.num_classes,
+                train_size=len(train.dataset) if hasattr(train, "dataset") else len(train),
+                student_params=count_params(self.teacher),
+                teacher_params=None,
+                epochs=0,
+                steps_per_epoch=0,
+                steps_planned=0,
+                started_at=time.time(),
+            ),
+        )
         final = {k: v for k, v in summary.items() if k.split("_")[0] in ("train", "val", "test")}
-        events("on_fit_end", FitEnd(run_id=run_id, role="teacher", status="completed", message=message,
-                                    step=int(summary.get("steps", 0)), epoch=int(summary.get("epochs", 0)),
-                                    seconds=0.0, best=frozen_map({}), final=frozen_map(final)))
+        events(
+            "on_fit_end",
+            FitEnd(
+                run_id=run_id,
+                role="teacher",
+                status="completed",
+                message=message,
+                step=int(summary.get("steps", 0)),
+                epoch=int(summary.get("epochs", 0)),
+                seconds=0.0,
+                best=frozen_map({}),
+                final=frozen_map(final),
+            ),
+        )
         return FitResult(run_id, "teacher", "completed", message, summary, self.teacher, recorder)
 
     def _sanity_gate(self, teacher_res: FitResult | None, notes: list[str]) -> float | None:
@@ -343,11 +442,15 @@ class Experiment:
             chance, n = 1.0 / k, 1000
         margin = 2 * math.sqrt(chance * (1 - chance) / n)  # two standard errors of a guess
         if acc <= chance + margin:
-            msg = (f"teacher: {split} accuracy {acc:.3f} is no better than chance ({chance:.3f}, the most "
-                   "common class); is it trained? distilling it will teach the student noise")
+            msg = (
+                f"teacher: {split} accuracy {acc:.3f} is no better than chance ({chance:.3f}, the most "
+                "common class); is it trained? distilling it will teach the student noise"
+            )
             warnings.warn(msg, stacklevel=3)
             notes.append(msg)
         if count_params(self.student) > count_params(self.teacher):
-            notes.append(f"student has more parameters ({count_params(self.student)}) than the teacher "
-                         f"({count_params(self.teacher)}): were they swapped?")
+            notes.append(
+                f"student has more parameters ({count_params(self.student)}) than the teacher "
+                f"({count_params(self.teacher)}): were they swapped?"
+            )
         return acc

@@ -104,9 +104,16 @@ def apply_traces(fig: go.Figure, traces: Traces, text: Mapping[str, list] | None
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, name: str, y_range: list | None = None) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, uirevision=name, showlegend=True,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
-                      margin=dict(l=50, r=20, t=60, b=40), template="plotly_white")
+    fig.update_layout(
+        title=title,
+        xaxis_title=x,
+        yaxis_title=y,
+        uirevision=name,
+        showlegend=True,
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+        margin=dict(l=50, r=20, t=60, b=40),
+        template="plotly_white",
+    )
     if y_range is not None:
         fig.update_yaxes(range=y_range)
     return fig
@@ -136,8 +143,10 @@ def controls_markers(history: HistoryLike, role: str = "student") -> tuple[list,
         return [], [], []
     x, y, text = [], [], []
     for r in steps[steps["controls_changed"].eq(True)].to_dict("records"):
-        label = (f"step {int(r['step'])}: T={r['temperature']:g}, w_ce={r['w_ce']:g}, w_kd={r['w_kd']:g}, "
-                 f"w_mse={r['w_mse']:g}, w_hint={r['w_hint']:g}")
+        label = (
+            f"step {int(r['step'])}: T={r['temperature']:g}, w_ce={r['w_ce']:g}, w_kd={r['w_kd']:g}, "
+            f"w_mse={r['w_mse']:g}, w_hint={r['w_hint']:g}"
+        )
         x += [int(r["step"]), int(r["step"]), None]
         y += [0.0, 1.0, None]
         text += [label, label, ""]
@@ -152,8 +161,7 @@ def accuracy_traces(history: HistoryLike, split: str = "val", max_points: int = 
     alone stands for it, since the runs' steps do not share an axis.
     """
     df = as_frame(history)
-    out = {role: _xy(_rows(_last_run(df, role), "eval", split), "acc", max_points)
-           for role in ("student", "baseline")}
+    out = {role: _xy(_rows(_last_run(df, role), "eval", split), "acc", max_points) for role in ("student", "baseline")}
     steps = out["student"][0] + out["baseline"][0]
     teacher_run = _xy(_rows(_last_run(df, "teacher"), "eval", split), "acc", max_points)
     out["teacher training"] = ([], []) if steps else teacher_run
@@ -167,14 +175,22 @@ def accuracy_traces(history: HistoryLike, split: str = "val", max_points: int = 
 def accuracy_figure(history: HistoryLike, split: str = "val", max_points: int = 2000) -> go.Figure:
     """Student and baseline accuracy vs step, the teacher as a dashed line, live control changes dotted."""
     traces = accuracy_traces(history, split, max_points)
-    fig = go.Figure([
-        _line("student", traces["student"], line=dict(color=PALETTE[0])),
-        _line("baseline", traces["baseline"], line=dict(color=PALETTE[2])),
-        _line("teacher", traces["teacher"], "lines", line=dict(color="black", dash="dash")),
-        _line("teacher training", traces["teacher training"], line=dict(color="gray", width=1.5)),
-        _line("controls changed", traces["controls changed"], "lines", hoverinfo="text",
-              line=dict(color="gray", dash="dot", width=1), hovertext=controls_markers(history)[2]),
-    ])
+    fig = go.Figure(
+        [
+            _line("student", traces["student"], line=dict(color=PALETTE[0])),
+            _line("baseline", traces["baseline"], line=dict(color=PALETTE[2])),
+            _line("teacher", traces["teacher"], "lines", line=dict(color="black", dash="dash")),
+            _line("teacher training", traces["teacher training"], line=dict(color="gray", width=1.5)),
+            _line(
+                "controls changed",
+                traces["controls changed"],
+                "lines",
+                hoverinfo="text",
+                line=dict(color="gray", dash="dot", width=1),
+                hovertext=controls_markers(history)[2],
+            ),
+        ]
+    )
     return _layout(fig, f"{split} accuracy", "step", "accuracy", f"accuracy-{split}", [0, 1])
 
 
@@ -198,13 +214,19 @@ def live_role(history: HistoryLike) -> str:
     return "student"
 
 
-def loss_figure(history: HistoryLike, role: str = "student", log_y: bool = False,
-                max_points: int = 2000) -> go.Figure:
+def loss_figure(history: HistoryLike, role: str = "student", log_y: bool = False, max_points: int = 2000) -> go.Figure:
     """Total loss and each loss term vs step for the last run of ``role`` (kd is already times T^2)."""
     traces = loss_traces(history, role, max_points)
-    fig = go.Figure([_line(name, xy, line=dict(color="black" if name == "total" else PALETTE[i % 10],
-                                                width=2.5 if name == "total" else 1.5))
-                     for i, (name, xy) in enumerate(traces.items())])
+    fig = go.Figure(
+        [
+            _line(
+                name,
+                xy,
+                line=dict(color="black" if name == "total" else PALETTE[i % 10], width=2.5 if name == "total" else 1.5),
+            )
+            for i, (name, xy) in enumerate(traces.items())
+        ]
+    )
     _layout(fig, f"{role} training loss", "step", "loss", f"loss-{role}")
     fig.update_yaxes(type="log" if log_y else "linear")
     return fig
@@ -240,27 +262,49 @@ def smooth(y: Sequence[float], weight: float) -> list[float]:
             out.append(v)
             continue
         last, k = last * weight + (1 - weight) * v, k + 1
-        out.append(last / (1 - weight ** k))
+        out.append(last / (1 - weight**k))
     return out
 
 
-def overlay_figure(histories: Mapping[str, HistoryLike], metric: str = "acc", split: str | None = "val",
-                   smoothing: float = 0.6, role: str | None = None, max_points: int = 2000) -> go.Figure:
+def overlay_figure(
+    histories: Mapping[str, HistoryLike],
+    metric: str = "acc",
+    split: str | None = "val",
+    smoothing: float = 0.6,
+    role: str | None = None,
+    max_points: int = 2000,
+) -> go.Figure:
     """Each run's ``metric`` vs step: raw faint, smoothed on top. Eval rows of ``split`` for eval
     metrics; step rows for training metrics ("loss_kd", "batch_acc", ...) or ``split=None``."""
     fig = go.Figure()
     for i, (name, history) in enumerate(histories.items()):
         df = as_frame(history)
-        run = _last_run(df, role) if role else (df[df["run_id"] == df["run_id"].iloc[-1]]
-                                                if "run_id" in df and len(df) else df)
+        run = (
+            _last_run(df, role)
+            if role
+            else (df[df["run_id"] == df["run_id"].iloc[-1]] if "run_id" in df and len(df) else df)
+        )
         rows = _rows(run, "eval", split) if split and metric in EVAL_METRICS else _rows(run, "step")
         x, y = _xy(rows, metric, max_points=max(len(rows), 4))
         color = PALETTE[i % len(PALETTE)]
         raw, smoothed = downsample(x, y, max_points), downsample(x, smooth(y, smoothing), max_points)
-        fig.add_trace(go.Scatter(x=raw[0], y=raw[1], name=f"{name} (raw)", mode="lines", opacity=0.25,
-                                 line=dict(color=color), legendgroup=name, showlegend=False))
-        fig.add_trace(go.Scatter(x=smoothed[0], y=smoothed[1], name=name, mode="lines",
-                                 line=dict(color=color, width=2), legendgroup=name))
+        fig.add_trace(
+            go.Scatter(
+                x=raw[0],
+                y=raw[1],
+                name=f"{name} (raw)",
+                mode="lines",
+                opacity=0.25,
+                line=dict(color=color),
+                legendgroup=name,
+                showlegend=False,
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=smoothed[0], y=smoothed[1], name=name, mode="lines", line=dict(color=color, width=2), legendgroup=name
+            )
+        )
     bounded = metric in ("acc", "teacher_acc", "agreement", "batch_acc", "train_acc")
     title = f"{split} {metric}" if split and metric in EVAL_METRICS else metric
     return _layout(fig, title, "step", metric, f"overlay-{metric}-{split}", [0, 1] if bounded else None)
@@ -281,8 +325,9 @@ def softened(logits: Any, temperature: float) -> list[float]:
     return (e / e.sum()).tolist()
 
 
-def softmax_figure(logits: Any, temperatures: float | Iterable[float] = (1, 4, 20),
-                   class_names: Sequence[str] | None = None) -> go.Figure:
+def softmax_figure(
+    logits: Any, temperatures: float | Iterable[float] = (1, 4, 20), class_names: Sequence[str] | None = None
+) -> go.Figure:
     """Grouped bars of softmax(logits / T) per temperature: how T softens the teacher's targets."""
     temps = [temperatures] if np.ndim(temperatures) == 0 else list(temperatures)
     probs = {t: softened(logits, t) for t in temps}
@@ -290,8 +335,18 @@ def softmax_figure(logits: Any, temperatures: float | Iterable[float] = (1, 4, 2
     names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(k)]
     if len(names) != k:
         raise ValueError(f"class_names: {len(names)} names given for {k} classes")
-    fig = go.Figure([go.Bar(x=names, y=p, name=f"T={float(t):g}", marker_color=PALETTE[i % len(PALETTE)],
-                            hovertemplate="class %{x}: %{y:.3f}") for i, (t, p) in enumerate(probs.items())])
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=names,
+                y=p,
+                name=f"T={float(t):g}",
+                marker_color=PALETTE[i % len(PALETTE)],
+                hovertemplate="class %{x}: %{y:.3f}",
+            )
+            for i, (t, p) in enumerate(probs.items())
+        ]
+    )
     fig.update_layout(barmode="group")
     return _layout(fig, "softmax(logits / T)", "class", "probability", "softmax", [0, 1])
 
@@ -301,8 +356,14 @@ def _numpy(a: Any) -> np.ndarray:
     return np.asarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a)
 
 
-def decision_boundary_figure(predict: Callable[[np.ndarray], Any], X: Any, y: Any, grid: int = 150,
-                             title: str = "", class_names: Sequence[str] | None = None) -> go.Figure:
+def decision_boundary_figure(
+    predict: Callable[[np.ndarray], Any],
+    X: Any,
+    y: Any,
+    grid: int = 150,
+    title: str = "",
+    class_names: Sequence[str] | None = None,
+) -> go.Figure:
     """The classes ``predict`` gives over the data's bounding box (heatmap), the points on top."""
     X, y = _numpy(X).astype(np.float32), _numpy(y).astype(int).reshape(-1)
     if X.ndim != 2 or X.shape[1] != 2 or len(X) != len(y):
@@ -319,13 +380,33 @@ def decision_boundary_figure(predict: Callable[[np.ndarray], Any], X: Any, y: An
     k = int(max(z.max(), y.max() if len(y) else 0)) + 1
     colors = [PALETTE[c % len(PALETTE)] for c in range(k)]
     scale = [[edge, colors[c]] for c in range(k) for edge in (c / k, (c + 1) / k)]  # one flat band per class
-    fig = go.Figure(go.Heatmap(x=xs, y=ys, z=z, name="boundary", colorscale=scale, zmin=-0.5, zmax=k - 0.5,
-                               showscale=False, opacity=0.35, hoverinfo="skip"))
+    fig = go.Figure(
+        go.Heatmap(
+            x=xs,
+            y=ys,
+            z=z,
+            name="boundary",
+            colorscale=scale,
+            zmin=-0.5,
+            zmax=k - 0.5,
+            showscale=False,
+            opacity=0.35,
+            hoverinfo="skip",
+        )
+    )
     for c in range(k):
         pts = X[y == c]
         label = str(class_names[c]) if class_names is not None and c < len(class_names) else f"class {c}"
-        fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=label, legendgroup=label,
-                                 marker=dict(color=colors[c], size=6, line=dict(color="white", width=0.5))))
+        fig.add_trace(
+            go.Scatter(
+                x=pts[:, 0],
+                y=pts[:, 1],
+                mode="markers",
+                name=label,
+                legendgroup=label,
+                marker=dict(color=colors[c], size=6, line=dict(color="white", width=0.5)),
+            )
+        )
     return _layout(fig, title, "x1", "x2", f"boundary-{title}")
 
 
@@ -334,8 +415,7 @@ def side_by_side(figs: Sequence[go.Figure], titles: Sequence[str] | None = None)
     titles = list(titles) if titles is not None else [f.layout.title.text or "" for f in figs]
     if len(titles) != len(figs):
         raise ValueError(f"titles: {len(titles)} titles given for {len(figs)} figures")
-    out = make_subplots(rows=1, cols=max(len(figs), 1), subplot_titles=titles or None,
-                        horizontal_spacing=0.06)
+    out = make_subplots(rows=1, cols=max(len(figs), 1), subplot_titles=titles or None, horizontal_spacing=0.06)
     for col, fig in enumerate(figs, start=1):
         for trace in fig.data:
             out.add_trace(trace, row=1, col=col)

@@ -9,9 +9,16 @@ from __future__ import annotations
 README_ANCHOR = "README.md#when-distillation-does-not-beat-scratch"
 
 
-def kd_verdict(student_acc: float | None, scratch_acc: float | None, *, labeled_fraction: float = 1.0,
-               teacher_acc: float | None = None, extra_unlabeled: int = 0, mixup: bool = False,
-               margin: float = 0.0) -> str | None:
+def kd_verdict(
+    student_acc: float | None,
+    scratch_acc: float | None,
+    *,
+    labeled_fraction: float = 1.0,
+    teacher_acc: float | None = None,
+    extra_unlabeled: int = 0,
+    mixup: bool = False,
+    margin: float = 0.0,
+) -> str | None:
     """A one-line verdict on the student vs the scratch baseline (test accuracies in [0, 1]).
 
     Returns None when either accuracy is missing. When the student is at or below scratch
@@ -22,13 +29,19 @@ def kd_verdict(student_acc: float | None, scratch_acc: float | None, *, labeled_
         return None
     gain = 100.0 * (student_acc - scratch_acc)
     if gain > 100.0 * margin:
-        return f"Distillation beat scratch by {gain:+.1f} points ({100 * student_acc:.1f}% vs {100 * scratch_acc:.1f}%)."
-    head = f"Distillation did not beat scratch ({100 * student_acc:.1f}% vs {100 * scratch_acc:.1f}%, {gain:+.1f} points)"
+        return (
+            f"Distillation beat scratch by {gain:+.1f} points ({100 * student_acc:.1f}% vs {100 * scratch_acc:.1f}%)."
+        )
+    head = (
+        f"Distillation did not beat scratch ({100 * student_acc:.1f}% vs {100 * scratch_acc:.1f}%, {gain:+.1f} points)"
+    )
     if teacher_acc is not None and teacher_acc <= scratch_acc + 0.005:
         why = "the teacher knows no more than the student learns from the labels alone"
     elif labeled_fraction >= 1.0 and not extra_unlabeled and not mixup:
-        why = ("every label was given and the teacher saw no inputs beyond them, so its soft labels add "
-               "little; try a labeled fraction of 0.1, extra unlabeled inputs or mixup")
+        why = (
+            "every label was given and the teacher saw no inputs beyond them, so its soft labels add "
+            "little; try a labeled fraction of 0.1, extra unlabeled inputs or mixup"
+        )
     else:
         why = "the student may be too small to follow the teacher, or T and the weights need tuning"
     return f"{head}: {why}. See {README_ANCHOR}."

@@ -41,8 +41,16 @@ if TYPE_CHECKING:
 MIN_ROWS = 10
 DIGITS_CLASSES = tuple(str(i) for i in range(10))
 # mnist1d.make_dataset arguments a user may override ("seed" is ours: data_seed).
-MNIST1D_ARGS = ("template_len", "padding", "scale_coeff", "max_translation", "corr_noise_scale",
-                "iid_noise_scale", "shear_scale", "final_seq_length")
+MNIST1D_ARGS = (
+    "template_len",
+    "padding",
+    "scale_coeff",
+    "max_translation",
+    "corr_noise_scale",
+    "iid_noise_scale",
+    "shear_scale",
+    "final_seq_length",
+)
 _MNIST1D_LOCK = threading.Lock()  # make_dataset reseeds global RNGs: one generation at a time
 
 
@@ -68,8 +76,10 @@ def _check_common(seed: Any, val_fraction: Any, test_fraction: Any) -> None:
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
             raise _bad(name, f, "expected a number in [0, 1) (0 means no such split)")
     if val_fraction + test_fraction >= 1:
-        raise ValueError(f"val_fraction + test_fraction: {val_fraction} + {test_fraction} is invalid; "
-                         "expected a sum < 1 so the train split keeps some rows")
+        raise ValueError(
+            f"val_fraction + test_fraction: {val_fraction} + {test_fraction} is invalid; "
+            "expected a sum < 1 so the train split keeps some rows"
+        )
 
 
 def _derived_seed(seed: int, stream: int) -> int:
@@ -78,6 +88,7 @@ def _derived_seed(seed: int, stream: int) -> int:
 
 
 # ----------------------------------------------------------------------------- splits and scaling
+
 
 def _take(idx: np.ndarray, y: np.ndarray, n_take: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``idx`` into (rest, taken) with ``n_take`` taken: stratified where every class allows it."""
@@ -96,8 +107,10 @@ def _split_indices(y: np.ndarray, seed: int, val_fraction: float, test_fraction:
     n = len(y)
     n_test, n_val = math.ceil(round(test_fraction * n, 9)), math.ceil(round(val_fraction * n, 9))
     if n - n_val - n_test < 1:
-        raise ValueError(f"X: {n} rows is too few for val_fraction={val_fraction} and "
-                         f"test_fraction={test_fraction}: the train split would be empty")
+        raise ValueError(
+            f"X: {n} rows is too few for val_fraction={val_fraction} and "
+            f"test_fraction={test_fraction}: the train split would be empty"
+        )
     rest, test = _take(np.arange(n), y, n_test, seed)
     train, val = _take(rest, y, n_val, _derived_seed(seed, 2))
     return train, val, test
@@ -111,35 +124,66 @@ def _standardizer(train_x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: ((x.astype(np.float64) - mean) / std).astype(np.float32)
 
 
-def _assemble(x: np.ndarray, y: np.ndarray, idx: tuple, *, scale: bool, unlabeled: np.ndarray | None,
-              num_classes: int, name: str, class_names: tuple[str, ...], spec: dict) -> DataSplits:
+def _assemble(
+    x: np.ndarray,
+    y: np.ndarray,
+    idx: tuple,
+    *,
+    scale: bool,
+    unlabeled: np.ndarray | None,
+    num_classes: int,
+    name: str,
+    class_names: tuple[str, ...],
+    spec: dict,
+) -> DataSplits:
     """Index ``x, y`` into splits, scale with train statistics, and wrap in a ``DataSplits``."""
     train_idx, val_idx, test_idx = idx
     fit = _standardizer(x[train_idx]) if scale else (lambda a: np.array(a, dtype=np.float32))
     splits = {
-        split: (as_split((torch.from_numpy(fit(x[i])), torch.from_numpy(y[i].astype(np.int64))), split)
-                if len(i) else None)
+        split: (
+            as_split((torch.from_numpy(fit(x[i])), torch.from_numpy(y[i].astype(np.int64))), split) if len(i) else None
+        )
         for split, i in (("train", train_idx), ("val", val_idx), ("test", test_idx))
     }
     extra = torch.from_numpy(fit(unlabeled)).contiguous() if unlabeled is not None else None
-    return DataSplits(**splits, num_classes=num_classes, name=name, class_names=class_names,
-                      input_shape=tuple(x.shape[1:]), unlabeled=extra, spec=spec)
+    return DataSplits(
+        **splits,
+        num_classes=num_classes,
+        name=name,
+        class_names=class_names,
+        input_shape=tuple(x.shape[1:]),
+        unlabeled=extra,
+        spec=spec,
+    )
 
 
 # ----------------------------------------------------------------------------- built-in datasets
+
 
 def _digits(flat: bool, seed: int, vf: float, tf: float, n_unlabeled: int, spec: dict, **_: Any) -> DataSplits:
     from sklearn.datasets import load_digits
 
     if n_unlabeled:
-        raise _bad("n_unlabeled", n_unlabeled,
-                   f"generating unlabeled inputs is not available for dataset {spec['name']!r}; use 0, "
-                   "or pass your own inputs with from_arrays(X, y, unlabeled=...)")
+        raise _bad(
+            "n_unlabeled",
+            n_unlabeled,
+            f"generating unlabeled inputs is not available for dataset {spec['name']!r}; use 0, "
+            "or pass your own inputs with from_arrays(X, y, unlabeled=...)",
+        )
     d = load_digits()
     x = d.data.astype(np.float32) if flat else (d.images / 16.0).astype(np.float32)[:, None]  # (N, 1, 8, 8)
     y = d.target.astype(np.int64)
-    return _assemble(x, y, _split_indices(y, seed, vf, tf), scale=flat, unlabeled=None, num_classes=10,
-                     name=spec["name"], class_names=DIGITS_CLASSES, spec=spec)
+    return _assemble(
+        x,
+        y,
+        _split_indices(y, seed, vf, tf),
+        scale=flat,
+        unlabeled=None,
+        num_classes=10,
+        name=spec["name"],
+        class_names=DIGITS_CLASSES,
+        spec=spec,
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -157,8 +201,12 @@ def _mnist1d_cached(items: tuple) -> tuple[np.ndarray, ...]:
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-    out = (d["x"].astype(np.float32), d["y"].astype(np.int64),
-           d["x_test"].astype(np.float32), d["y_test"].astype(np.int64))
+    out = (
+        d["x"].astype(np.float32),
+        d["y"].astype(np.int64),
+        d["x_test"].astype(np.float32),
+        d["y_test"].astype(np.int64),
+    )
     for a in out:
         a.setflags(write=False)  # cached: nobody may change them
     return out
@@ -171,8 +219,18 @@ def _mnist1d_arrays(**args: Any) -> tuple[np.ndarray, ...]:
         return _mnist1d_cached(items)
 
 
-def _mnist1d(seed: int, vf: float, tf: float, n_unlabeled: int, spec: dict, *, num_samples: int = 5000,
-             data_seed: int = 42, unlabeled_seed: int | None = None, **overrides: Any) -> DataSplits:
+def _mnist1d(
+    seed: int,
+    vf: float,
+    tf: float,
+    n_unlabeled: int,
+    spec: dict,
+    *,
+    num_samples: int = 5000,
+    data_seed: int = 42,
+    unlabeled_seed: int | None = None,
+    **overrides: Any,
+) -> DataSplits:
     num_samples = _int_at_least("num_samples", num_samples, 100)
     data_seed = _int_at_least("data_seed", data_seed, 0)
     unlabeled_seed = data_seed + 1 if unlabeled_seed is None else _int_at_least("unlabeled_seed", unlabeled_seed, 0)
@@ -181,17 +239,21 @@ def _mnist1d(seed: int, vf: float, tf: float, n_unlabeled: int, spec: dict, *, n
     # The published split (4000 train / 1000 test) is test_fraction=0.2, and all of its train rows
     # stay train rows (the published MLP/CNN figures were trained on 4000): the validation rows
     # are generated, from a seed of their own, by the same generator.
-    x, y, x_test, y_test = _mnist1d_arrays(num_samples=num_samples, seed=data_seed,
-                                           train_split=1.0 - tf, **overrides)
+    x, y, x_test, y_test = _mnist1d_arrays(num_samples=num_samples, seed=data_seed, train_split=1.0 - tf, **overrides)
     n_val = math.ceil(round(vf * num_samples, 9))
     xs, ys = [x], [y]
     if n_val:
         val_seed = _mnist1d_val_seed(data_seed, seed)
         if val_seed in (data_seed, unlabeled_seed):  # astronomically unlikely; never reuse a stream
-            raise _bad("seed", seed, f"expected another seed: (data_seed={data_seed}, seed={seed}) gives validation "
-                       f"seed {val_seed}, which data_seed or unlabeled_seed already uses")
-        vx, vy = _mnist1d_arrays(num_samples=math.ceil(n_val / 10) * 10, seed=val_seed, train_split=1.0,
-                                 **overrides)[:2]
+            raise _bad(
+                "seed",
+                seed,
+                f"expected another seed: (data_seed={data_seed}, seed={seed}) gives validation "
+                f"seed {val_seed}, which data_seed or unlabeled_seed already uses",
+            )
+        vx, vy = _mnist1d_arrays(num_samples=math.ceil(n_val / 10) * 10, seed=val_seed, train_split=1.0, **overrides)[
+            :2
+        ]
         xs.append(vx[:n_val])
         ys.append(vy[:n_val])
     xs, ys = np.concatenate(xs + [x_test]), np.concatenate(ys + [y_test])
@@ -201,11 +263,22 @@ def _mnist1d(seed: int, vf: float, tf: float, n_unlabeled: int, spec: dict, *, n
     extra = None
     if n_unlabeled:
         per_class = math.ceil(n_unlabeled / 10) * 10  # make_dataset makes num_samples // 10 per class
-        extra = _mnist1d_arrays(num_samples=per_class, seed=unlabeled_seed, train_split=1.0, **overrides)[0][:n_unlabeled]
+        extra = _mnist1d_arrays(num_samples=per_class, seed=unlabeled_seed, train_split=1.0, **overrides)[0][
+            :n_unlabeled
+        ]
     spec.update(num_samples=num_samples, data_seed=data_seed, unlabeled_seed=unlabeled_seed)
     # make_dataset already centers the data and sets its std to 1: no further scaling.
-    return _assemble(xs, ys, (train, val, test), scale=False, unlabeled=extra, num_classes=10,
-                     name="mnist1d", class_names=DIGITS_CLASSES, spec=spec)
+    return _assemble(
+        xs,
+        ys,
+        (train, val, test),
+        scale=False,
+        unlabeled=extra,
+        num_classes=10,
+        name="mnist1d",
+        class_names=DIGITS_CLASSES,
+        spec=spec,
+    )
 
 
 def _mnist1d_val_seed(data_seed: int, seed: int) -> int:
@@ -221,8 +294,18 @@ def _spiral_points(n: int, classes: int, noise: float, rng: np.random.Generator)
     return np.stack([t * np.cos(angle), t * np.sin(angle)], axis=1).astype(np.float32), y.astype(np.int64)
 
 
-def _points(kind: str, seed: int, vf: float, tf: float, n_unlabeled: int, spec: dict, *,
-            n_samples: int = 1000, noise: float = 0.2, classes: int = 3) -> DataSplits:
+def _points(
+    kind: str,
+    seed: int,
+    vf: float,
+    tf: float,
+    n_unlabeled: int,
+    spec: dict,
+    *,
+    n_samples: int = 1000,
+    noise: float = 0.2,
+    classes: int = 3,
+) -> DataSplits:
     from sklearn.datasets import make_moons
 
     n_samples = _int_at_least("n_samples", n_samples, MIN_ROWS)
@@ -237,9 +320,17 @@ def _points(kind: str, seed: int, vf: float, tf: float, n_unlabeled: int, spec: 
     spec.update(n_samples=n_samples, noise=noise)
     x, y = make(n_samples, seed)
     extra = make(n_unlabeled, _derived_seed(seed, 1))[0] if n_unlabeled else None
-    return _assemble(x.astype(np.float32), y.astype(np.int64), _split_indices(y, seed, vf, tf), scale=True,
-                     unlabeled=extra, num_classes=classes, name=kind,
-                     class_names=tuple(str(i) for i in range(classes)), spec=spec)
+    return _assemble(
+        x.astype(np.float32),
+        y.astype(np.int64),
+        _split_indices(y, seed, vf, tf),
+        scale=True,
+        unlabeled=extra,
+        num_classes=classes,
+        name=kind,
+        class_names=tuple(str(i) for i in range(classes)),
+        spec=spec,
+    )
 
 
 _BUILDERS: dict[str, tuple[Callable[..., DataSplits], tuple[str, ...]]] = {
@@ -266,8 +357,15 @@ def list_datasets(kind: str = "table") -> list[str]:
     return [*(TABLE_DATASETS if kind in ("table", "all") else ()), *(TEXT_DATASETS if kind in ("text", "all") else ())]
 
 
-def load_dataset(name: str, *, seed: int = 0, val_fraction: float | None = None, test_fraction: float | None = None,
-                 n_unlabeled: int = 0, **kwargs: Any) -> DataSplits:
+def load_dataset(
+    name: str,
+    *,
+    seed: int = 0,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
+    n_unlabeled: int = 0,
+    **kwargs: Any,
+) -> DataSplits:
     """A built-in dataset as seeded splits; ``spec`` holds the arguments that rebuild it.
 
     Tables are split into stratified random rows (fractions default to 0.15 val / 0.2 test); text
@@ -282,35 +380,52 @@ def load_dataset(name: str, *, seed: int = 0, val_fraction: float | None = None,
     build, knobs = _BUILDERS[name]
     unknown = sorted(set(kwargs) - set(knobs))
     if unknown:
-        raise ValueError(f"{', '.join(unknown)}: not an option of dataset {name!r}; "
-                         f"valid: {', '.join(knobs) if knobs else 'none'}")
+        raise ValueError(
+            f"{', '.join(unknown)}: not an option of dataset {name!r}; valid: {', '.join(knobs) if knobs else 'none'}"
+        )
     _check_common(seed, val_fraction, test_fraction)
     n_unlabeled = _int_at_least("n_unlabeled", n_unlabeled, 0)
-    spec = {"name": name, "seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction,
-            "n_unlabeled": n_unlabeled, **kwargs}
+    spec = {
+        "name": name,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "n_unlabeled": n_unlabeled,
+        **kwargs,
+    }
     return build(seed, val_fraction, test_fraction, n_unlabeled, spec, **kwargs)
 
 
-def _text_dataset(name: str, seed: Any, val_fraction: Any, test_fraction: Any, n_unlabeled: Any,
-                  kwargs: dict[str, Any]) -> DataSplits:
+def _text_dataset(
+    name: str, seed: Any, val_fraction: Any, test_fraction: Any, n_unlabeled: Any, kwargs: dict[str, Any]
+) -> DataSplits:
     """``load_text_dataset`` with the text defaults; a ``tokenizer`` (from ``data.spec``) must match the corpus'."""
     options = dict(kwargs)
     tokenizer = options.pop("tokenizer", None)  # present when rebuilding from data.spec
     unknown = sorted(map(str, set(options) - set(TEXT_OPTIONS)))
     if unknown:
         raise ValueError(f"{', '.join(unknown)}: not an option of dataset {name!r}; valid: {', '.join(TEXT_OPTIONS)}")
-    data = load_text_dataset(name, seed=seed, n_unlabeled=n_unlabeled,
-                             val_fraction=TEXT_FRACTIONS[0] if val_fraction is None else val_fraction,
-                             test_fraction=TEXT_FRACTIONS[1] if test_fraction is None else test_fraction,
-                             **options)
+    data = load_text_dataset(
+        name,
+        seed=seed,
+        n_unlabeled=n_unlabeled,
+        val_fraction=TEXT_FRACTIONS[0] if val_fraction is None else val_fraction,
+        test_fraction=TEXT_FRACTIONS[1] if test_fraction is None else test_fraction,
+        **options,
+    )
     if tokenizer is not None and tokenizer != data.spec["tokenizer"]:
-        raise _bad("tokenizer", tokenizer, f"does not match the vocabulary of dataset {name!r} "
-                                           f"({data.num_classes} characters); expected {data.spec['tokenizer']!r} "
-                                           "or no tokenizer")
+        raise _bad(
+            "tokenizer",
+            tokenizer,
+            f"does not match the vocabulary of dataset {name!r} "
+            f"({data.num_classes} characters); expected {data.spec['tokenizer']!r} "
+            "or no tokenizer",
+        )
     return data
 
 
 # ----------------------------------------------------------------------------- user data
+
 
 def _encode_labels(y: Any, map_numbers: bool = False) -> tuple[np.ndarray, tuple[str, ...] | None]:
     """Class indices from labels; strings (or any labels if ``map_numbers``) map to sorted unique values."""
@@ -332,10 +447,17 @@ def _check_labels_repeat(n_classes: int, n_rows: int, field: str, value: Any = N
     if n_classes <= n_rows / 2:
         return
     if value is None:  # labels given as an array
-        raise _bad(field, f"{n_classes} distinct labels in {n_rows} rows",
-                   f"expected class labels that repeat (is {field} an ID or a continuous number?)")
-    raise _bad(field, value, f"column has {n_classes} distinct values in {n_rows} rows; expected class "
-                             "labels that repeat (is it an ID or a continuous number?)")
+        raise _bad(
+            field,
+            f"{n_classes} distinct labels in {n_rows} rows",
+            f"expected class labels that repeat (is {field} an ID or a continuous number?)",
+        )
+    raise _bad(
+        field,
+        value,
+        f"column has {n_classes} distinct values in {n_rows} rows; expected class "
+        "labels that repeat (is it an ID or a continuous number?)",
+    )
 
 
 def _features(a: Any, name: str) -> np.ndarray:
@@ -350,9 +472,18 @@ def _features(a: Any, name: str) -> np.ndarray:
     return x
 
 
-def from_arrays(X: Any, y: Any, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2,
-                scale: bool = True, unlabeled: Any = None, class_names: Any = None,
-                name: str = "custom") -> DataSplits:
+def from_arrays(
+    X: Any,
+    y: Any,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    scale: bool = True,
+    unlabeled: Any = None,
+    class_names: Any = None,
+    name: str = "custom",
+) -> DataSplits:
     """Your own features ``X`` (N, ...) and labels ``y`` (N,) as seeded, stratified, scaled splits."""
     _check_common(seed, val_fraction, test_fraction)
     x = _features(X, "X")
@@ -378,12 +509,29 @@ def from_arrays(X: Any, y: Any, *, seed: int = 0, val_fraction: float = 0.15, te
         raise _bad("unlabeled", f"array of shape {extra.shape}", f"expected per-sample shape {x.shape[1:]} like X")
     digest = hashlib.sha256(np.ascontiguousarray(x).tobytes() + codes.tobytes())
     digest.update(b"" if extra is None else np.ascontiguousarray(extra).tobytes())
-    spec = {"name": name, "source": "arrays", "seed": seed, "val_fraction": val_fraction,
-            "test_fraction": test_fraction, "scale": bool(scale), "rows": len(x),
-            "n_unlabeled": 0 if extra is None else len(extra), "data_hash": digest.hexdigest()[:16]}
+    spec = {
+        "name": name,
+        "source": "arrays",
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "scale": bool(scale),
+        "rows": len(x),
+        "n_unlabeled": 0 if extra is None else len(extra),
+        "data_hash": digest.hexdigest()[:16],
+    }
     idx = _split_indices(codes, seed, val_fraction, test_fraction)
-    return _assemble(x, codes, idx, scale=scale, unlabeled=extra, num_classes=num_classes, name=name,
-                     class_names=names or tuple(str(i) for i in range(num_classes)), spec=spec)
+    return _assemble(
+        x,
+        codes,
+        idx,
+        scale=scale,
+        unlabeled=extra,
+        num_classes=num_classes,
+        name=name,
+        class_names=names or tuple(str(i) for i in range(num_classes)),
+        spec=spec,
+    )
 
 
 def from_dataframe(df: Any, target: str, *, features: list[str] | None = None, **kwargs: Any) -> DataSplits:
@@ -396,8 +544,11 @@ def from_dataframe(df: Any, target: str, *, features: list[str] | None = None, *
     features = [c for c in df.columns if c != target] if features is None else list(features)
     missing = [c for c in features if c not in df.columns]
     if missing or target in features or not features:
-        raise _bad("features", features, f"expected a non-empty list of columns other than the target "
-                                         f"{target!r}; available columns: {columns}")
+        raise _bad(
+            "features",
+            features,
+            f"expected a non-empty list of columns other than the target {target!r}; available columns: {columns}",
+        )
     non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(df[c])]
     if non_numeric:
         raise _bad("features", non_numeric, "these columns are not numeric; encode or drop them")
@@ -427,10 +578,15 @@ def from_csv(path: str | Path, target: str, **kwargs: Any) -> DataSplits:
 # Encodings tried in order: UTF-8 (with or without a BOM), then what spreadsheets on Windows
 # export (cp1252), then Latin-1, which decodes any bytes.
 CSV_ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
-_BINARY_KINDS = {b"PK\x03\x04": "a zip archive (an Excel .xlsx workbook?)",
-                 b"\xd0\xcf\x11\xe0": "an Excel .xls workbook", b"PAR1": "a Parquet file",
-                 b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"%PDF": "a PDF document",
-                 b"\x1f\x8b": "a gzip archive"}
+_BINARY_KINDS = {
+    b"PK\x03\x04": "a zip archive (an Excel .xlsx workbook?)",
+    b"\xd0\xcf\x11\xe0": "an Excel .xls workbook",
+    b"PAR1": "a Parquet file",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"%PDF": "a PDF document",
+    b"\x1f\x8b": "a gzip archive",
+}
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:
@@ -447,13 +603,15 @@ def read_csv(path: str | Path) -> pd.DataFrame:
         if df.shape[1] == 1 and ";" in str(df.columns[0]):  # a spreadsheet's ';'-separated export
             df = pd.read_csv(io.StringIO(text), sep=";")
     except pd.errors.EmptyDataError:
-        raise _bad_file(path, "has no text but blank lines; expected a CSV with a header row and "
-                              "one row per sample") from None
+        raise _bad_file(
+            path, "has no text but blank lines; expected a CSV with a header row and one row per sample"
+        ) from None
     except pd.errors.ParserError as e:
         raise _bad_file(path, f"is not a readable CSV: {str(e).strip().splitlines()[0]}") from None
     if not len(df):
-        raise _bad_file(path, f"has a header ({', '.join(map(str, df.columns))}) but no data rows; "
-                              "expected one row per sample")
+        raise _bad_file(
+            path, f"has a header ({', '.join(map(str, df.columns))}) but no data rows; expected one row per sample"
+        )
     return df
 
 
@@ -475,12 +633,16 @@ def _csv_text(path: Path) -> str:
     kind = next((k for magic, k in _BINARY_KINDS.items() if head.startswith(magic)), None)
     controls = sum(head.count(bytes([c])) for c in range(32) if c not in b"\t\n\r\x0c\x0b")
     if kind or controls > max(2, len(head) // 100):  # text has no control bytes but a stray few
-        raise _bad_file(path, f"is a binary file ({kind or 'not text'}), not a CSV; "
-                              "export it as CSV (comma-separated text) first")
+        raise _bad_file(
+            path, f"is a binary file ({kind or 'not text'}), not a CSV; export it as CSV (comma-separated text) first"
+        )
     encoding = next(e for e in CSV_ENCODINGS if _decodes(raw, e))  # the last one decodes any bytes
     if encoding != CSV_ENCODINGS[0]:
-        warnings.warn(f"{path}: not UTF-8; read as {encoding}. Check its non-ASCII text (accents, symbols), "
-                      "or save the file as UTF-8", stacklevel=4)
+        warnings.warn(
+            f"{path}: not UTF-8; read as {encoding}. Check its non-ASCII text (accents, symbols), "
+            "or save the file as UTF-8",
+            stacklevel=4,
+        )
     return raw.decode(encoding)
 
 

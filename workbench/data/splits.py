@@ -60,8 +60,9 @@ class DataSplits:
     def __post_init__(self) -> None:
         k = plain_scalar(self.num_classes)
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValueError(f"num_classes: {k!r} is invalid; expected an integer >= 1, "
-                             "or 0 to infer it from the labels")
+            raise ValueError(
+                f"num_classes: {k!r} is invalid; expected an integer >= 1, or 0 to infer it from the labels"
+            )
         object.__setattr__(self, "num_classes", k)
         if self.num_classes <= 0 and isinstance(self.train, Split) and self.train.y.numel():
             object.__setattr__(self, "num_classes", int(self.train.y.max().item()) + 1)
@@ -97,10 +98,11 @@ def _as_tensor(a: Any, name: str, dtype: torch.dtype) -> torch.Tensor:
         if arr.dtype.kind not in "biuf":
             sample = arr.reshape(-1)[:3].tolist()
             if labels and arr.dtype.kind in "USO":
-                raise ValueError(f"{name}: labels are {arr.dtype} values such as {sample}; expected class "
-                                 "indices 0..K-1 (workbench.from_arrays maps any labels to indices)")
-            raise ValueError(f"{name}: dtype {arr.dtype} (values such as {sample}) is not numeric; "
-                             "expected numbers")
+                raise ValueError(
+                    f"{name}: labels are {arr.dtype} values such as {sample}; expected class "
+                    "indices 0..K-1 (workbench.from_arrays maps any labels to indices)"
+                )
+            raise ValueError(f"{name}: dtype {arr.dtype} (values such as {sample}) is not numeric; expected numbers")
         if arr.dtype.kind == "u" and arr.dtype.itemsize > 1:  # torch lacks most unsigned types
             arr = arr.astype(np.int64)
         t = torch.as_tensor(arr)
@@ -121,26 +123,37 @@ def _check_tensors(x: torch.Tensor, y: torch.Tensor, name: str) -> None:
         hint = "; for one feature per sample use X.reshape(-1, 1)" if x.ndim == 1 else ""
         raise ValueError(f"data[{name!r}] X: expected shape (N, features...), got {tuple(x.shape)}{hint}")
     if 0 in x.shape[1:]:
-        raise ValueError(f"data[{name!r}] X: shape {tuple(x.shape)} has no features per sample; "
-                         "expected (N, features...) with every dimension >= 1")
+        raise ValueError(
+            f"data[{name!r}] X: shape {tuple(x.shape)} has no features per sample; "
+            "expected (N, features...) with every dimension >= 1"
+        )
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         hint = ""
         if y.ndim == 2 and y.shape[0] == x.shape[0]:
-            hint = ("; flatten it: y.reshape(-1)" if y.shape[1] == 1 else
-                    "; it looks one-hot or per-class scores: pass class indices, y.argmax(1)")
-        raise ValueError(f"data[{name!r}] y: expected shape ({x.shape[0]},) to match X "
-                         f"({x.shape[0]} rows), got {tuple(y.shape)}{hint}")
+            hint = (
+                "; flatten it: y.reshape(-1)"
+                if y.shape[1] == 1
+                else "; it looks one-hot or per-class scores: pass class indices, y.argmax(1)"
+            )
+        raise ValueError(
+            f"data[{name!r}] y: expected shape ({x.shape[0]},) to match X "
+            f"({x.shape[0]} rows), got {tuple(y.shape)}{hint}"
+        )
     if x.shape[0] == 0:
         raise ValueError(f"data[{name!r}]: has 0 samples; at least 1 is needed")
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero().flatten()
-        raise ValueError(f"data[{name!r}] X: {len(bad)} sample(s) hold NaN or inf (first at row {bad[0].item()}); "
-                         "drop or impute them")
+        raise ValueError(
+            f"data[{name!r}] X: {len(bad)} sample(s) hold NaN or inf (first at row {bad[0].item()}); "
+            "drop or impute them"
+        )
     if y.min().item() < 0:
         raise ValueError(f"data[{name!r}] y: labels must be class indices >= 0, got {y.min().item()}")
     if y.max().item() >= MAX_CLASSES:
-        raise ValueError(f"data[{name!r}] y: label {y.max().item()} is too large; expected class indices "
-                         f"0..K-1 with K <= {MAX_CLASSES} (workbench.from_arrays maps any labels to indices)")
+        raise ValueError(
+            f"data[{name!r}] y: label {y.max().item()} is too large; expected class indices "
+            f"0..K-1 with K <= {MAX_CLASSES} (workbench.from_arrays maps any labels to indices)"
+        )
 
 
 def _check_loader(loader: DataLoader, name: str) -> DataLoader:
@@ -148,11 +161,15 @@ def _check_loader(loader: DataLoader, name: str) -> DataLoader:
     try:
         n_batches, n_samples = len(loader), len(loader.dataset)
     except TypeError:
-        raise ValueError(f"data[{name!r}]: the DataLoader's dataset has no length (an IterableDataset?); "
-                         "expected a map-style dataset such as TensorDataset(X, y), or tensors") from None
+        raise ValueError(
+            f"data[{name!r}]: the DataLoader's dataset has no length (an IterableDataset?); "
+            "expected a map-style dataset such as TensorDataset(X, y), or tensors"
+        ) from None
     if n_batches == 0:
-        raise ValueError(f"data[{name!r}]: the DataLoader yields no batches ({n_samples} samples, batch_size="
-                         f"{loader.batch_size}, drop_last={loader.drop_last}); expected at least one batch")
+        raise ValueError(
+            f"data[{name!r}]: the DataLoader yields no batches ({n_samples} samples, batch_size="
+            f"{loader.batch_size}, drop_last={loader.drop_last}); expected at least one batch"
+        )
     return loader
 
 
@@ -165,24 +182,29 @@ def first_batch(loader: DataLoader, name: str) -> tuple[torch.Tensor, torch.Tens
     except StopIteration:
         raise ValueError(f"data[{name!r}]: the DataLoader yields no batches; {want}") from None
     except Exception as e:
-        raise ValueError(f"data[{name!r}]: reading the first batch of the DataLoader failed: "
-                         f"{type(e).__name__}: {e}") from e
+        raise ValueError(
+            f"data[{name!r}]: reading the first batch of the DataLoader failed: {type(e).__name__}: {e}"
+        ) from e
     if isinstance(batch, Mapping):
         raise ValueError(f"data[{name!r}]: the DataLoader yields dicts with keys {sorted(map(str, batch))}; {want}")
     if isinstance(batch, torch.Tensor):
-        raise ValueError(f"data[{name!r}]: the DataLoader yields single tensors of shape {tuple(batch.shape)} "
-                         f"(no labels); {want}")
+        raise ValueError(
+            f"data[{name!r}]: the DataLoader yields single tensors of shape {tuple(batch.shape)} (no labels); {want}"
+        )
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         size = f" of {len(batch)} items" if isinstance(batch, (tuple, list)) else ""
         raise ValueError(f"data[{name!r}]: the DataLoader yields {type(batch).__name__}s{size}; {want}")
     x, y = batch
     for part, v in (("x", x), ("y", y)):
         if not isinstance(v, torch.Tensor):
-            raise ValueError(f"data[{name!r}] {part}: the DataLoader yields {type(v).__name__} values; "
-                             f"expected tensors ({want})")
+            raise ValueError(
+                f"data[{name!r}] {part}: the DataLoader yields {type(v).__name__} values; expected tensors ({want})"
+            )
     if y.dtype != torch.int64:
-        raise ValueError(f"data[{name!r}] y: the DataLoader yields labels of dtype {y.dtype}; expected "
-                         "torch.int64 class indices 0..K-1 (convert them in the dataset: y.long())")
+        raise ValueError(
+            f"data[{name!r}] y: the DataLoader yields labels of dtype {y.dtype}; expected "
+            "torch.int64 class indices 0..K-1 (convert them in the dataset: y.long())"
+        )
     _check_tensors(x, y, name)
     return x, y
 
@@ -198,8 +220,13 @@ def as_split(pair: Any, name: str = "train") -> Split | DataLoader:
             if len(pair) == 0:
                 raise ValueError(f"data[{name!r}]: has 0 samples; at least 1 is needed")
             return pair
-        if (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dtype == torch.float32
-                and y.dtype == torch.int64 and not x.requires_grad):
+        if (
+            isinstance(x, torch.Tensor)
+            and isinstance(y, torch.Tensor)
+            and x.dtype == torch.float32
+            and y.dtype == torch.int64
+            and not x.requires_grad
+        ):
             _check_tensors(x, y, name)
             return pair
         pair = (pair.x, pair.y)
@@ -218,8 +245,14 @@ def _token_blocks(split: Split) -> bool:
     """True for a split of text blocks (``text.make_blocks``): integer token inputs (N, L) with a
     target per position, the same shape; they are not classifier inputs and keep their dtype."""
     x, y = split.x, split.y
-    return (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.ndim == 2 and x.shape == y.shape
-            and not x.is_floating_point() and not y.is_floating_point())
+    return (
+        isinstance(x, torch.Tensor)
+        and isinstance(y, torch.Tensor)
+        and x.ndim == 2
+        and x.shape == y.shape
+        and not x.is_floating_point()
+        and not y.is_floating_point()
+    )
 
 
 def as_splits(data: Any) -> DataSplits:
@@ -261,8 +294,9 @@ def _checked(data: DataSplits) -> DataSplits:
         split = getattr(data, name)
         if split is not None and (checked := as_split(split, name)) is not split:
             changes[name] = checked
-    if data.unlabeled is not None and not (isinstance(data.unlabeled, torch.Tensor)
-                                           and data.unlabeled.dtype == torch.float32):
+    if data.unlabeled is not None and not (
+        isinstance(data.unlabeled, torch.Tensor) and data.unlabeled.dtype == torch.float32
+    ):
         changes["unlabeled"] = _as_tensor(data.unlabeled, "unlabeled", torch.float32)
     if data.num_classes == 0:  # not given, nor inferred from a train Split: infer from any Split's labels
         k = _num_classes({n: changes.get(n, getattr(data, n)) for n in SPLITS})
@@ -282,16 +316,22 @@ def _consistent(data: DataSplits) -> DataSplits:
         if not isinstance(split, Split):
             continue
         if shape is not None and tuple(split.x.shape[1:]) != shape:
-            raise ValueError(f"data[{name!r}] X: per-sample shape {tuple(split.x.shape[1:])} differs from "
-                             f"train's {shape}; every split needs the same features")
+            raise ValueError(
+                f"data[{name!r}] X: per-sample shape {tuple(split.x.shape[1:])} differs from "
+                f"train's {shape}; every split needs the same features"
+            )
         if k and split.y.max().item() >= k:
-            raise ValueError(f"data[{name!r}] y: label {split.y.max().item()} is out of range for "
-                             f"num_classes={k}; expected labels 0..{k - 1}")
+            raise ValueError(
+                f"data[{name!r}] y: label {split.y.max().item()} is out of range for "
+                f"num_classes={k}; expected labels 0..{k - 1}"
+            )
     extra = data.unlabeled
     if extra is not None:
         if shape is not None and (extra.ndim < 2 or tuple(extra.shape[1:]) != shape):
-            raise ValueError(f"unlabeled: shape {tuple(extra.shape)} does not fit; expected (M, "
-                             f"{', '.join(map(str, shape))}) like the train inputs")
+            raise ValueError(
+                f"unlabeled: shape {tuple(extra.shape)} does not fit; expected (M, "
+                f"{', '.join(map(str, shape))}) like the train inputs"
+            )
         if not torch.isfinite(extra).all():
             raise ValueError("unlabeled: holds NaN or inf; drop or impute those inputs")
     return data

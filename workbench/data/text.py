@@ -30,9 +30,15 @@ TEXT_DATASETS = ("shakespeare-char",)
 DEFAULT_FRACTIONS = (0.05, 0.05)  # val, test; train keeps the rest
 _CORPUS = ("corpora", "shakespeare.txt.gz")  # inside the top-level package, so moving this module keeps it
 # Leading bytes of common binary formats, for a clear "not text" error.
-_BINARY_MAGIC = {b"PK\x03\x04": "a zip archive (xlsx, docx...)", b"\x1f\x8b": "gzip-compressed",
-                 b"%PDF": "a PDF", b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image",
-                 b"\x80\x02": "a Python pickle", b"\x93NUMPY": "a NumPy array"}
+_BINARY_MAGIC = {
+    b"PK\x03\x04": "a zip archive (xlsx, docx...)",
+    b"\x1f\x8b": "gzip-compressed",
+    b"%PDF": "a PDF",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"\x80\x02": "a Python pickle",
+    b"\x93NUMPY": "a NumPy array",
+}
 
 
 def _bad(name: str, value: Any, valid: str) -> ValueError:
@@ -41,14 +47,18 @@ def _bad(name: str, value: Any, valid: str) -> ValueError:
 
 # ----------------------------------------------------------------------------- tokenizer
 
+
 class CharTokenizer:
     """Maps each character of a fixed vocabulary to its index in the sorted vocabulary."""
 
     def __init__(self, chars: str | Sequence[str]):
         chars = list(chars)
         if not chars or not all(isinstance(c, str) and len(c) == 1 for c in chars):
-            raise _bad("chars", "".join(map(str, chars[:20])) if chars else chars,
-                       "expected a non-empty sequence of single characters")
+            raise _bad(
+                "chars",
+                "".join(map(str, chars[:20])) if chars else chars,
+                "expected a non-empty sequence of single characters",
+            )
         if len(set(chars)) != len(chars):
             dup = sorted({c for c in chars if chars.count(c) > 1})
             raise _bad("chars", "".join(chars[:40]), f"characters {dup} appear more than once")
@@ -73,20 +83,29 @@ class CharTokenizer:
         known = self._codes[np.minimum(ids, len(self._codes) - 1)] == codes
         if not known.all():
             unknown = sorted({chr(c) for c in codes[~known]})
-            raise ValueError(f"text: characters {unknown[:10]} are not in the vocabulary of "
-                             f"{self.vocab_size} characters; expected only characters from {self.chars[:80]!r}")
+            raise ValueError(
+                f"text: characters {unknown[:10]} are not in the vocabulary of "
+                f"{self.vocab_size} characters; expected only characters from {self.chars[:80]!r}"
+            )
         return torch.from_numpy(ids.astype(np.int64))
 
     def decode(self, ids: torch.Tensor | Sequence[int]) -> str:
         """The text of a 1-D sequence of indices in ``0..vocab_size-1``."""
         arr = np.asarray(ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids)
         if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-            raise _bad("ids", f"array of shape {arr.shape} and dtype {arr.dtype}",
-                       "expected a 1-D sequence of integer token ids")
+            raise _bad(
+                "ids",
+                f"array of shape {arr.shape} and dtype {arr.dtype}",
+                "expected a 1-D sequence of integer token ids",
+            )
         if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
             bad = arr[(arr < 0) | (arr >= self.vocab_size)][0]
-            raise _bad("ids", int(bad), f"expected token ids 0..{self.vocab_size - 1} "
-                                        f"(drop IGNORE_INDEX={IGNORE_INDEX} positions before decoding)")
+            raise _bad(
+                "ids",
+                int(bad),
+                f"expected token ids 0..{self.vocab_size - 1} "
+                f"(drop IGNORE_INDEX={IGNORE_INDEX} positions before decoding)",
+            )
         return self._codes[arr.astype(np.int64)].tobytes().decode("utf-32-le")
 
     def to_dict(self) -> dict[str, str]:
@@ -116,13 +135,16 @@ def tokenizer_of(data: DataSplits) -> CharTokenizer:
 
 # ----------------------------------------------------------------------------- splits and blocks
 
+
 def _check_fractions(val_fraction: Any, test_fraction: Any) -> tuple[float, float]:
     for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
             raise _bad(name, f, "expected a number in [0, 1) (0 means no such split)")
     if val_fraction + test_fraction >= 1:
-        raise ValueError(f"val_fraction + test_fraction: {val_fraction} + {test_fraction} is invalid; "
-                         "expected a sum < 1 so the train split keeps some text")
+        raise ValueError(
+            f"val_fraction + test_fraction: {val_fraction} + {test_fraction} is invalid; "
+            "expected a sum < 1 so the train split keeps some text"
+        )
     return float(val_fraction), float(test_fraction)
 
 
@@ -153,16 +175,22 @@ def make_blocks(ids: torch.Tensor, block_size: int) -> Split:
     n_blocks = len(ids) // block_size
     if n_blocks < 1:
         raise _bad("block_size", block_size, f"expected at most the range's {len(ids)} tokens")
-    x = ids[: n_blocks * block_size].reshape(n_blocks, block_size)          # (N, L)
+    x = ids[: n_blocks * block_size].reshape(n_blocks, block_size)  # (N, L)
     shifted = torch.full((n_blocks * block_size,), IGNORE_INDEX, dtype=torch.int64)
-    tail = ids[1: n_blocks * block_size + 1]                                # next tokens that exist
+    tail = ids[1 : n_blocks * block_size + 1]  # next tokens that exist
     shifted[: len(tail)] = tail
-    return Split(x.contiguous(), shifted.reshape(n_blocks, block_size))     # (N, L), (N, L)
+    return Split(x.contiguous(), shifted.reshape(n_blocks, block_size))  # (N, L), (N, L)
 
 
-def text_splits(text: str, *, block_size: int = 64, val_fraction: float = DEFAULT_FRACTIONS[0],
-                test_fraction: float = DEFAULT_FRACTIONS[1], name: str = "text",
-                spec: Mapping[str, Any] | None = None) -> DataSplits:
+def text_splits(
+    text: str,
+    *,
+    block_size: int = 64,
+    val_fraction: float = DEFAULT_FRACTIONS[0],
+    test_fraction: float = DEFAULT_FRACTIONS[1],
+    name: str = "text",
+    spec: Mapping[str, Any] | None = None,
+) -> DataSplits:
     """``text`` as contiguous train/val/test ranges cut into next-character blocks."""
     block_size = _block_size(block_size)
     val_fraction, test_fraction = _check_fractions(val_fraction, test_fraction)
@@ -170,20 +198,33 @@ def text_splits(text: str, *, block_size: int = 64, val_fraction: float = DEFAUL
         raise _bad("text", text[:40], "is empty (or only whitespace); expected some text to learn from")
     need = min_text_length(block_size, val_fraction, test_fraction)
     if len(text) < need:
-        raise ValueError(f"text: {len(text)} characters is too short for block_size={block_size} with "
-                         f"val_fraction={val_fraction} and test_fraction={test_fraction}: one block per split "
-                         f"needs at least {need} characters (or use a smaller block_size)")
+        raise ValueError(
+            f"text: {len(text)} characters is too short for block_size={block_size} with "
+            f"val_fraction={val_fraction} and test_fraction={test_fraction}: one block per split "
+            f"needs at least {need} characters (or use a smaller block_size)"
+        )
     tokenizer = CharTokenizer.from_text(text)
     if tokenizer.vocab_size < 2:
         raise _bad("text", text[:40], "holds only 1 distinct character; expected at least 2")
     ids = tokenizer.encode(text)
     n_train, n_val, _ = split_lengths(len(ids), val_fraction, test_fraction)
-    ranges = {"train": ids[:n_train], "val": ids[n_train:n_train + n_val], "test": ids[n_train + n_val:]}
+    ranges = {"train": ids[:n_train], "val": ids[n_train : n_train + n_val], "test": ids[n_train + n_val :]}
     splits = {k: make_blocks(r, block_size) if len(r) else None for k, r in ranges.items()}
-    full_spec = {**(spec or {}), "block_size": block_size, "val_fraction": val_fraction,
-                 "test_fraction": test_fraction, "tokenizer": tokenizer.to_dict()}
-    return DataSplits(**splits, num_classes=tokenizer.vocab_size, name=name, class_names=tuple(tokenizer.chars),
-                      input_shape=(block_size,), spec=full_spec)
+    full_spec = {
+        **(spec or {}),
+        "block_size": block_size,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "tokenizer": tokenizer.to_dict(),
+    }
+    return DataSplits(
+        **splits,
+        num_classes=tokenizer.vocab_size,
+        name=name,
+        class_names=tuple(tokenizer.chars),
+        input_shape=(block_size,),
+        spec=full_spec,
+    )
 
 
 def _block_size(value: Any) -> int:
@@ -194,6 +235,7 @@ def _block_size(value: Any) -> int:
 
 # ----------------------------------------------------------------------------- built-in and user text
 
+
 @functools.lru_cache(maxsize=1)
 def shakespeare_text() -> str:
     """The built-in corpus: seven Shakespeare tragedies, about 1 MB (see corpora/README.md)."""
@@ -202,9 +244,15 @@ def shakespeare_text() -> str:
     return gzip.decompress(blob).decode("utf-8")
 
 
-def load_text_dataset(name: str, *, block_size: int = 64, seed: int = 0,
-                      val_fraction: float = DEFAULT_FRACTIONS[0], test_fraction: float = DEFAULT_FRACTIONS[1],
-                      n_unlabeled: int = 0) -> DataSplits:
+def load_text_dataset(
+    name: str,
+    *,
+    block_size: int = 64,
+    seed: int = 0,
+    val_fraction: float = DEFAULT_FRACTIONS[0],
+    test_fraction: float = DEFAULT_FRACTIONS[1],
+    n_unlabeled: int = 0,
+) -> DataSplits:
     """A built-in text dataset as next-character blocks. The splits are contiguous ranges fixed
     by the fractions; ``seed`` is recorded in ``spec`` (batch order is the batcher's to shuffle)."""
     if name not in TEXT_DATASETS:
@@ -212,15 +260,28 @@ def load_text_dataset(name: str, *, block_size: int = 64, seed: int = 0,
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise _bad("seed", seed, "expected an integer >= 0")
     if n_unlabeled:
-        raise _bad("n_unlabeled", n_unlabeled, f"generating unlabeled inputs is not available for dataset "
-                                               f"{name!r}; use 0")
+        raise _bad(
+            "n_unlabeled", n_unlabeled, f"generating unlabeled inputs is not available for dataset {name!r}; use 0"
+        )
     spec = {"name": name, "seed": int(seed), "n_unlabeled": 0}
-    return text_splits(shakespeare_text(), block_size=block_size, val_fraction=val_fraction,
-                       test_fraction=test_fraction, name=name, spec=spec)
+    return text_splits(
+        shakespeare_text(),
+        block_size=block_size,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        name=name,
+        spec=spec,
+    )
 
 
-def from_text(text_or_path: str | Path, *, block_size: int = 64, val_fraction: float = DEFAULT_FRACTIONS[0],
-              test_fraction: float = DEFAULT_FRACTIONS[1], name: str = "text") -> DataSplits:
+def from_text(
+    text_or_path: str | Path,
+    *,
+    block_size: int = 64,
+    val_fraction: float = DEFAULT_FRACTIONS[0],
+    test_fraction: float = DEFAULT_FRACTIONS[1],
+    name: str = "text",
+) -> DataSplits:
     """A user's text (a str, or a ``Path``/str naming an existing UTF-8 file) as next-character
     blocks; line endings are normalised to ``\\n``."""
     if isinstance(text_or_path, Path) or (isinstance(text_or_path, str) and _is_file(text_or_path)):
@@ -228,15 +289,19 @@ def from_text(text_or_path: str | Path, *, block_size: int = 64, val_fraction: f
         text, spec = read_text_file(path), {"source": "file", "path": str(path)}
     elif isinstance(text_or_path, str):
         if _looks_like_path(text_or_path):
-            raise _bad("text_or_path", text_or_path, "looks like a file path, but no such file exists; "
-                                                     "pass an existing file or the text itself")
+            raise _bad(
+                "text_or_path",
+                text_or_path,
+                "looks like a file path, but no such file exists; pass an existing file or the text itself",
+            )
         text, spec = text_or_path, {"source": "text"}
     else:
         raise _bad("text_or_path", type(text_or_path).__name__, "expected a str of text or a file path")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     spec.update(name=name, chars=len(text), sha256=hashlib.sha256(text.encode("utf-8")).hexdigest()[:16])
-    return text_splits(text, block_size=block_size, val_fraction=val_fraction, test_fraction=test_fraction,
-                       name=name, spec=spec)
+    return text_splits(
+        text, block_size=block_size, val_fraction=val_fraction, test_fraction=test_fraction, name=name, spec=spec
+    )
 
 
 def _looks_like_path(s: str) -> bool:
@@ -256,6 +321,7 @@ def _is_file(s: str) -> bool:
 
 def read_text_file(path: Path) -> str:
     """The UTF-8 text of a file (a leading BOM dropped); folders, binary and non-UTF-8 files are refused."""
+
     def bad(problem: str) -> ValueError:
         return ValueError(f"path: {str(path)!r} {problem}")
 
@@ -275,5 +341,6 @@ def read_text_file(path: Path) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise bad(f"is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                  "save it as UTF-8 and try again") from None
+        raise bad(
+            f"is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save it as UTF-8 and try again"
+        ) from None

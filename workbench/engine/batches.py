@@ -22,8 +22,7 @@ from . import distributed
 from .config import DistillConfig
 
 
-def labeled_subset(y: torch.Tensor, fraction: float, seed: int,
-                   class_names: Sequence[str] = ()) -> torch.Tensor:
+def labeled_subset(y: torch.Tensor, fraction: float, seed: int, class_names: Sequence[str] = ()) -> torch.Tensor:
     """Sorted indices of a seeded, stratified subset: ``round(fraction * n_c)`` of each class c.
 
     Raises ``ValueError`` when the fraction leaves a class without a labeled example.
@@ -93,9 +92,16 @@ class BatchSource:
     is no mixup. ``None`` means the run has no teacher (plain cross-entropy on one stream).
     """
 
-    def __init__(self, train: Split | DataLoader, config: DistillConfig, device: torch.device,
-                 gen: torch.Generator, class_names: Sequence[str] = (), unlabeled: torch.Tensor | None = None,
-                 teacher_outputs: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]] | None = None):
+    def __init__(
+        self,
+        train: Split | DataLoader,
+        config: DistillConfig,
+        device: torch.device,
+        gen: torch.Generator,
+        class_names: Sequence[str] = (),
+        unlabeled: torch.Tensor | None = None,
+        teacher_outputs: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+    ):
         cfg, has_teacher = config, teacher_outputs is not None
         self.loader = None if isinstance(train, Split) else train
         if self.loader is not None:
@@ -106,8 +112,7 @@ class BatchSource:
         x_ce, y_ce = (train.x, train.y) if len(pool) == len(train) else (train.x[pool], train.y[pool])
         extra = unlabeled if (has_teacher and cfg.use_unlabeled) else None
         x_kd = train.x if extra is None else torch.cat([train.x, extra.to(device, torch.float32)])
-        self.one_stream = not has_teacher or (x_kd is train.x and len(pool) == len(train)
-                                              and cfg.mixup_alpha == 0)
+        self.one_stream = not has_teacher or (x_kd is train.x and len(pool) == len(train) and cfg.mixup_alpha == 0)
         self.mix = cfg.mixup_alpha
         self.rng, self.gen = np.random.default_rng(cfg.seed), gen
         self.labeled, self.transfer = len(x_ce), (len(x_kd) if has_teacher else 0)

@@ -82,8 +82,7 @@ class ProgressBar:
     def on_fit_start(self, p: FitStart) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=p.steps_planned, desc=self.desc or p.role, leave=self.leave,
-                        unit="step", **self.kwargs)
+        self.bar = tqdm(total=p.steps_planned, desc=self.desc or p.role, leave=self.leave, unit="step", **self.kwargs)
         self._last = 0
 
     def on_step_end(self, p: StepEnd) -> None:
@@ -134,8 +133,7 @@ class EarlyStopping:
     better) or ``val_loss`` (lower is better; ``mode`` is inferred from the name).
     """
 
-    def __init__(self, monitor: str = "val_acc", patience: int = 5, min_delta: float = 0.0,
-                 mode: str | None = None):
+    def __init__(self, monitor: str = "val_acc", patience: int = 5, min_delta: float = 0.0, mode: str | None = None):
         split, _, metric = monitor.partition("_")
         if metric not in ("acc", "loss", "agreement", "kl"):
             raise ValueError(
@@ -164,15 +162,17 @@ class EarlyStopping:
         value = getattr(p, self.metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return
-        better = (self.best is None or
-                  (value > self.best + self.min_delta if self.mode == "max"
-                   else value < self.best - self.min_delta))
+        better = self.best is None or (
+            value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
+        )
         if better:
             self.best, self.best_step, self.wait = value, p.step, 0
         else:
             self.wait += 1
             if self.wait >= self.patience:
                 self.should_stop = True
-                self.stop_reason = (f"early stopping: {self.monitor} did not improve for "
-                                    f"{self.patience} evaluations (best {self.best:.4f} at step "
-                                    f"{self.best_step})")
+                self.stop_reason = (
+                    f"early stopping: {self.monitor} did not improve for "
+                    f"{self.patience} evaluations (best {self.best:.4f} at step "
+                    f"{self.best_step})"
+                )

@@ -62,9 +62,7 @@ def check_weights(temperature: Any, w_ce: Any, w_kd: Any, w_mse: Any, w_hint: An
         if _number(name, w) < 0:
             raise _bad(name, w, "expected a weight >= 0")
     if all(float(w) == 0.0 for w in ws.values()):
-        raise ValueError(
-            f"w_ce, w_kd, w_mse, w_hint: all are 0 ({ws}); at least one weight must be > 0"
-        )
+        raise ValueError(f"w_ce, w_kd, w_mse, w_hint: all are 0 ({ws}); at least one weight must be > 0")
 
 
 def _parses_as_device(name: str) -> bool:
@@ -146,8 +144,9 @@ class DistillConfig:
             raise _bad("grad_clip", self.grad_clip, "expected a number > 0 or None")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise _bad("seed", self.seed, "expected an integer >= 0")
-        if self.label_seed is not None and (isinstance(self.label_seed, bool) or not isinstance(self.label_seed, int)
-                                            or self.label_seed < 0):
+        if self.label_seed is not None and (
+            isinstance(self.label_seed, bool) or not isinstance(self.label_seed, int) or self.label_seed < 0
+        ):
             raise _bad("label_seed", self.label_seed, "expected an integer >= 0, or None to use seed")
         if not isinstance(self.device, str) or not _parses_as_device(self.device):
             raise _bad("device", self.device, "expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
@@ -165,8 +164,11 @@ class DistillConfig:
                     )
                 set_(name, want)
         if not 0 < _number("labeled_fraction", self.labeled_fraction) <= 1:
-            raise _bad("labeled_fraction", self.labeled_fraction,
-                       "expected a fraction in (0, 1]: the share of train samples whose labels are used")
+            raise _bad(
+                "labeled_fraction",
+                self.labeled_fraction,
+                "expected a fraction in (0, 1]: the share of train samples whose labels are used",
+            )
         if _number("mixup_alpha", self.mixup_alpha) < 0:
             raise _bad("mixup_alpha", self.mixup_alpha, "expected a number >= 0 (0 = no mixup; typical 0.2 to 1)")
         for name in ("hint_student", "hint_teacher"):
@@ -192,8 +194,9 @@ class DistillConfig:
     @property
     def weights(self) -> LossWeights:
         """The temperature and loss weights as a :class:`LossWeights`."""
-        return LossWeights(float(self.temperature), float(self.w_ce), float(self.w_kd),
-                           float(self.w_mse), float(self.w_hint))
+        return LossWeights(
+            float(self.temperature), float(self.w_ce), float(self.w_kd), float(self.w_mse), float(self.w_hint)
+        )
 
     @property
     def labels_seed(self) -> int:

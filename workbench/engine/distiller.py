@@ -57,9 +57,15 @@ class Controls:
         self.current = weights
         self._lock = threading.Lock()
 
-    def update(self, temperature: float | None = None, w_ce: float | None = None,
-               w_kd: float | None = None, w_mse: float | None = None,
-               w_hint: float | None = None, alpha: float | None = None) -> LossWeights:
+    def update(
+        self,
+        temperature: float | None = None,
+        w_ce: float | None = None,
+        w_kd: float | None = None,
+        w_mse: float | None = None,
+        w_hint: float | None = None,
+        alpha: float | None = None,
+    ) -> LossWeights:
         """Set some of the values; raises ``ValueError`` (and changes nothing) on a bad one."""
         with self._lock:
             w = self.current
@@ -68,10 +74,13 @@ class Controls:
                     raise ValueError("alpha: give either alpha or w_ce/w_kd, not both")
                 preset = LossWeights.from_alpha(check_alpha(alpha))
                 w_ce, w_kd = preset.ce, preset.kd
-            new = dict(temperature=w.temperature if temperature is None else temperature,
-                       w_ce=w.ce if w_ce is None else w_ce, w_kd=w.kd if w_kd is None else w_kd,
-                       w_mse=w.mse if w_mse is None else w_mse,
-                       w_hint=w.hint if w_hint is None else w_hint)
+            new = dict(
+                temperature=w.temperature if temperature is None else temperature,
+                w_ce=w.ce if w_ce is None else w_ce,
+                w_kd=w.kd if w_kd is None else w_kd,
+                w_mse=w.mse if w_mse is None else w_mse,
+                w_hint=w.hint if w_hint is None else w_hint,
+            )
             check_weights(**new)
             self.current = LossWeights(*(float(v) for v in new.values()))
             return self.current
@@ -176,11 +185,20 @@ class Distiller:
     across runs and sessions.
     """
 
-    def __init__(self, teacher: nn.Module | None, student: nn.Module, data: Any,
-                 config: DistillConfig | Mapping[str, Any] | None = None,
-                 callbacks: Iterable[Any] = (), role: str | None = None,
-                 run_id: str | None = None, controls: Controls | None = None,
-                 teacher_key: str | None = None, output_cache: Any = None, **overrides: Any):
+    def __init__(
+        self,
+        teacher: nn.Module | None,
+        student: nn.Module,
+        data: Any,
+        config: DistillConfig | Mapping[str, Any] | None = None,
+        callbacks: Iterable[Any] = (),
+        role: str | None = None,
+        run_id: str | None = None,
+        controls: Controls | None = None,
+        teacher_key: str | None = None,
+        output_cache: Any = None,
+        **overrides: Any,
+    ):
         self.config = _config(config, overrides)
         _check_pair(teacher, student)
         self.role = role or ("student" if teacher is not None else "teacher")
@@ -215,8 +233,9 @@ class Distiller:
     def add_callback(self, callback: Any) -> None:
         """Add one callback (it gets this run's events after those given to the constructor)."""
         if self._started.locked():
-            raise RuntimeError(f"add_callback: run {self.run_id!r} has already started; callbacks are fixed when "
-                               "fit() begins")
+            raise RuntimeError(
+                f"add_callback: run {self.run_id!r} has already started; callbacks are fixed when fit() begins"
+            )
         self.callbacks.extend(_callbacks([callback]))
 
     def use_controls(self, controls: Controls) -> None:
@@ -266,8 +285,10 @@ class Distiller:
         A Distiller runs once (one run id, one history): to train on, pass the trained student
         to a new Distiller."""
         if not self._started.acquire(blocking=False):
-            raise RuntimeError(f"fit: run {self.run_id!r} has already been started; a Distiller runs once, "
-                               "create a new one (with the trained student) to train again")
+            raise RuntimeError(
+                f"fit: run {self.run_id!r} has already been started; a Distiller runs once, "
+                "create a new one (with the trained student) to train again"
+            )
         cfg = self.config
         s = self._begin()  # errors here raise; from the try on they end the run with a status
         status, message, tb = "completed", "", None
@@ -337,9 +358,12 @@ class Distiller:
         device = distributed.local_device(device)
         train = self.data.train
         if ddp and isinstance(train, DataLoader) and not isinstance(train.sampler, DistributedSampler):
-            warnings.warn("data['train']: under torchrun every rank iterates this DataLoader whole (the same batches "
-                          "on every rank: correct, but no speed-up); pass tensors or arrays (the engine gives each "
-                          "rank its share of every batch) or use torch.utils.data.DistributedSampler", stacklevel=3)
+            warnings.warn(
+                "data['train']: under torchrun every rank iterates this DataLoader whole (the same batches "
+                "on every rank: correct, but no speed-up); pass tensors or arrays (the engine gives each "
+                "rank its share of every batch) or use torch.utils.data.DistributedSampler",
+                stacklevel=3,
+            )
         # Only rank 0 calls the user's callbacks (and so writes runs and draws).
         events = Dispatcher([self.recorder, *self.callbacks] if distributed.is_main() else [self.recorder])
         evaluate = Evaluator(self.student, self.teacher, self.run_id, self.role, self.config.eval_batch_size)
@@ -359,24 +383,39 @@ class Distiller:
         if self._hint_shapes is not None:
             if s.ddp:
                 raise ValueError("hint_student, hint_teacher: feature hints are not supported under DDP yet")
-            self._taps = {"student": FeatureTap(find_module(student, cfg.hint_student, "hint_student")),
-                          "teacher": FeatureTap(find_module(teacher, cfg.hint_teacher, "hint_teacher"))}
+            self._taps = {
+                "student": FeatureTap(find_module(student, cfg.hint_student, "hint_student")),
+                "teacher": FeatureTap(find_module(teacher, cfg.hint_teacher, "hint_teacher")),
+            }
             self.adapter = make_adapter(*self._hint_shapes).to(device)
         s.train = data.train.to(device) if isinstance(data.train, Split) else data.train
         s.evals = {n: (split.to(device) if isinstance(split, Split) else split) for n, split in data.splits().items()}
         s.evals["train"] = s.train
-        s.source = BatchSource(s.train, cfg, device, gen, data.class_names, data.unlabeled,
-                               self._teacher_outputs if teacher is not None else None)
+        s.source = BatchSource(
+            s.train,
+            cfg,
+            device,
+            gen,
+            data.class_names,
+            data.unlabeled,
+            self._teacher_outputs if teacher is not None else None,
+        )
         s.steps_planned = cfg.epochs * s.source.steps_per_epoch
         if cfg.max_steps is not None:
             s.steps_planned = min(s.steps_planned, cfg.max_steps)
         s.opt = self._optimizer()
-        s.autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
-                      if cfg.precision != "fp32" else nullcontext())
+        s.autocast = (
+            torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+            if cfg.precision != "fp32"
+            else nullcontext()
+        )
         s.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         n = s.steps_planned
-        s.sched = (torch.optim.lr_scheduler.LambdaLR(s.opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, n) / n)))
-                   if cfg.scheduler == "cosine" else None)
+        s.sched = (
+            torch.optim.lr_scheduler.LambdaLR(s.opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, n) / n)))
+            if cfg.scheduler == "cosine"
+            else None
+        )
 
     def _teardown(self, s: _LoopState) -> None:
         """Give the teacher back its requires_grad flags and remove the feature taps."""
@@ -389,12 +428,21 @@ class Distiller:
     def _result(self, s: _LoopState, end: FitEnd, status: str, message: str, tb: str | None) -> FitResult:
         """The run's result; its summary holds the flat numbers (best val accuracy and final metrics)."""
         data, student, teacher = self.data, self.student, self.teacher
-        summary = {"run_id": self.run_id, "role": self.role, "status": status, "message": message,
-                   "steps": s.step, "epochs": s.epoch, "seconds": end.seconds, "dataset": data.name,
-                   "student_params": num_params(student), "teacher_params": num_params(teacher),
-                   **{f"best_{k}": v for k, v in s.best.items()}, **s.final}
-        return FitResult(self.run_id, self.role, status, message, summary, student, self.recorder, tb,
-                         self.adapter)
+        summary = {
+            "run_id": self.run_id,
+            "role": self.role,
+            "status": status,
+            "message": message,
+            "steps": s.step,
+            "epochs": s.epoch,
+            "seconds": end.seconds,
+            "dataset": data.name,
+            "student_params": num_params(student),
+            "teacher_params": num_params(teacher),
+            **{f"best_{k}": v for k, v in s.best.items()},
+            **s.final,
+        }
+        return FitResult(self.run_id, self.role, status, message, summary, student, self.recorder, tb, self.adapter)
 
     # -- pieces of the loop ------------------------------------------------------------------
     def _train_step(self, s: _LoopState, batch: tuple, w: LossWeights) -> _StepOutput:
@@ -436,8 +484,9 @@ class Distiller:
             s_ce, s_kd = s_all[:n], s_all[n:]
             fs = taps["student"].value[n:] if taps else None
         hint = self.adapter(fs) if (taps and w.hint > 0) else None
-        loss, terms = distill_loss(s_ce, y_ce, t_kd, w, student_feature=hint, teacher_feature=tf_kd,
-                                   kd_student_logits=s_kd)
+        loss, terms = distill_loss(
+            s_ce, y_ce, t_kd, w, student_feature=hint, teacher_feature=tf_kd, kd_student_logits=s_kd
+        )
         return _StepOutput(loss, terms, s_ce, y_ce)
 
     @torch.no_grad()
@@ -455,7 +504,7 @@ class Distiller:
         logits, feats = [], []
         bs = self.config.eval_batch_size
         for i in range(0, len(x), bs):
-            logits.append(logits_of(self.teacher(x[i:i + bs])).float())
+            logits.append(logits_of(self.teacher(x[i : i + bs])).float())
             if self._taps:
                 feats.append(self._taps["teacher"].value)
         outputs = torch.cat(logits), (torch.cat(feats) if feats else None)
@@ -502,27 +551,51 @@ class Distiller:
     def _fit_start(self, s: _LoopState) -> FitStart:
         cfg, data, train = self.config, self.data, s.train
         return FitStart(
-            run_id=self.run_id, role=self.role, config=frozen_map(cfg.to_dict()), device=str(s.device),
-            dataset=data.name, num_classes=data.num_classes,
+            run_id=self.run_id,
+            role=self.role,
+            config=frozen_map(cfg.to_dict()),
+            device=str(s.device),
+            dataset=data.name,
+            num_classes=data.num_classes,
             train_size=len(train) if isinstance(train, Split) else len(train.dataset),
-            student_params=num_params(self.student), teacher_params=num_params(self.teacher),
-            epochs=cfg.epochs, steps_per_epoch=s.source.steps_per_epoch, steps_planned=s.steps_planned,
-            started_at=time.time(), labeled_size=s.source.labeled, transfer_size=s.source.transfer)
+            student_params=num_params(self.student),
+            teacher_params=num_params(self.teacher),
+            epochs=cfg.epochs,
+            steps_per_epoch=s.source.steps_per_epoch,
+            steps_planned=s.steps_planned,
+            started_at=time.time(),
+            labeled_size=s.source.labeled,
+            transfer_size=s.source.transfer,
+        )
 
     def _step_end(self, s: _LoopState, out: _StepOutput, w: LossWeights, changed: bool) -> StepEnd:
         """The reported step: loss, terms and batch accuracy synced to the host (averaged over ranks)."""
         names = list(out.terms)
         acc = (out.logits.detach().argmax(1) == out.labels).sum(dtype=torch.float32) / out.labels.shape[0]
-        values = distributed.mean(torch.stack([out.loss.detach().float(), acc,
-                                               *(out.terms[n].float() for n in names)])).tolist()
+        values = distributed.mean(
+            torch.stack([out.loss.detach().float(), acc, *(out.terms[n].float() for n in names)])
+        ).tolist()
         lr = s.opt.param_groups[0]["lr"]
         if not math.isfinite(values[0]):
             raise Diverged(f"loss became {values[0]} at step {s.step}; try a lower lr (now {lr:g}) or grad_clip")
-        return StepEnd(run_id=self.run_id, role=self.role, step=s.step, epoch=s.epoch,
-                       seconds=time.perf_counter() - s.t0, lr=float(lr),
-                       loss=values[0], terms=frozen_map(dict(zip(names, values[2:]))), batch_acc=values[1],
-                       temperature=w.temperature, w_ce=w.ce, w_kd=w.kd, w_mse=w.mse, w_hint=w.hint,
-                       samples=s.samples, controls_changed=changed)
+        return StepEnd(
+            run_id=self.run_id,
+            role=self.role,
+            step=s.step,
+            epoch=s.epoch,
+            seconds=time.perf_counter() - s.t0,
+            lr=float(lr),
+            loss=values[0],
+            terms=frozen_map(dict(zip(names, values[2:]))),
+            batch_acc=values[1],
+            temperature=w.temperature,
+            w_ce=w.ce,
+            w_kd=w.kd,
+            w_mse=w.mse,
+            w_hint=w.hint,
+            samples=s.samples,
+            controls_changed=changed,
+        )
 
     def _epoch_end(self, s: _LoopState, tally: _EpochTally) -> EpochEnd:
         """The epoch's payload: the loss averaged over every step; terms and batch accuracy
@@ -532,17 +605,33 @@ class Distiller:
             raise Diverged(f"loss became {loss} during epoch {s.epoch} (by step {s.step}); try a lower lr or grad_clip")
         reports = tally.reports
         names = sorted({n for p in reports for n in p.terms})
-        terms = {n: sum(p.terms[n] for p in reports if n in p.terms) / sum(n in p.terms for p in reports)
-                 for n in names}
+        terms = {
+            n: sum(p.terms[n] for p in reports if n in p.terms) / sum(n in p.terms for p in reports) for n in names
+        }
         return EpochEnd(
-            run_id=self.run_id, role=self.role, epoch=s.epoch, step=s.step, loss=loss, terms=frozen_map(terms),
+            run_id=self.run_id,
+            role=self.role,
+            epoch=s.epoch,
+            step=s.step,
+            loss=loss,
+            terms=frozen_map(terms),
             train_acc=sum(p.batch_acc for p in reports) / len(reports) if reports else None,
-            seconds=time.perf_counter() - s.t0, epoch_seconds=time.perf_counter() - tally.started)
+            seconds=time.perf_counter() - s.t0,
+            epoch_seconds=time.perf_counter() - tally.started,
+        )
 
     def _fit_end(self, s: _LoopState, status: str, message: str) -> FitEnd:
-        return FitEnd(run_id=self.run_id, role=self.role, status=status, message=message, step=s.step,
-                      epoch=s.epoch, seconds=time.perf_counter() - s.t0, best=frozen_map(s.best),
-                      final=frozen_map(s.final))
+        return FitEnd(
+            run_id=self.run_id,
+            role=self.role,
+            status=status,
+            message=message,
+            step=s.step,
+            epoch=s.epoch,
+            seconds=time.perf_counter() - s.t0,
+            best=frozen_map(s.best),
+            final=frozen_map(s.final),
+        )
 
     def _check_stop_request(self, s: _LoopState) -> None:
         """End the run when a callback asks to (``should_stop``); under DDP every rank agrees."""
@@ -601,8 +690,10 @@ def _config(config: Any, overrides: Mapping[str, Any]) -> DistillConfig:
     elif isinstance(config, Mapping):
         config = DistillConfig.from_dict(config)
     elif not isinstance(config, DistillConfig):
-        raise ValueError(f"config: {type(config).__name__} {config!r:.80} is invalid; expected a DistillConfig, "
-                         "a dict of its fields or None")
+        raise ValueError(
+            f"config: {type(config).__name__} {config!r:.80} is invalid; expected a DistillConfig, "
+            "a dict of its fields or None"
+        )
     return config.replace(**overrides) if overrides else config
 
 
@@ -617,32 +708,50 @@ def _check_pair(teacher: Any, student: Any) -> None:
     if teacher is not None:
         shared = {id(p) for p in teacher.parameters()} & {id(p) for p in student.parameters()}
         if shared:
-            raise ValueError(f"teacher, student: they share {len(shared)} parameter tensor(s) (is one part of the "
-                             "other?); the teacher is frozen while the student trains: pass a copy.deepcopy")
+            raise ValueError(
+                f"teacher, student: they share {len(shared)} parameter tensor(s) (is one part of the "
+                "other?); the teacher is frozen while the student trains: pass a copy.deepcopy"
+            )
 
 
 def _callbacks(callbacks: Any) -> list[Any]:
     """The callbacks as a list, each checked to have a hook (a lone callback must be wrapped in a list)."""
     if callbacks is None:
         return []
-    if any(callable(getattr(callbacks, h, None)) for h in HOOKS) or isinstance(callbacks, (str, bytes, Mapping)) \
-            or not isinstance(callbacks, Iterable):
-        raise ValueError(f"callbacks: expected a list of callback objects, got {type(callbacks).__name__}; "
-                         "pass callbacks=[cb]")
+    if (
+        any(callable(getattr(callbacks, h, None)) for h in HOOKS)
+        or isinstance(callbacks, (str, bytes, Mapping))
+        or not isinstance(callbacks, Iterable)
+    ):
+        raise ValueError(
+            f"callbacks: expected a list of callback objects, got {type(callbacks).__name__}; pass callbacks=[cb]"
+        )
     callbacks = list(callbacks)
     Dispatcher(callbacks)  # raises on an object with no hook
     return callbacks
 
 
-def distill(teacher: nn.Module, student: nn.Module, data: Any, config: DistillConfig | None = None,
-            callbacks: Iterable[Any] = (), **overrides: Any) -> FitResult:
+def distill(
+    teacher: nn.Module,
+    student: nn.Module,
+    data: Any,
+    config: DistillConfig | None = None,
+    callbacks: Iterable[Any] = (),
+    **overrides: Any,
+) -> FitResult:
     """Distill ``teacher`` into ``student``: ``Distiller(teacher, student, data, config, callbacks).fit()``."""
     if teacher is None:
         raise ValueError("teacher: None was given; to train without a teacher use workbench.train()")
     return Distiller(teacher, student, data, config, callbacks, **overrides).fit()
 
 
-def train(model: nn.Module, data: Any, config: DistillConfig | None = None, callbacks: Iterable[Any] = (),
-          role: str = "teacher", **overrides: Any) -> FitResult:
+def train(
+    model: nn.Module,
+    data: Any,
+    config: DistillConfig | None = None,
+    callbacks: Iterable[Any] = (),
+    role: str = "teacher",
+    **overrides: Any,
+) -> FitResult:
     """Train ``model`` on plain cross-entropy (a teacher, or a scratch baseline with ``role="baseline"``)."""
     return Distiller(None, model, data, config, callbacks, role=role, **overrides).fit()

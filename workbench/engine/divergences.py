@@ -38,8 +38,10 @@ def _check_logits(x: Any, name: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (2, 3) or x.shape[-1] < 1:
-        raise ValueError(f"{name}: shape {tuple(x.shape)} is not valid; expected (positions, "
-                         f"classes) or (batch, length, classes) with at least one class")
+        raise ValueError(
+            f"{name}: shape {tuple(x.shape)} is not valid; expected (positions, "
+            f"classes) or (batch, length, classes) with at least one class"
+        )
     if not x.is_floating_point():
         raise ValueError(f"{name}: dtype {x.dtype} is not valid; expected a floating-point tensor")
 
@@ -54,8 +56,10 @@ def _check_beta(beta: Any) -> None:
         raise ValueError(f"beta: {beta!r} is outside the valid range [0, 1]")
 
 
-def flatten_positions(logits: torch.Tensor, mask: torch.Tensor | None = None,
-                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def flatten_positions(
+    logits: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(B, K) or (B, L, V) logits and a mask of their leading shape -> ((P, C), (P,) or None).
 
     ``P = B`` for class logits and ``P = B * L`` for token logits; ``mask`` must be a bool
@@ -69,8 +73,10 @@ def flatten_positions(logits: torch.Tensor, mask: torch.Tensor | None = None,
         what = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ValueError(f"mask: {what} is not valid; expected a bool tensor (True = counts)")
     if mask.shape != logits.shape[:-1]:
-        raise ValueError(f"mask: shape {tuple(mask.shape)} does not match the logits' positions "
-                         f"{tuple(logits.shape[:-1])}; expected logits.shape[:-1]")
+        raise ValueError(
+            f"mask: shape {tuple(mask.shape)} does not match the logits' positions "
+            f"{tuple(logits.shape[:-1])}; expected logits.shape[:-1]"
+        )
     return flat, mask.reshape(-1)  # (P,)
 
 
@@ -79,14 +85,17 @@ def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def _paired_rows(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float,
-                 mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _paired_rows(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate, flatten and select the target rows of (student, detached teacher) logits."""
     _check_logits(student_logits, "student_logits")
     _check_logits(teacher_logits, "teacher_logits")
     if teacher_logits.shape != student_logits.shape:
-        raise ValueError(f"teacher_logits: shape {tuple(teacher_logits.shape)} does not match "
-                         f"student_logits shape {tuple(student_logits.shape)}")
+        raise ValueError(
+            f"teacher_logits: shape {tuple(teacher_logits.shape)} does not match "
+            f"student_logits shape {tuple(student_logits.shape)}"
+        )
     _check_temperature(T)
     s, flat_mask = flatten_positions(student_logits, mask)
     t = teacher_logits.detach().reshape(s.shape)
@@ -111,8 +120,9 @@ def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- full-teacher divergences
 
 
-def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float,
-               mask: torch.Tensor | None = None) -> torch.Tensor:
+def forward_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Hinton KD: ``T^2 * mean_n KL(p_n || q_n) = T^2 * mean_n sum_c p_nc log(p_nc / q_nc)``.
 
     Mode-covering: the student is pushed to put mass wherever the teacher does.
@@ -122,8 +132,9 @@ def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: fl
     return (T * T) * _mean_over_positions(per_position)
 
 
-def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float,
-               mask: torch.Tensor | None = None) -> torch.Tensor:
+def reverse_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Reverse KL: ``T^2 * mean_n KL(q_n || p_n) = T^2 * mean_n sum_c q_nc log(q_nc / p_nc)``.
 
     Mode-seeking: the student may drop teacher modes but is punished for mass where p is small.
@@ -133,8 +144,13 @@ def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: fl
     return (T * T) * _mean_over_positions(per_position)
 
 
-def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float,
-                    mask: torch.Tensor | None = None, beta: float = 0.5) -> torch.Tensor:
+def generalized_jsd(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    T: float,
+    mask: torch.Tensor | None = None,
+    beta: float = 0.5,
+) -> torch.Tensor:
     """Generalized Jensen-Shannon divergence (GKD, Agarwal et al. 2023; TRL's convention).
 
     ``M = beta * p + (1 - beta) * q`` and, for ``0 < beta < 1``,
@@ -160,8 +176,9 @@ def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return (T * T) * _mean_over_positions(per_position)
 
 
-def centred_logit_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                      mask: torch.Tensor | None = None) -> torch.Tensor:
+def centred_logit_mse(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Logit matching up to a shift: ``mean_n (1/C) sum_c (s'_nc - t'_nc)^2``.
 
     ``s'_n = s_n - mean_c s_nc`` and ``t'_n = t_n - mean_c t_nc`` (softmax ignores a per-row
@@ -195,20 +212,24 @@ class TopKRecord:
 
     def __post_init__(self) -> None:
         if not self.values.is_floating_point() or self.values.dim() < 2:
-            raise ValueError(f"values: shape {tuple(self.values.shape)} dtype {self.values.dtype}"
-                             f" is not valid; expected floating (..., k)")
+            raise ValueError(
+                f"values: shape {tuple(self.values.shape)} dtype {self.values.dtype}"
+                f" is not valid; expected floating (..., k)"
+            )
         if self.indices.shape != self.values.shape or self.indices.dtype != torch.int64:
-            raise ValueError(f"indices: shape {tuple(self.indices.shape)} dtype "
-                             f"{self.indices.dtype} is not valid; expected int64 "
-                             f"{tuple(self.values.shape)} like values")
+            raise ValueError(
+                f"indices: shape {tuple(self.indices.shape)} dtype "
+                f"{self.indices.dtype} is not valid; expected int64 "
+                f"{tuple(self.values.shape)} like values"
+            )
         if self.logsumexp.shape != self.values.shape[:-1]:
-            raise ValueError(f"logsumexp: shape {tuple(self.logsumexp.shape)} is not valid; "
-                             f"expected {tuple(self.values.shape[:-1])} (values without k)")
+            raise ValueError(
+                f"logsumexp: shape {tuple(self.logsumexp.shape)} is not valid; "
+                f"expected {tuple(self.values.shape[:-1])} (values without k)"
+            )
         _check_temperature(self.temperature)
-        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) \
-                or self.vocab_size < self.k:
-            raise ValueError(f"vocab_size: {self.vocab_size!r} is not valid; expected an int "
-                             f">= k = {self.k}")
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < self.k:
+            raise ValueError(f"vocab_size: {self.vocab_size!r} is not valid; expected an int >= k = {self.k}")
 
     @property
     def k(self) -> int:
@@ -216,21 +237,32 @@ class TopKRecord:
 
     def select(self, index: torch.Tensor | slice) -> TopKRecord:
         """The record of the positions ``index`` picks along the first dimension (batching)."""
-        return TopKRecord(self.values[index], self.indices[index], self.logsumexp[index],
-                          self.temperature, self.vocab_size)
+        return TopKRecord(
+            self.values[index], self.indices[index], self.logsumexp[index], self.temperature, self.vocab_size
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Tensors and plain numbers only: loadable with ``torch.load(weights_only=True)``."""
-        return {"values": self.values, "indices": self.indices, "logsumexp": self.logsumexp,
-                "temperature": self.temperature, "vocab_size": self.vocab_size}
+        return {
+            "values": self.values,
+            "indices": self.indices,
+            "logsumexp": self.logsumexp,
+            "temperature": self.temperature,
+            "vocab_size": self.vocab_size,
+        }
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> TopKRecord:
         missing = {"values", "indices", "logsumexp", "temperature", "vocab_size"} - set(record)
         if missing:
             raise ValueError(f"record: missing keys {sorted(missing)}")
-        return cls(record["values"], record["indices"], record["logsumexp"],
-                   float(record["temperature"]), int(record["vocab_size"]))
+        return cls(
+            record["values"],
+            record["indices"],
+            record["logsumexp"],
+            float(record["temperature"]),
+            int(record["vocab_size"]),
+        )
 
 
 def top_k_record(teacher_logits: torch.Tensor, k: int, T: float = 1.0) -> TopKRecord:
@@ -252,19 +284,25 @@ def _log1mexp(a: torch.Tensor) -> torch.Tensor:
     return torch.where(a > -math.log(2.0), torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
 
 
-def _topk_rows(student_logits: torch.Tensor, teacher: TopKRecord, mask: torch.Tensor | None,
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _topk_rows(
+    student_logits: torch.Tensor,
+    teacher: TopKRecord,
+    mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Validate, flatten and select rows: (student (N, V), values (N, k), ids, logsumexp (N,))."""
     _check_logits(student_logits, "student_logits")
     if not isinstance(teacher, TopKRecord):
-        raise ValueError(f"teacher: expected a TopKRecord (see top_k_record), "
-                         f"got {type(teacher).__name__}")
+        raise ValueError(f"teacher: expected a TopKRecord (see top_k_record), got {type(teacher).__name__}")
     if teacher.values.shape[:-1] != student_logits.shape[:-1]:
-        raise ValueError(f"teacher: record positions {tuple(teacher.values.shape[:-1])} do not "
-                         f"match student_logits positions {tuple(student_logits.shape[:-1])}")
+        raise ValueError(
+            f"teacher: record positions {tuple(teacher.values.shape[:-1])} do not "
+            f"match student_logits positions {tuple(student_logits.shape[:-1])}"
+        )
     if teacher.vocab_size != student_logits.shape[-1]:
-        raise ValueError(f"teacher: record vocab_size {teacher.vocab_size} does not match the "
-                         f"student's {student_logits.shape[-1]} classes")
+        raise ValueError(
+            f"teacher: record vocab_size {teacher.vocab_size} does not match the "
+            f"student's {student_logits.shape[-1]} classes"
+        )
     s, flat_mask = flatten_positions(student_logits, mask)
     values = teacher.values.detach().reshape(-1, teacher.k)
     indices = teacher.indices.reshape(-1, teacher.k)
@@ -275,8 +313,9 @@ def _topk_rows(student_logits: torch.Tensor, teacher: TopKRecord, mask: torch.Te
     return s.to(dtype), values.to(dtype), indices, lse.to(dtype)
 
 
-def topk_forward_kl(student_logits: torch.Tensor, teacher: TopKRecord, T: float,
-                    mask: torch.Tensor | None = None, mode: str = "renorm") -> torch.Tensor:
+def topk_forward_kl(
+    student_logits: torch.Tensor, teacher: TopKRecord, T: float, mask: torch.Tensor | None = None, mode: str = "renorm"
+) -> torch.Tensor:
     """Forward KL ``T^2 * mean_n KL(p_n || q_n)`` against a cached top-k teacher (S = its k ids).
 
     ``"renorm"``: p and q both renormalised over S, ``p_i = softmax(t_S / T)_i`` and
@@ -292,9 +331,11 @@ def topk_forward_kl(student_logits: torch.Tensor, teacher: TopKRecord, T: float,
         raise ValueError(f"mode: {mode!r} is not valid; expected one of {', '.join(TOPK_MODES)}")
     s, values, indices, lse = _topk_rows(student_logits, teacher, mask)
     if mode == "tail" and T != teacher.temperature:
-        raise ValueError(f"T: {T!r} differs from the record's temperature {teacher.temperature!r};"
-                         f" the tail mass is known only at the record's T (make the record at "
-                         f"this T, or use mode='renorm')")
+        raise ValueError(
+            f"T: {T!r} differs from the record's temperature {teacher.temperature!r};"
+            f" the tail mass is known only at the record's T (make the record at "
+            f"this T, or use mode='renorm')"
+        )
     log_q = F.log_softmax(s / T, dim=-1)  # (N, V)
     log_q_top = log_q.gather(-1, indices)  # (N, k)
     if mode == "renorm":
@@ -324,9 +365,15 @@ class Divergence:
     uses_temperature: bool = True
     options: tuple[str, ...] = ()  # extra keyword arguments it accepts
 
-    def __call__(self, student_logits: torch.Tensor, teacher: Any, T: float,
-                 mask: torch.Tensor | None = None, beta: float = 0.5,
-                 **options: Any) -> torch.Tensor:
+    def __call__(
+        self,
+        student_logits: torch.Tensor,
+        teacher: Any,
+        T: float,
+        mask: torch.Tensor | None = None,
+        beta: float = 0.5,
+        **options: Any,
+    ) -> torch.Tensor:
         """The common signature; ``T`` and ``beta`` are passed on only where they are used."""
         unknown = sorted(set(options) - set(self.options))
         if unknown:
@@ -340,27 +387,53 @@ class Divergence:
         return self.fn(student_logits, teacher, mask=mask, **kwargs)
 
 
-DIVERGENCES: dict[str, Divergence] = {d.name: d for d in (
-    Divergence("kl", forward_kl, "T^2 * KL(p || q) = T^2 * sum_c p_c log(p_c / q_c)",
-               needs_full_teacher=True, takes_beta=False),
-    Divergence("reverse_kl", reverse_kl, "T^2 * KL(q || p) = T^2 * sum_c q_c log(q_c / p_c)",
-               needs_full_teacher=True, takes_beta=False),
-    Divergence("jsd", generalized_jsd,
-               "T^2 * [beta KL(p || M) + (1 - beta) KL(q || M)], M = beta p + (1 - beta) q; "
-               "beta=0: forward KL, beta=1: reverse KL",
-               needs_full_teacher=True, takes_beta=True),
-    Divergence("mse", centred_logit_mse,
-               "mean_c (s'_c - t'_c)^2, logits centred per position (s' = s - mean_c s)",
-               needs_full_teacher=True, takes_beta=False, uses_temperature=False),
-    Divergence("topk_kl", topk_forward_kl,
-               "T^2 * KL(p || q) over the teacher's top-k classes (renormalised, or + tail bucket)",
-               needs_full_teacher=False, takes_beta=False, options=("mode",)),
-)}
+DIVERGENCES: dict[str, Divergence] = {
+    d.name: d
+    for d in (
+        Divergence(
+            "kl",
+            forward_kl,
+            "T^2 * KL(p || q) = T^2 * sum_c p_c log(p_c / q_c)",
+            needs_full_teacher=True,
+            takes_beta=False,
+        ),
+        Divergence(
+            "reverse_kl",
+            reverse_kl,
+            "T^2 * KL(q || p) = T^2 * sum_c q_c log(q_c / p_c)",
+            needs_full_teacher=True,
+            takes_beta=False,
+        ),
+        Divergence(
+            "jsd",
+            generalized_jsd,
+            "T^2 * [beta KL(p || M) + (1 - beta) KL(q || M)], M = beta p + (1 - beta) q; "
+            "beta=0: forward KL, beta=1: reverse KL",
+            needs_full_teacher=True,
+            takes_beta=True,
+        ),
+        Divergence(
+            "mse",
+            centred_logit_mse,
+            "mean_c (s'_c - t'_c)^2, logits centred per position (s' = s - mean_c s)",
+            needs_full_teacher=True,
+            takes_beta=False,
+            uses_temperature=False,
+        ),
+        Divergence(
+            "topk_kl",
+            topk_forward_kl,
+            "T^2 * KL(p || q) over the teacher's top-k classes (renormalised, or + tail bucket)",
+            needs_full_teacher=False,
+            takes_beta=False,
+            options=("mode",),
+        ),
+    )
+}
 
 
 def get_divergence(name: str) -> Divergence:
     """The registered divergence called ``name``; ValueError listing the valid names otherwise."""
     if not isinstance(name, str) or name not in DIVERGENCES:
-        raise ValueError(f"divergence: {name!r} is not known; valid names: "
-                         f"{', '.join(DIVERGENCES)}")
+        raise ValueError(f"divergence: {name!r} is not known; valid names: {', '.join(DIVERGENCES)}")
     return DIVERGENCES[name]

@@ -70,7 +70,7 @@ def predict_logits(model: nn.Module, x: Any, batch_size: int = 1024) -> torch.Te
     x = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
     device = model_device(model)
     with inference(model):
-        parts = [logits_of(model(x[i:i + batch_size].to(device))).float().cpu() for i in range(0, len(x), batch_size)]
+        parts = [logits_of(model(x[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(parts) if parts else torch.empty(0)
 
 
@@ -94,11 +94,13 @@ def _describe(out: Any) -> str:
     return f"a {type(out).__name__}"
 
 
-def batches(split: Split | DataLoader, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    split: Split | DataLoader, batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(x, y)`` batches of a split in order, on ``device``."""
     if isinstance(split, Split):
         for i in range(0, len(split), batch_size):
-            yield split.x[i:i + batch_size], split.y[i:i + batch_size]
+            yield split.x[i : i + batch_size], split.y[i : i + batch_size]
     else:
         for xb, yb in split:
             yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
@@ -111,8 +113,7 @@ class Evaluator:
     once and reused: it does not change during a run.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, run_id: str, role: str,
-                 batch_size: int):
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, run_id: str, role: str, batch_size: int):
         self.student, self.teacher, self.run_id, self.role = student, teacher, run_id, role
         self.batch_size = batch_size
         self._teacher_cache: dict[str, tuple[torch.Tensor, torch.Tensor, float] | None] = {}
@@ -143,12 +144,14 @@ class Evaluator:
                 row = [(pred == yb).sum(dtype=torch.float32), F.nll_loss(logp, yb, reduction="sum")]
                 if teacher is not None:
                     if cached is not None:
-                        t_logp, t_pred = cached[0][n:n + xb.shape[0]], cached[1][n:n + xb.shape[0]]
+                        t_logp, t_pred = cached[0][n : n + xb.shape[0]], cached[1][n : n + xb.shape[0]]
                     else:
                         t_logp = F.log_softmax(logits_of(teacher(xb)).float(), 1)
                         t_pred = t_logp.argmax(1)
-                    row += [(t_pred == pred).sum(dtype=torch.float32),
-                            F.kl_div(logp, t_logp, reduction="sum", log_target=True)]
+                    row += [
+                        (t_pred == pred).sum(dtype=torch.float32),
+                        F.kl_div(logp, t_logp, reduction="sum", log_target=True),
+                    ]
                     if cached is None:
                         row.append((t_pred == yb).sum(dtype=torch.float32))
                 sums.append(torch.stack(row))
@@ -163,6 +166,17 @@ class Evaluator:
         else:
             t_acc = cached[2] if cached is not None else totals[4] / n
             agreement, kl = totals[2] / n, totals[3] / n
-        return EvalEnd(run_id=self.run_id, role=self.role, step=step, epoch=epoch, split=name,
-                       acc=totals[0] / n, loss=totals[1] / n, n=n, seconds=time.perf_counter() - t0,
-                       teacher_acc=t_acc, agreement=agreement, kl=kl)
+        return EvalEnd(
+            run_id=self.run_id,
+            role=self.role,
+            step=step,
+            epoch=epoch,
+            split=name,
+            acc=totals[0] / n,
+            loss=totals[1] / n,
+            n=n,
+            seconds=time.perf_counter() - t0,
+            teacher_acc=t_acc,
+            agreement=agreement,
+            kl=kl,
+        )

@@ -20,8 +20,9 @@ STATUSES = ("completed", "stopped", "diverged", "error")
 
 def frozen_map(d: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """A read-only view of a fresh copy of ``d`` (nested dicts made read-only too)."""
-    return MappingProxyType({k: frozen_map(v) if type(v) in (dict, MappingProxyType) else v
-                             for k, v in (d or {}).items()})
+    return MappingProxyType(
+        {k: frozen_map(v) if type(v) in (dict, MappingProxyType) else v for k, v in (d or {}).items()}
+    )
 
 
 def _plain(v: Any) -> Any:
@@ -159,11 +160,8 @@ class Dispatcher:
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             if not any(callable(getattr(cb, h, None)) for h in HOOKS):
-                raise ValueError(
-                    f"callbacks: {cb!r} has none of the hooks {HOOKS}; pass an object with at least one"
-                )
-        self._hooks = {h: [getattr(cb, h) for cb in self.callbacks if callable(getattr(cb, h, None))]
-                       for h in HOOKS}
+                raise ValueError(f"callbacks: {cb!r} has none of the hooks {HOOKS}; pass an object with at least one")
+        self._hooks = {h: [getattr(cb, h) for cb in self.callbacks if callable(getattr(cb, h, None))] for h in HOOKS}
 
     def __call__(self, hook: str, payload: Payload) -> None:
         for fn in self._hooks[hook]:

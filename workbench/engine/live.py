@@ -113,8 +113,7 @@ class LiveRun:
             self._adopt(target)
 
     # -- building fits inside a job ----------------------------------------------------------
-    def distiller(self, teacher, student, data, config=None, callbacks: Iterable[Any] = (),
-                  **kwargs: Any) -> Distiller:
+    def distiller(self, teacher, student, data, config=None, callbacks: Iterable[Any] = (), **kwargs: Any) -> Distiller:
         """A Distiller wired to this run (events into the buffer; stop/pause/controls apply)."""
         d = Distiller(teacher, student, data, config, [*callbacks, self.buffer], **kwargs)
         self._adopt(d)

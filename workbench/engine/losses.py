@@ -26,13 +26,17 @@ def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature:
         student_logits = student_logits.float()
     if teacher_logits.dtype != torch.float32:
         teacher_logits = teacher_logits.float()
-    return F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
-                    F.log_softmax(teacher_logits / temperature, dim=-1),
-                    reduction="batchmean", log_target=True)
+    return F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=-1),
+        F.log_softmax(teacher_logits / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
-            scale_t2: bool = True) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, scale_t2: bool = True
+) -> torch.Tensor:
     """Hinton KD: ``T^2 * mean_i KL(softmax(t_i/T) || softmax(s_i/T))``.
 
     ``KL(p || q) = sum_k p_k (log p_k - log q_k)``; computed in float32 for stability at high T.
@@ -78,16 +82,24 @@ class LossWeights:
         return cls(temperature=temperature, ce=alpha, kd=1.0 - alpha)
 
     def as_dict(self) -> dict[str, float]:
-        return {"temperature": self.temperature, "w_ce": self.ce, "w_kd": self.kd,
-                "w_mse": self.mse, "w_hint": self.hint}
+        return {
+            "temperature": self.temperature,
+            "w_ce": self.ce,
+            "w_kd": self.kd,
+            "w_mse": self.mse,
+            "w_hint": self.hint,
+        }
 
 
-def distill_loss(student_logits: torch.Tensor, labels: torch.Tensor | None,
-                 teacher_logits: torch.Tensor | None, weights: LossWeights,
-                 student_feature: torch.Tensor | None = None,
-                 teacher_feature: torch.Tensor | None = None,
-                 kd_student_logits: torch.Tensor | None = None,
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def distill_loss(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    teacher_logits: torch.Tensor | None,
+    weights: LossWeights,
+    student_feature: torch.Tensor | None = None,
+    teacher_feature: torch.Tensor | None = None,
+    kd_student_logits: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of the terms with non-zero weight; returns ``(total, {name: term})``.
 
     ``total = w_ce*CE(s, y) + w_kd*T^2*KL(p_t||p_s) + w_mse*MSE(s, t) + w_hint*MSE(a(f_s), f_t)``.

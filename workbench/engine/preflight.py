@@ -31,8 +31,10 @@ def resolve_device(name: str) -> torch.device:
     if (dev.type == "cuda" and not torch.cuda.is_available()) or (dev.type == "mps" and not has_mps):
         raise ValueError(f"device: {name!r} is not available on this machine; use 'auto' or 'cpu'")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device: {name!r} is not available; this machine has {torch.cuda.device_count()} "
-                         f"CUDA device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        raise ValueError(
+            f"device: {name!r} is not available; this machine has {torch.cuda.device_count()} "
+            f"CUDA device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
     return dev
 
 
@@ -46,19 +48,21 @@ def check_transfer(cfg: DistillConfig, data: DataSplits, teacher: nn.Module | No
     train = data.train
     device = resolve_device(cfg.device)
     if cfg.precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision: 'fp16' needs a CUDA device (device={cfg.device!r} resolves to "
-                         f"{device.type}); use 'bf16' or 'fp32' on this machine")
+        raise ValueError(
+            f"precision: 'fp16' needs a CUDA device (device={cfg.device!r} resolves to "
+            f"{device.type}); use 'bf16' or 'fp32' on this machine"
+        )
     for name, split in data.splits().items():
         if name != "train" and isinstance(split, DataLoader):
             first_batch(split, name)  # a wrong structure would fail only at the first evaluation
     if isinstance(train, Split) and len(torch.unique(train.y)) < 2:
-        raise ValueError(f"data['train'] y: has a single class ({train.y[0].item()}); "
-                         "classification needs at least 2")
+        raise ValueError(f"data['train'] y: has a single class ({train.y[0].item()}); classification needs at least 2")
     if not isinstance(train, Split):
         for name, off in (("labeled_fraction", 1.0), ("mixup_alpha", 0.0)):
             if getattr(cfg, name) != off:
-                raise ValueError(f"{name}: {getattr(cfg, name)!r} needs in-memory data (tensors or "
-                                 "arrays), not a DataLoader")
+                raise ValueError(
+                    f"{name}: {getattr(cfg, name)!r} needs in-memory data (tensors or arrays), not a DataLoader"
+                )
     elif cfg.labeled_fraction < 1:
         labeled_subset(train.y, cfg.labeled_fraction, cfg.labels_seed, data.class_names)  # raises early
     if teacher is None and cfg.hint_student is not None:
@@ -67,8 +71,9 @@ def check_transfer(cfg: DistillConfig, data: DataSplits, teacher: nn.Module | No
         warnings.warn("mixup_alpha: mixup only changes the KD/MSE terms, whose weights are 0", stacklevel=3)
 
 
-def check_models(cfg: DistillConfig, data: DataSplits, teacher: nn.Module | None,
-                 student: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+def check_models(
+    cfg: DistillConfig, data: DataSplits, teacher: nn.Module | None, student: nn.Module
+) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """Run both models on two training samples so shape mistakes fail before training.
 
     Returns the per-sample shapes of the hinted student and teacher features, if any.
@@ -79,8 +84,10 @@ def check_models(cfg: DistillConfig, data: DataSplits, teacher: nn.Module | None
     _check_trainable(student)
     taps = {}
     if cfg.hint_student is not None and teacher is not None:
-        taps = {"student": FeatureTap(find_module(student, cfg.hint_student, "hint_student")),
-                "teacher": FeatureTap(find_module(teacher, cfg.hint_teacher, "hint_teacher"))}
+        taps = {
+            "student": FeatureTap(find_module(student, cfg.hint_student, "hint_student")),
+            "teacher": FeatureTap(find_module(teacher, cfg.hint_teacher, "hint_teacher")),
+        }
     outs, shapes = {}, {}
     try:
         for name, m in (("student", student), ("teacher", teacher)):
@@ -101,15 +108,20 @@ def check_models(cfg: DistillConfig, data: DataSplits, teacher: nn.Module | None
     k = data.num_classes
     for name, c in outs.items():
         if k and c != k:
-            raise ValueError(f"{name}: outputs {c} classes but the data has {k} (labels 0..{k - 1}); "
-                             f"expected a final layer with {k} outputs")
+            raise ValueError(
+                f"{name}: outputs {c} classes but the data has {k} (labels 0..{k - 1}); "
+                f"expected a final layer with {k} outputs"
+            )
         if not k and y.max().item() >= c:
-            raise ValueError(f"data['train'] y: label {y.max().item()} in the first batch, but {name} outputs "
-                             f"{c} classes; expected labels 0..{c - 1}")
+            raise ValueError(
+                f"data['train'] y: label {y.max().item()} in the first batch, but {name} outputs "
+                f"{c} classes; expected labels 0..{c - 1}"
+            )
     if teacher is not None and num_params(teacher) < num_params(student):
         warnings.warn(
             f"teacher has {num_params(teacher)} parameters, fewer than the student's "
-            f"{num_params(student)}: were teacher and student swapped?", stacklevel=3
+            f"{num_params(student)}: were teacher and student swapped?",
+            stacklevel=3,
         )
     return (shapes["student"], shapes["teacher"]) if shapes else None
 
@@ -127,8 +139,10 @@ def _forward(m: nn.Module, name: str, x: torch.Tensor, grad: bool) -> torch.Tens
     ``TypeError`` included, becomes a ``ValueError`` naming the model."""
     tensors = [*m.parameters(), *m.buffers()]
     if any(t.is_meta for t in tensors):
-        raise ValueError(f"{name}: its weights are on the 'meta' device (never allocated); load them first, "
-                         "e.g. model.to_empty(device='cpu') then model.load_state_dict(...)")
+        raise ValueError(
+            f"{name}: its weights are on the 'meta' device (never allocated); load them first, "
+            "e.g. model.to_empty(device='cpu') then model.load_state_dict(...)"
+        )
     dev = tensors[0].device if tensors else torch.device("cpu")
     was_training = m.training
     m.eval()
@@ -136,8 +150,10 @@ def _forward(m: nn.Module, name: str, x: torch.Tensor, grad: bool) -> torch.Tens
         with torch.set_grad_enabled(grad):
             out = m(x.to(dev))
     except Exception as e:
-        raise ValueError(f"{name}: forward pass on inputs of shape {tuple(x.shape)} failed: "
-                         f"{type(e).__name__}: {e}{_mismatch_hint(tensors, x)}") from e
+        raise ValueError(
+            f"{name}: forward pass on inputs of shape {tuple(x.shape)} failed: "
+            f"{type(e).__name__}: {e}{_mismatch_hint(tensors, x)}"
+        ) from e
     finally:
         m.train(was_training)
     try:
@@ -160,20 +176,32 @@ def _mismatch_hint(tensors: list[torch.Tensor], x: torch.Tensor) -> str:
 def _check_logits(out: torch.Tensor, name: str, x: torch.Tensor) -> None:
     """Logits must be floating-point scores of shape (batch, classes), finite, one row per input."""
     if out.ndim != 2:
-        raise ValueError(f"{name}: expected logits of shape (batch, classes), got {tuple(out.shape)} "
-                         f"for inputs of shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name}: expected logits of shape (batch, classes), got {tuple(out.shape)} "
+            f"for inputs of shape {tuple(x.shape)}"
+        )
     if out.shape[0] != x.shape[0]:
-        raise ValueError(f"{name}: returned {out.shape[0]} rows of logits for {x.shape[0]} inputs; "
-                         "expected one row per sample, shape (batch, classes)")
+        raise ValueError(
+            f"{name}: returned {out.shape[0]} rows of logits for {x.shape[0]} inputs; "
+            "expected one row per sample, shape (batch, classes)"
+        )
     if out.shape[1] < 2:
-        raise ValueError(f"{name}: outputs {out.shape[1]} class(es), shape {tuple(out.shape)}; classification "
-                         "needs logits for at least 2 classes")
+        raise ValueError(
+            f"{name}: outputs {out.shape[1]} class(es), shape {tuple(out.shape)}; classification "
+            "needs logits for at least 2 classes"
+        )
     if not out.is_floating_point():
-        raise ValueError(f"{name}: returned logits of dtype {out.dtype}; expected floating-point scores "
-                         "(the logits, not predicted class indices)")
+        raise ValueError(
+            f"{name}: returned logits of dtype {out.dtype}; expected floating-point scores "
+            "(the logits, not predicted class indices)"
+        )
     if not torch.isfinite(out).all():
-        raise ValueError(f"{name}: outputs NaN or inf on two training samples; check its weights "
-                         "(e.g. torch.isfinite(p).all() for each parameter) and its forward")
+        raise ValueError(
+            f"{name}: outputs NaN or inf on two training samples; check its weights "
+            "(e.g. torch.isfinite(p).all() for each parameter) and its forward"
+        )
     if name == "student" and not out.requires_grad:
-        raise ValueError("student: its output does not depend on its trainable parameters (no gradient "
-                         "flows back); does forward() detach the output or run under torch.no_grad()?")
+        raise ValueError(
+            "student: its output does not depend on its trainable parameters (no gradient "
+            "flows back); does forward() detach the output or run under torch.no_grad()?"
+        )

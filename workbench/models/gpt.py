@@ -34,19 +34,26 @@ def _int_at_least(name: str, value: Any, low: int) -> int:
     return int(value)
 
 
-def check_gpt_size(vocab_size: Any, block_size: Any, n_layer: Any, n_head: Any, n_embd: Any,
-                   dropout: Any) -> dict[str, Any]:
+def check_gpt_size(
+    vocab_size: Any, block_size: Any, n_layer: Any, n_head: Any, n_embd: Any, dropout: Any
+) -> dict[str, Any]:
     """The size arguments, checked, as a spec dict (without ``family``)."""
-    size = {"vocab_size": _int_at_least("vocab_size", vocab_size, 2),
-            "block_size": _int_at_least("block_size", block_size, 1),
-            "n_layer": _int_at_least("n_layer", n_layer, 1),
-            "n_head": _int_at_least("n_head", n_head, 1),
-            "n_embd": _int_at_least("n_embd", n_embd, 1)}
+    size = {
+        "vocab_size": _int_at_least("vocab_size", vocab_size, 2),
+        "block_size": _int_at_least("block_size", block_size, 1),
+        "n_layer": _int_at_least("n_layer", n_layer, 1),
+        "n_head": _int_at_least("n_head", n_head, 1),
+        "n_embd": _int_at_least("n_embd", n_embd, 1),
+    }
     if size["n_embd"] % size["n_head"]:
         divisors = [h for h in range(1, min(size["n_embd"], 16) + 1) if size["n_embd"] % h == 0]
-        raise _bad("n_embd", size["n_embd"], f"expected a multiple of n_head={size['n_head']} (each head gets "
-                                             f"n_embd / n_head dimensions); n_head values up to 16 that divide "
-                                             f"{size['n_embd']}: {divisors}")
+        raise _bad(
+            "n_embd",
+            size["n_embd"],
+            f"expected a multiple of n_head={size['n_head']} (each head gets "
+            f"n_embd / n_head dimensions); n_head values up to 16 that divide "
+            f"{size['n_embd']}: {divisors}",
+        )
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
         raise _bad("dropout", dropout, "expected a number in [0, 1)")
     return {**size, "dropout": float(dropout)}
@@ -64,11 +71,12 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)                                     # 3 x (B, L, C)
+        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, L, C)
         q, k, v = (t.view(B, L, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, L, D)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=True)                        # (B, H, L, D)
-        y = y.transpose(1, 2).reshape(B, L, C)                                    # (B, L, C)
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )  # (B, H, L, D)
+        y = y.transpose(1, 2).reshape(B, L, C)  # (B, L, C)
         return self.resid_drop(self.proj(y))
 
 
@@ -80,8 +88,9 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(n_embd)
         self.attn = CausalSelfAttention(n_embd, n_head, dropout)
         self.ln2 = nn.LayerNorm(n_embd)
-        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd),
-                                 nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd), nn.Dropout(dropout)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
@@ -92,9 +101,15 @@ class GPT(nn.Module):
     """Token + position embeddings, ``n_layer`` pre-LN blocks, a final LayerNorm and an lm head
     tied to the token embedding. ``forward(idx (B, L) int64) -> logits (B, L, vocab_size)``."""
 
-    def __init__(self, vocab_size: int, block_size: int, n_layer: int = DEFAULTS["n_layer"],
-                 n_head: int = DEFAULTS["n_head"], n_embd: int = DEFAULTS["n_embd"],
-                 dropout: float = DEFAULTS["dropout"]):
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int,
+        n_layer: int = DEFAULTS["n_layer"],
+        n_head: int = DEFAULTS["n_head"],
+        n_embd: int = DEFAULTS["n_embd"],
+        dropout: float = DEFAULTS["dropout"],
+    ):
         super().__init__()
         size = check_gpt_size(vocab_size, block_size, n_layer, n_head, n_embd, dropout)
         self.vocab_size, self.block_size = size["vocab_size"], size["block_size"]
@@ -121,18 +136,23 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.dtype != torch.int64:
-            got = (f"shape {tuple(idx.shape)} and dtype {idx.dtype}" if isinstance(idx, torch.Tensor)
-                   else type(idx).__name__)
+            got = (
+                f"shape {tuple(idx.shape)} and dtype {idx.dtype}"
+                if isinstance(idx, torch.Tensor)
+                else type(idx).__name__
+            )
             raise _bad("idx", got, "expected int64 token ids of shape (B, L)")
         L = idx.shape[1]
         if not 1 <= L <= self.block_size:
-            raise ValueError(f"idx: sequence length {L} is invalid; expected 1..block_size={self.block_size} "
-                             f"tokens (crop a longer context to its last {self.block_size})")
-        pos = torch.arange(L, device=idx.device)                                  # (L,)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))                      # (B, L, C)
+            raise ValueError(
+                f"idx: sequence length {L} is invalid; expected 1..block_size={self.block_size} "
+                f"tokens (crop a longer context to its last {self.block_size})"
+            )
+        pos = torch.arange(L, device=idx.device)  # (L,)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, L, C)
         for block in self.blocks:
             x = block(x)
-        return self.head(self.ln_f(x))                                            # (B, L, V)
+        return self.head(self.ln_f(x))  # (B, L, V)
 
 
 def build_gpt(spec: Mapping[str, Any]) -> GPT:
@@ -151,12 +171,15 @@ def gpt_size(spec: Mapping[str, Any]) -> dict[str, Any]:
         raise _bad("family", family, f"expected {FAMILY!r} for a GPT spec")
     missing = [k for k in REQUIRED if k not in spec]
     if missing:
-        raise ValueError(f"spec: missing key(s) {missing}; a GPT needs {list(REQUIRED)} (from the data: "
-                         "vocab_size = num_classes, block_size = input_shape[0])")
+        raise ValueError(
+            f"spec: missing key(s) {missing}; a GPT needs {list(REQUIRED)} (from the data: "
+            "vocab_size = num_classes, block_size = input_shape[0])"
+        )
     unknown = sorted(map(str, set(spec) - set(REQUIRED) - set(DEFAULTS)))
     if unknown:
-        raise ValueError(f"{', '.join(unknown)}: not a size option of family {FAMILY!r}; "
-                         f"valid: {', '.join((*REQUIRED, *DEFAULTS))}")
+        raise ValueError(
+            f"{', '.join(unknown)}: not a size option of family {FAMILY!r}; valid: {', '.join((*REQUIRED, *DEFAULTS))}"
+        )
     return check_gpt_size(**{**DEFAULTS, **spec})
 
 
@@ -181,8 +204,14 @@ def gpt_macs(spec: Mapping[str, Any], seq_len: int | None = None) -> int:
 
 
 @torch.no_grad()
-def generate(model: GPT, prompt_ids: torch.Tensor, n: int, temperature: float = 1.0, top_k: int | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+def generate(
+    model: GPT,
+    prompt_ids: torch.Tensor,
+    n: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """``prompt_ids`` (P,) or (B, P) followed by ``n`` sampled tokens; the model sees the last
     ``block_size`` tokens. Each token is drawn from ``softmax(logits / temperature)`` restricted to
     the ``top_k`` largest logits (all when None); ``temperature=0`` picks the argmax. Sampling runs
@@ -200,15 +229,15 @@ def generate(model: GPT, prompt_ids: torch.Tensor, n: int, temperature: float = 
     was_training = model.training
     model.eval()
     try:
-        out = ids.to(device)                                                      # (B, P)
+        out = ids.to(device)  # (B, P)
         for _ in range(n):
-            logits = model(out[:, -model.block_size:])[:, -1, :].float()          # (B, V)
+            logits = model(out[:, -model.block_size :])[:, -1, :].float()  # (B, V)
             if temperature == 0:
-                nxt = logits.argmax(dim=-1, keepdim=True)                         # (B, 1)
+                nxt = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
             else:
                 logits = logits / temperature
                 if top_k is not None:
-                    kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]        # (B, 1)
+                    kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
                     logits = logits.masked_fill(logits < kth, -math.inf)
                 probs = F.softmax(logits, dim=-1).to(sample_device)
                 nxt = torch.multinomial(probs, 1, generator=generator).to(device)  # (B, 1)
@@ -221,8 +250,11 @@ def generate(model: GPT, prompt_ids: torch.Tensor, n: int, temperature: float = 
 def _checked_prompt(prompt_ids: Any, vocab_size: int) -> torch.Tensor:
     """The prompt as (B, P) int64 ids, P >= 1, every id in 0..vocab_size-1."""
     if not isinstance(prompt_ids, torch.Tensor) or prompt_ids.ndim not in (1, 2) or prompt_ids.dtype != torch.int64:
-        got = (f"shape {tuple(prompt_ids.shape)} and dtype {prompt_ids.dtype}" if isinstance(prompt_ids, torch.Tensor)
-               else type(prompt_ids).__name__)
+        got = (
+            f"shape {tuple(prompt_ids.shape)} and dtype {prompt_ids.dtype}"
+            if isinstance(prompt_ids, torch.Tensor)
+            else type(prompt_ids).__name__
+        )
         raise _bad("prompt_ids", got, "expected an int64 tensor of shape (P,) or (B, P), e.g. tokenizer.encode(text)")
     ids = prompt_ids.reshape(1, -1) if prompt_ids.ndim == 1 else prompt_ids
     if ids.shape[1] == 0 or ids.shape[0] == 0:

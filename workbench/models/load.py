@@ -48,8 +48,10 @@ TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript")
 HF_EXTRA = 'install kd-workbench[hf] (pip install "kd-workbench[hf]")'
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes some libraries put in their messages
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-_SOURCES = ("expected 'run:ID', a .pt/.pth state_dict or .safetensors file with a spec, a Hugging Face "
-            "folder (config.json), or with trusted=True a .pt2 torch.export program or TorchScript (.ts)")
+_SOURCES = (
+    "expected 'run:ID', a .pt/.pth state_dict or .safetensors file with a spec, a Hugging Face "
+    "folder (config.json), or with trusted=True a .pt2 torch.export program or TorchScript (.ts)"
+)
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,14 @@ class HFLogits(nn.Module):
         return self.hf_model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
-def load_model(source: str | os.PathLike, *, trusted: bool = False, data: DataSplits | None = None,
-               role: str = "teacher", root: str | os.PathLike | None = None) -> LoadedModel:
+def load_model(
+    source: str | os.PathLike,
+    *,
+    trusted: bool = False,
+    data: DataSplits | None = None,
+    role: str = "teacher",
+    root: str | os.PathLike | None = None,
+) -> LoadedModel:
     """Load a teacher or student from ``source`` (see the module docstring for the formats).
 
     ``trusted`` allows formats that run code (TorchScript, ``.pt2``); ``data`` checks the model
@@ -96,7 +104,7 @@ def load_model(source: str | os.PathLike, *, trusted: bool = False, data: DataSp
     if not isinstance(trusted, bool):
         raise ValueError(f"trusted: {trusted!r} is invalid; expected True or False")
     if isinstance(source, str) and source.startswith("run:"):
-        loaded = _load_run(source, source[len("run:"):], root)
+        loaded = _load_run(source, source[len("run:") :], root)
     elif isinstance(source, (str, os.PathLike)) and os.fspath(source):
         loaded = _load_path(Path(source), trusted)
     else:
@@ -137,23 +145,31 @@ def _spec_label(spec: dict[str, Any]) -> str:
 
 # --- runs and weights files with a spec -------------------------------------------------------
 
+
 def _load_run(source: str, run_id: str, root: str | os.PathLike | None) -> LoadedModel:
     """A run's model through the store's gate: a valid id in the root, weights_only weights."""
     rec = load_run(run_id, root)
     if rec.model is None:
-        why = (f"it has no weights (model.pt): it is {rec.status}" if rec.state_dict is None
-               else "it has weights but no spec.json to rebuild the model from")
+        why = (
+            f"it has no weights (model.pt): it is {rec.status}"
+            if rec.state_dict is None
+            else "it has weights but no spec.json to rebuild the model from"
+        )
         raise ValueError(f"source: {source!r} cannot be loaded: {why}; expected a finished run of a zoo model")
     spec = dict(rec.model.spec)
-    return LoadedModel(rec.model.eval(), f"{_spec_label(spec)} from run {run_id}, {_params(rec.model)}",
-                       "run", source, spec)
+    return LoadedModel(
+        rec.model.eval(), f"{_spec_label(spec)} from run {run_id}, {_params(rec.model)}", "run", source, spec
+    )
 
 
 def _checked_state(state: Any, path: Path) -> dict[str, torch.Tensor]:
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
-        raise ValueError(f"source: {str(path)!r} holds a {type(state).__name__} that is not a state_dict; "
-                         "expected a dict of parameter names to tensors (torch.save(model.state_dict(), path))")
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ValueError(
+            f"source: {str(path)!r} holds a {type(state).__name__} that is not a state_dict; "
+            "expected a dict of parameter names to tensors (torch.save(model.state_dict(), path))"
+        )
     return state
 
 
@@ -167,8 +183,10 @@ def _safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         from safetensors.torch import load_file
     except ImportError:
-        raise ImportError(f"source: {str(path)!r} is a safetensors file; reading it needs the safetensors "
-                          f"package: {HF_EXTRA}, or pip install safetensors") from None
+        raise ImportError(
+            f"source: {str(path)!r} is a safetensors file; reading it needs the safetensors "
+            f"package: {HF_EXTRA}, or pip install safetensors"
+        ) from None
     try:
         return _checked_state(load_file(str(path), device="cpu"), path)
     except Exception as e:  # safetensors raises its own SafetensorError on a bad header
@@ -180,9 +198,11 @@ def _spec_file(path: Path) -> Path:
     for candidate in (path.with_suffix(".spec.json"), path.parent / "spec.json"):
         if candidate.is_file():
             return candidate
-    raise ValueError(f"source: {str(path)!r} has no spec next to it; expected "
-                     f"{str(path.with_suffix('.spec.json'))!r} or {str(path.parent / 'spec.json')!r} holding "
-                     "the model.spec dict of the zoo model that wrote these weights")
+    raise ValueError(
+        f"source: {str(path)!r} has no spec next to it; expected "
+        f"{str(path.with_suffix('.spec.json'))!r} or {str(path.parent / 'spec.json')!r} holding "
+        "the model.spec dict of the zoo model that wrote these weights"
+    )
 
 
 def _read_object(path: Path) -> dict[str, Any]:
@@ -202,11 +222,14 @@ def _with_spec(path: Path, kind: str, state: dict[str, torch.Tensor]) -> LoadedM
     try:
         model = build_model_from_spec(spec)
     except ValueError as e:
-        raise ValueError(f"source: {str(spec_path)!r} does not describe a zoo model ({e}); "
-                         "expected the model.spec dict of the model that wrote the weights") from None
+        raise ValueError(
+            f"source: {str(spec_path)!r} does not describe a zoo model ({e}); "
+            "expected the model.spec dict of the model that wrote the weights"
+        ) from None
     _fit_weights(model, state, path, spec_path)
-    return LoadedModel(model.eval(), f"{_spec_label(spec)} from {path.name}, {_params(model)}",
-                       kind, str(path), dict(model.spec))
+    return LoadedModel(
+        model.eval(), f"{_spec_label(spec)} from {path.name}, {_params(model)}", kind, str(path), dict(model.spec)
+    )
 
 
 def _fit_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, spec_path: Path) -> None:
@@ -214,19 +237,27 @@ def _fit_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, s
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    resized = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
-               for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    problems = [f"{what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
-                for what, names in (("missing", missing), ("unexpected", unexpected), ("wrong size", resized))
-                if names]
+    resized = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = [
+        f"{what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+        for what, names in (("missing", missing), ("unexpected", unexpected), ("wrong size", resized))
+        if names
+    ]
     if problems:
-        raise ValueError(f"source: {str(path)!r} does not fit the model of {str(spec_path)!r} "
-                         f"({_spec_label(model.spec)}): {'; '.join(problems)}; expected the state_dict of that "
-                         "model (the same names and shapes)")
+        raise ValueError(
+            f"source: {str(path)!r} does not fit the model of {str(spec_path)!r} "
+            f"({_spec_label(model.spec)}): {'; '.join(problems)}; expected the state_dict of that "
+            "model (the same names and shapes)"
+        )
     model.load_state_dict(state)
 
 
 # --- programs that run code: TorchScript and torch.export -------------------------------------
+
 
 def _is_torchscript(path: Path) -> bool:
     """Whether a ``.pt`` file is a TorchScript archive (a zip with a ``code/`` folder), not a state_dict."""
@@ -238,9 +269,11 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _untrusted(path: Path, what: str) -> ValueError:
-    return ValueError(f"source: {str(path)!r} is {what}: loading it runs code stored in the file; refused "
-                      "because trusted=False. Pass trusted=True (CLI: --trusted) only for a file you made or "
-                      "whose author you trust, or load a state_dict/safetensors file with its spec instead")
+    return ValueError(
+        f"source: {str(path)!r} is {what}: loading it runs code stored in the file; refused "
+        "because trusted=False. Pass trusted=True (CLI: --trusted) only for a file you made or "
+        "whose author you trust, or load a state_dict/safetensors file with its spec instead"
+    )
 
 
 def _load_torchscript(path: Path, trusted: bool) -> LoadedModel:
@@ -249,10 +282,11 @@ def _load_torchscript(path: Path, trusted: bool) -> LoadedModel:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:
-        raise ValueError(f"source: {str(path)!r} is not a loadable TorchScript program ({_first_line(e)}); "
-                         "expected a file written by torch.jit.save") from None
-    return LoadedModel(module.eval(), f"TorchScript program {path.name}, {_params(module)}", "torchscript",
-                       str(path))
+        raise ValueError(
+            f"source: {str(path)!r} is not a loadable TorchScript program ({_first_line(e)}); "
+            "expected a file written by torch.jit.save"
+        ) from None
+    return LoadedModel(module.eval(), f"TorchScript program {path.name}, {_params(module)}", "torchscript", str(path))
 
 
 class ExportedModule(nn.Module):
@@ -278,12 +312,15 @@ def _load_export(path: Path, trusted: bool) -> LoadedModel:
     try:
         module = ExportedModule(torch.export.load(str(path)).module()).eval()
     except Exception as e:
-        raise ValueError(f"source: {str(path)!r} is not a loadable torch.export program ({_first_line(e)}); "
-                         "expected a .pt2 file written by torch.export.save (workbench export)") from None
+        raise ValueError(
+            f"source: {str(path)!r} is not a loadable torch.export program ({_first_line(e)}); "
+            "expected a .pt2 file written by torch.export.save (workbench export)"
+        ) from None
     return LoadedModel(module, f"torch.export program {path.name}, {_params(module)}", "export", str(path))
 
 
 # --- Hugging Face folders ---------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _offline() -> Iterator[None]:
@@ -301,7 +338,7 @@ def _offline() -> Iterator[None]:
 
 
 def hf_task_of(architectures: list[str]) -> str | None:
-    """"sequence-classification" for ``*ForSequenceClassification``, "causal-lm" for ``*ForCausalLM``
+    """ "sequence-classification" for ``*ForSequenceClassification``, "causal-lm" for ``*ForCausalLM``
     and ``*LMHeadModel`` (GPT-2's name), else None."""
     for arch in architectures:
         if arch.endswith("ForSequenceClassification"):
@@ -315,20 +352,27 @@ def _hf_config(folder: Path) -> dict[str, Any]:
     """The folder's config.json, checked: a model config, a known task, no remote code."""
     config_path = folder / "config.json"
     if not config_path.is_file():
-        raise ValueError(f"source: {str(folder)!r} is a folder without config.json: not a Hugging Face model "
-                         f"folder; {_SOURCES}")
+        raise ValueError(
+            f"source: {str(folder)!r} is a folder without config.json: not a Hugging Face model folder; {_SOURCES}"
+        )
     config = _read_object(config_path)
     if "architectures" not in config and "model_type" not in config:
-        raise ValueError(f"source: {str(config_path)!r} names no 'architectures' or 'model_type': not a Hugging "
-                         "Face model config; expected a folder written by save_pretrained")
+        raise ValueError(
+            f"source: {str(config_path)!r} names no 'architectures' or 'model_type': not a Hugging "
+            "Face model config; expected a folder written by save_pretrained"
+        )
     if "auto_map" in config:
-        raise ValueError(f"source: {str(config_path)!r} has an 'auto_map': the model needs code from the folder "
-                         "or the Hub (trust_remote_code); refused: only models built into transformers load here")
+        raise ValueError(
+            f"source: {str(config_path)!r} has an 'auto_map': the model needs code from the folder "
+            "or the Hub (trust_remote_code); refused: only models built into transformers load here"
+        )
     archs = config.get("architectures")
     if not isinstance(archs, list) or hf_task_of([str(a) for a in archs]) is None:
-        raise ValueError(f"source: {str(config_path)!r} has architectures {archs!r}; expected one ending in "
-                         "ForSequenceClassification, ForCausalLM or LMHeadModel (e.g. BertForSequenceClassification, "
-                         "GPT2LMHeadModel)")
+        raise ValueError(
+            f"source: {str(config_path)!r} has architectures {archs!r}; expected one ending in "
+            "ForSequenceClassification, ForCausalLM or LMHeadModel (e.g. BertForSequenceClassification, "
+            "GPT2LMHeadModel)"
+        )
     return config
 
 
@@ -340,22 +384,34 @@ def _load_hf(folder: Path) -> LoadedModel:
         try:
             import transformers
         except ImportError:
-            raise ImportError(f"source: {str(folder)!r} is a Hugging Face folder; loading it needs the "
-                              f"transformers package: {HF_EXTRA}") from None
-        auto = (transformers.AutoModelForSequenceClassification if task == "sequence-classification"
-                else transformers.AutoModelForCausalLM)
+            raise ImportError(
+                f"source: {str(folder)!r} is a Hugging Face folder; loading it needs the "
+                f"transformers package: {HF_EXTRA}"
+            ) from None
+        auto = (
+            transformers.AutoModelForSequenceClassification
+            if task == "sequence-classification"
+            else transformers.AutoModelForCausalLM
+        )
         try:
             hf_model = auto.from_pretrained(str(folder.resolve()), local_files_only=True, trust_remote_code=False)
         except pickle.UnpicklingError:  # transformers loads .bin weights with weights_only=True
-            raise ValueError(f"source: {str(folder)!r} holds pickled weights with objects other than tensors; "
-                             "refused to load them (weights_only=True: loading them could run code)") from None
+            raise ValueError(
+                f"source: {str(folder)!r} holds pickled weights with objects other than tensors; "
+                "refused to load them (weights_only=True: loading them could run code)"
+            ) from None
         except Exception as e:  # OSError (missing weights), ValueError...
-            raise ValueError(f"source: {str(folder)!r} could not be loaded as a Hugging Face {task} model "
-                             f"({_first_line(e)}); expected a folder written by save_pretrained "
-                             "(config.json and model.safetensors)") from None
+            raise ValueError(
+                f"source: {str(folder)!r} could not be loaded as a Hugging Face {task} model "
+                f"({_first_line(e)}); expected a folder written by save_pretrained "
+                "(config.json and model.safetensors)"
+            ) from None
     module = HFLogits(hf_model.eval(), task)
-    size = (f"{hf_model.config.num_labels} classes" if task == "sequence-classification"
-            else f"vocab {hf_model.config.vocab_size}")
+    size = (
+        f"{hf_model.config.num_labels} classes"
+        if task == "sequence-classification"
+        else f"vocab {hf_model.config.vocab_size}"
+    )
     what = "sequence classifier" if task == "sequence-classification" else "causal LM"
     description = f"{config.get('model_type', 'hf')} {what} ({size}) from {folder.name}, {_params(module)}"
     return LoadedModel(module, description, "hf", str(folder), None, task)
@@ -369,6 +425,7 @@ def _first_line(e: BaseException) -> str:
 
 
 # --- compatibility with a dataset -------------------------------------------------------------
+
 
 def check_compatible(loaded: LoadedModel, data: DataSplits, role: str = "teacher") -> None:
     """Check that ``loaded`` fits ``data`` by one forward pass on 2 rows of the train split.
@@ -390,16 +447,23 @@ def check_compatible(loaded: LoadedModel, data: DataSplits, role: str = "teacher
     here = f"{role}: {loaded.source!r}"
     built_for = tuple((loaded.spec or {}).get("input_shape", ()))
     if built_for and built_for != tuple(data.input_shape):
-        raise ValueError(f"{here} was built for inputs of shape {built_for}, but data {data.name!r} has inputs "
-                         f"of shape {tuple(data.input_shape)}{fix}")
+        raise ValueError(
+            f"{here} was built for inputs of shape {built_for}, but data {data.name!r} has inputs "
+            f"of shape {tuple(data.input_shape)}{fix}"
+        )
     out = _forward(loaded.module, x, here, data, fix)
     want = (len(x), k) if y.ndim == 1 else (len(x), y.shape[1], k)
     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if got != want:
-        needs = (f"{k} classes, one prediction per sample" if y.ndim == 1
-                 else f"one prediction per position over a vocabulary of {k} tokens")
-        raise ValueError(f"{here} outputs logits of shape {got} for a batch of {len(x)}, but data {data.name!r} "
-                         f"needs {want} ({needs}){fix}")
+        needs = (
+            f"{k} classes, one prediction per sample"
+            if y.ndim == 1
+            else f"one prediction per position over a vocabulary of {k} tokens"
+        )
+        raise ValueError(
+            f"{here} outputs logits of shape {got} for a batch of {len(x)}, but data {data.name!r} "
+            f"needs {want} ({needs}){fix}"
+        )
 
 
 def _two_rows(data: DataSplits) -> tuple[torch.Tensor, torch.Tensor]:
@@ -413,8 +477,10 @@ def _two_rows(data: DataSplits) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _student_fix(loaded: LoadedModel, k: int) -> str:
     zoo = _spec_label(loaded.spec) if loaded.spec and loaded.spec.get("family") else "mlp:16"
-    return (f"; build a fresh student with num_classes={k} for this data instead, e.g. --student {zoo} "
-            f"(or workbench.build_model(family, data, ...))")
+    return (
+        f"; build a fresh student with num_classes={k} for this data instead, e.g. --student {zoo} "
+        f"(or workbench.build_model(family, data, ...))"
+    )
 
 
 def _forward(module: nn.Module, x: torch.Tensor, here: str, data: DataSplits, fix: str) -> Any:
@@ -426,7 +492,9 @@ def _forward(module: nn.Module, x: torch.Tensor, here: str, data: DataSplits, fi
         with torch.no_grad():
             return module(x.to(first.device) if first is not None else x)
     except Exception as e:
-        raise ValueError(f"{here} does not accept the inputs of data {data.name!r} (a batch of shape "
-                         f"{tuple(x.shape)}, {x.dtype}): {_first_line(e)}{fix}") from None
+        raise ValueError(
+            f"{here} does not accept the inputs of data {data.name!r} (a batch of shape "
+            f"{tuple(x.shape)}, {x.dtype}): {_first_line(e)}{fix}"
+        ) from None
     finally:
         module.train(was_training)

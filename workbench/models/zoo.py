@@ -28,7 +28,7 @@ from ..engine.evaluation import inference
 from . import gpt
 
 FAMILIES = ("mlp", "cnn1d", "cnn2d")  # tables and images: what the app's and dashboard's pickers offer
-TEXT_FAMILIES = (gpt.FAMILY,)        # text data: one next-token prediction per position
+TEXT_FAMILIES = (gpt.FAMILY,)  # text data: one next-token prediction per position
 ALL_FAMILIES = FAMILIES + TEXT_FAMILIES
 DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp": {"hidden": (64, 32), "dropout": 0.0},
@@ -81,8 +81,12 @@ def _ints(value: Any) -> Any:
 
 def _input_shape(data: DataSplits | Sequence[int]) -> tuple[int, ...]:
     shape = _ints(data.input_shape if isinstance(data, DataSplits) else data)
-    if isinstance(shape, int) or not isinstance(shape, (tuple, list, torch.Size)) or not shape or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape):
+    if (
+        isinstance(shape, int)
+        or not isinstance(shape, (tuple, list, torch.Size))
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+    ):
         raise _bad("input_shape", shape, "expected per-sample dimensions like (64,), (1, 40) or (1, 8, 8)")
     return tuple(shape)
 
@@ -90,8 +94,11 @@ def _input_shape(data: DataSplits | Sequence[int]) -> tuple[int, ...]:
 def _widths(name: str, value: Any, allow_empty: bool) -> tuple[int, ...]:
     value = _ints(value)
     widths = (value,) if isinstance(value, int) and not isinstance(value, bool) else value
-    if not isinstance(widths, (tuple, list)) or (not widths and not allow_empty) or not all(
-            isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+    if (
+        not isinstance(widths, (tuple, list))
+        or (not widths and not allow_empty)
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)
+    ):
         kind = "a tuple of layer widths >= 1 (or one int)" + (", () for none" if allow_empty else "")
         raise _bad(name, value, f"expected {kind}")
     return tuple(widths)
@@ -113,16 +120,21 @@ def _mlp(shape: tuple[int, ...], num_classes: int, hidden: Any, dropout: Any) ->
             layers.append(("dropout", nn.Dropout(dropout)))
         blocks.append(nn.Sequential(OrderedDict(layers)))
         width = h
-    model = nn.Sequential(OrderedDict([
-        ("flatten", nn.Flatten()),          # (B, *shape) -> (B, prod(shape))
-        ("hidden", nn.Sequential(*blocks)),
-        ("head", nn.Linear(width, num_classes)),
-    ]))
+    model = nn.Sequential(
+        OrderedDict(
+            [
+                ("flatten", nn.Flatten()),  # (B, *shape) -> (B, prod(shape))
+                ("hidden", nn.Sequential(*blocks)),
+                ("head", nn.Linear(width, num_classes)),
+            ]
+        )
+    )
     return model, {"hidden": list(hidden), "dropout": dropout}
 
 
-def _cnn(dims: int, shape: tuple[int, ...], num_classes: int, channels: Any, dropout: Any,
-         pool: str = "flatten") -> tuple[nn.Module, dict]:
+def _cnn(
+    dims: int, shape: tuple[int, ...], num_classes: int, channels: Any, dropout: Any, pool: str = "flatten"
+) -> tuple[nn.Module, dict]:
     """Conv blocks: 1-D kernels 5/3/3.. with stride 2; 2-D 3x3 convs with 2x2 max-pooling."""
     channels, dropout = _widths("channels", channels, allow_empty=False), _dropout(dropout)
     if pool not in POOLS:
@@ -164,8 +176,11 @@ def _cnn(dims: int, shape: tuple[int, ...], num_classes: int, channels: Any, dro
 def _gpt(shape: tuple[int, ...], vocab_size: int, **size: Any) -> tuple[nn.Module, dict]:
     """``gpt.build_gpt`` with ``vocab_size`` = the classes and ``block_size`` = the sequence length."""
     if len(shape) != 1:
-        raise _bad("input_shape", shape, f"expected (block_size,) for family {gpt.FAMILY!r}: one sequence of "
-                                         "token ids per sample")
+        raise _bad(
+            "input_shape",
+            shape,
+            f"expected (block_size,) for family {gpt.FAMILY!r}: one sequence of token ids per sample",
+        )
     model = gpt.build_gpt({"family": gpt.FAMILY, "vocab_size": vocab_size, "block_size": shape[0], **size})
     return model, {k: model.spec[k] for k in DEFAULTS[gpt.FAMILY]}
 
@@ -191,15 +206,18 @@ def _check_fits(family: str, data: DataSplits | Sequence[int], shape: tuple[int,
     if is_text(data):
         what = f"text data {data.name!r} (one next-token target per position)"
     elif family in TEXT_FAMILIES:
-        what = (f"input shape {shape}: it needs text data (load_dataset('shakespeare-char') or "
-                "workbench.data.text.from_text)")
+        what = (
+            f"input shape {shape}: it needs text data (load_dataset('shakespeare-char') or "
+            "workbench.data.text.from_text)"
+        )
     else:
         what = f"input shape {shape}"
     raise _bad("family", family, f"does not fit {what}; valid for this data: {', '.join(fits)}")
 
 
-def build_model(family: str, data: DataSplits | Sequence[int], num_classes: int | None = None,
-                **size: Any) -> nn.Module:
+def build_model(
+    family: str, data: DataSplits | Sequence[int], num_classes: int | None = None, **size: Any
+) -> nn.Module:
     """A fresh model of ``family`` for the data (or an input shape); ``model.spec`` rebuilds it.
 
     For gpt, ``num_classes`` is the vocabulary size and the shape is ``(block_size,)``."""
@@ -211,14 +229,21 @@ def build_model(family: str, data: DataSplits | Sequence[int], num_classes: int 
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise _bad("num_classes", num_classes, "expected an integer >= 2 (pass it with an input shape)")
     if is_text(data) and num_classes != data.num_classes:
-        raise _bad("num_classes", num_classes, f"expected the vocabulary size of text data {data.name!r}: "
-                                               f"{data.num_classes} (or leave it out)")
+        raise _bad(
+            "num_classes",
+            num_classes,
+            f"expected the vocabulary size of text data {data.name!r}: {data.num_classes} (or leave it out)",
+        )
     unknown = sorted(map(str, set(size) - set(DEFAULTS[family])))
     if unknown:
-        hint = (" (vocab_size and block_size come from the data: num_classes and input_shape)"
-                if family in TEXT_FAMILIES else "")
-        raise ValueError(f"{', '.join(unknown)}: not a size option of family {family!r}; "
-                         f"valid: {', '.join(DEFAULTS[family])}{hint}")
+        hint = (
+            " (vocab_size and block_size come from the data: num_classes and input_shape)"
+            if family in TEXT_FAMILIES
+            else ""
+        )
+        raise ValueError(
+            f"{', '.join(unknown)}: not a size option of family {family!r}; valid: {', '.join(DEFAULTS[family])}{hint}"
+        )
     model, size_spec = _BUILDERS[family](shape, num_classes, **{**DEFAULTS[family], **size})
     model.spec = {"family": family, "input_shape": list(shape), "num_classes": num_classes, **size_spec}
     return model
@@ -243,14 +268,18 @@ def build_model_from_spec(spec: Mapping[str, Any]) -> nn.Module:
 
 def _zoo_gpt_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """A gpt spec with ``vocab_size``/``block_size`` moved to ``num_classes``/``input_shape`` (they must agree)."""
-    for native, zoo, as_zoo in (("vocab_size", "num_classes", lambda v: v),
-                                ("block_size", "input_shape", lambda v: [v])):
+    for native, zoo, as_zoo in (
+        ("vocab_size", "num_classes", lambda v: v),
+        ("block_size", "input_shape", lambda v: [v]),
+    ):
         if native not in spec:
             continue
         raw = spec.pop(native)
         if zoo in spec and _ints(spec[zoo]) != _ints(as_zoo(raw)):
-            raise ValueError(f"spec: {native}={raw!r} disagrees with {zoo}={spec[zoo]!r}; "
-                             f"expected {zoo} = {'[block_size]' if zoo == 'input_shape' else 'vocab_size'}")
+            raise ValueError(
+                f"spec: {native}={raw!r} disagrees with {zoo}={spec[zoo]!r}; "
+                f"expected {zoo} = {'[block_size]' if zoo == 'input_shape' else 'vocab_size'}"
+            )
         spec[zoo] = as_zoo(raw)
     return spec
 
@@ -273,16 +302,24 @@ def _example(model: nn.Module, input_shape: Sequence[int], batch_size: int) -> t
 
 def _gpt_seq_len(model: gpt.GPT, shape: tuple[int, ...]) -> int:
     if len(shape) != 1 or shape[0] > model.block_size:
-        raise _bad("input_shape", shape, f"expected (L,) with L <= block_size={model.block_size} for a GPT "
-                                         "(one sequence of token ids)")
+        raise _bad(
+            "input_shape",
+            shape,
+            f"expected (L,) with L <= block_size={model.block_size} for a GPT (one sequence of token ids)",
+        )
     return shape[0]
 
 
 def _gpt_size(model: gpt.GPT) -> dict[str, Any]:
     """The ``gpt.build_gpt`` spec of a built GPT, read from its modules (whatever ``model.spec`` holds)."""
-    return {"family": gpt.FAMILY, "vocab_size": model.vocab_size, "block_size": model.block_size,
-            "n_layer": len(model.blocks), "n_head": model.blocks[0].attn.n_head,
-            "n_embd": model.tok_emb.embedding_dim}
+    return {
+        "family": gpt.FAMILY,
+        "vocab_size": model.vocab_size,
+        "block_size": model.block_size,
+        "n_layer": len(model.blocks),
+        "n_head": model.blocks[0].attn.n_head,
+        "n_embd": model.tok_emb.embedding_dim,
+    }
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
@@ -301,8 +338,14 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     return counter.get_total_flops() // 2
 
 
-def measure_latency(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1, repeats: int = 50,
-                    warmup: int = 5, max_seconds: float = 1.0) -> dict[str, float]:
+def measure_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int = 1,
+    repeats: int = 50,
+    warmup: int = 5,
+    max_seconds: float = 1.0,
+) -> dict[str, float]:
     """Median and p90 milliseconds per forward pass of a batch (eval, no_grad, model's device)."""
     batch_size, repeats = plain_scalar(batch_size), plain_scalar(repeats)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -324,14 +367,16 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], batch_size: in
             times.append((time.perf_counter() - start) * 1000.0)
     times.sort()
     p90 = times[min(len(times) - 1, math.ceil(0.9 * len(times)) - 1)]
-    return {"median_ms": statistics.median(times), "p90_ms": p90, "batch_size": batch_size,
-            "repeats": len(times)}
+    return {"median_ms": statistics.median(times), "p90_ms": p90, "batch_size": batch_size, "repeats": len(times)}
 
 
 def describe(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
     """Size and cost of a model: parameters, MACs per sample, median latency (ms, batch of 1)."""
-    return {"params": count_params(model), "macs": count_macs(model, input_shape),
-            "latency_ms": measure_latency(model, input_shape)["median_ms"]}
+    return {
+        "params": count_params(model),
+        "macs": count_macs(model, input_shape),
+        "latency_ms": measure_latency(model, input_shape)["median_ms"],
+    }
 
 
 def parse_model(text: str) -> tuple[str, dict[str, Any]]:
@@ -341,8 +386,12 @@ def parse_model(text: str) -> tuple[str, dict[str, Any]]:
     family, _, sizes = str(text).partition(":")
     family = family.strip()
     if family not in ALL_FAMILIES:
-        raise _bad("model", text, f"expected FAMILY[:W1,W2,...] with FAMILY in {', '.join(ALL_FAMILIES)}, "
-                                  "e.g. 'mlp:16' (or 'gpt:LAYERS,WIDTH[,HEADS]' for text, e.g. 'gpt:2,64')")
+        raise _bad(
+            "model",
+            text,
+            f"expected FAMILY[:W1,W2,...] with FAMILY in {', '.join(ALL_FAMILIES)}, "
+            "e.g. 'mlp:16' (or 'gpt:LAYERS,WIDTH[,HEADS]' for text, e.g. 'gpt:2,64')",
+        )
     if not sizes.strip():
         return family, {}
     try:

@@ -29,14 +29,36 @@ from ..sweeps.plots import accuracy_vs_size, bars_with_lines, gain_figure, mean_
 from ..sweeps.stats import best_temperature, paired_gain, summarize
 from ..sweeps.sweep import Sweep
 
-FULL = dict(seeds=5, teacher_seeds=3, mnist_teacher_epochs=150, mnist_student_epochs=100, n_extra=50000,
-            extra_sizes=[5000, 20000],
-            digits_teacher_epochs=60, digits_student_epochs=100, sizes=["mlp:4", "mlp:8", "mlp:16", "mlp:32", "mlp:64"],
-            temps=[1.0, 2.0, 4.0, 8.0, 16.0], grid_t=[2.0, 4.0, 8.0], grid_alpha=[0.1, 0.5], temp_seeds=3)
-QUICK = dict(seeds=2, teacher_seeds=2, mnist_teacher_epochs=3, mnist_student_epochs=2, n_extra=500,
-             extra_sizes=[200],
-             digits_teacher_epochs=3, digits_student_epochs=2, sizes=["mlp:4", "mlp:16"],
-             temps=[1.0, 4.0], grid_t=[4.0], grid_alpha=[0.1, 0.5], temp_seeds=2)
+FULL = dict(
+    seeds=5,
+    teacher_seeds=3,
+    mnist_teacher_epochs=150,
+    mnist_student_epochs=100,
+    n_extra=50000,
+    extra_sizes=[5000, 20000],
+    digits_teacher_epochs=60,
+    digits_student_epochs=100,
+    sizes=["mlp:4", "mlp:8", "mlp:16", "mlp:32", "mlp:64"],
+    temps=[1.0, 2.0, 4.0, 8.0, 16.0],
+    grid_t=[2.0, 4.0, 8.0],
+    grid_alpha=[0.1, 0.5],
+    temp_seeds=3,
+)
+QUICK = dict(
+    seeds=2,
+    teacher_seeds=2,
+    mnist_teacher_epochs=3,
+    mnist_student_epochs=2,
+    n_extra=500,
+    extra_sizes=[200],
+    digits_teacher_epochs=3,
+    digits_student_epochs=2,
+    sizes=["mlp:4", "mlp:16"],
+    temps=[1.0, 4.0],
+    grid_t=[4.0],
+    grid_alpha=[0.1, 0.5],
+    temp_seeds=2,
+)
 MNIST_TEACHER = "cnn1d:64,64,64"
 DIGITS_TEACHER = {"family": "cnn2d", "channels": (32, 64), "dropout": 0.3}
 
@@ -57,13 +79,18 @@ class Report:
 
     def figures_html(self) -> str:
         """One self-contained HTML page with every chart (plotly.js embedded once: works offline)."""
-        parts = [f'<h2 id="figure-{i}">Figure {i}: {html.escape(title)}</h2>'
-                 + fig.to_html(full_html=False, include_plotlyjs=(i == 1))
-                 for i, (title, fig) in enumerate(self.charts, 1)]
-        return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>KD Workbench results: figures</title>"
-                "</head><body style='font-family: sans-serif'><h1>What distillation achieves here: figures</h1>"
-                "<p>Regenerated with <code>results.md</code> by <code>python -m workbench.reports.results</code>.</p>"
-                + "\n".join(parts) + "</body></html>\n")
+        parts = [
+            f'<h2 id="figure-{i}">Figure {i}: {html.escape(title)}</h2>'
+            + fig.to_html(full_html=False, include_plotlyjs=(i == 1))
+            for i, (title, fig) in enumerate(self.charts, 1)
+        ]
+        return (
+            "<!DOCTYPE html><html><head><meta charset='utf-8'><title>KD Workbench results: figures</title>"
+            "</head><body style='font-family: sans-serif'><h1>What distillation achieves here: figures</h1>"
+            "<p>Regenerated with <code>results.md</code> by <code>python -m workbench.reports.results</code>.</p>"
+            + "\n".join(parts)
+            + "</body></html>\n"
+        )
 
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)
@@ -74,27 +101,45 @@ class Report:
         return self.figures[name]
 
     def table(self, df: pd.DataFrame) -> None:
-        self.add(df.to_markdown(index=False, floatfmt=".4f") if _has_tabulate() else "```\n" + df.to_string(index=False) + "\n```", "")
+        self.add(
+            df.to_markdown(index=False, floatfmt=".4f")
+            if _has_tabulate()
+            else "```\n" + df.to_string(index=False) + "\n```",
+            "",
+        )
 
 
 def _has_tabulate() -> bool:
     try:
         import tabulate  # noqa: F401
+
         return True
     except ImportError:
         return False
 
 
 def _pm(f: dict[str, float]) -> str:
-    return f"{100 * f['mean']:.1f} ± {100 * f['std']:.1f} (n={f['n']})" if f["n"] > 1 else f"{100 * f['mean']:.1f} (n=1)"
+    return (
+        f"{100 * f['mean']:.1f} ± {100 * f['std']:.1f} (n={f['n']})" if f["n"] > 1 else f"{100 * f['mean']:.1f} (n=1)"
+    )
 
 
-def pick_on_val(data: Any, teacher: Any, student: str, base: DistillConfig, tcfg: DistillConfig, method: dict,
-                p: dict, workers: int, runs: Path) -> tuple[float, float, pd.DataFrame]:
+def pick_on_val(
+    data: Any,
+    teacher: Any,
+    student: str,
+    base: DistillConfig,
+    tcfg: DistillConfig,
+    method: dict,
+    p: dict,
+    workers: int,
+    runs: Path,
+) -> tuple[float, float, pd.DataFrame]:
     """The (temperature, alpha) with the best val accuracy for ``method`` (seed 0)."""
     methods = [{**method, "name": f"{method['name']}-a{a:g}", "alpha": a} for a in p["grid_alpha"]]
-    df = Sweep(data, teacher, [student], methods, [0], p["grid_t"], base, tcfg, workers=workers, runs=runs,
-               record=False).run()
+    df = Sweep(
+        data, teacher, [student], methods, [0], p["grid_t"], base, tcfg, workers=workers, runs=runs, record=False
+    ).run()
     best = df.sort_values("val_acc", ascending=False, kind="stable").iloc[0]
     return float(best["temperature"]), float(best["method"].rsplit("-a", 1)[1]), df
 
@@ -114,43 +159,80 @@ def teacher_spread(data: Any, spec: Any, tcfg: DistillConfig, seeds: int, rep: R
 def mnist1d(p: dict, rep: Report, workers: int, runs: Path) -> None:
     data = load_dataset("mnist1d", seed=0, n_unlabeled=p["n_extra"])
     # the paper's CNN recipe (Adam 1e-2, batch 100, 6000 steps = 150 epochs of 4000), 64 channels
-    tcfg = DistillConfig(epochs=p["mnist_teacher_epochs"], lr=1e-2, batch_size=100, weight_decay=0.0,
-                         w_ce=1.0, w_kd=0.0, use_unlabeled=False)
+    tcfg = DistillConfig(
+        epochs=p["mnist_teacher_epochs"],
+        lr=1e-2,
+        batch_size=100,
+        weight_decay=0.0,
+        w_ce=1.0,
+        w_kd=0.0,
+        use_unlabeled=False,
+    )
     spread = teacher_spread(data, MNIST_TEACHER, tcfg, p["teacher_seeds"], rep, "mnist1d")
     base = DistillConfig(epochs=p["mnist_student_epochs"], lr=3e-3, batch_size=64)
     T, alpha, _ = pick_on_val(data, MNIST_TEACHER, "mlp:128,128", base, tcfg, {"name": "kd-extra"}, p, workers, runs)
     base = base.replace(temperature=T, alpha=alpha)
-    methods = [{"name": "scratch", "use_unlabeled": False},
-               {"name": "kd", "use_unlabeled": False},
-               {"name": "kd-mixup", "use_unlabeled": False, "mixup_alpha": 1.0},
-               {"name": "kd-extra"},
-               {"name": "scratch-10%", "teacher": False, "w_ce": 1.0, "w_kd": 0.0, "alpha": None, "labeled_fraction": 0.1},
-               {"name": "kd-10%-extra", "labeled_fraction": 0.1}]
-    df = Sweep(data, MNIST_TEACHER, ["mlp:128,128"], methods, p["seeds"], None, base, tcfg, workers=workers,
-               runs=runs, name="results-mnist1d", record=False).run()
-    rep.add("## MNIST-1D: the transfer set is where KD earns its keep", "",
-            f"Teacher `{MNIST_TEACHER}` ({p['mnist_teacher_epochs']} epochs, Adam 1e-2, batch 100, no weight "
-            f"decay: the paper's CNN recipe with 64 channels) over {len(spread)} seeds: test accuracy {_pm(rep.figures['mnist1d.teacher.test_acc'])} "
-            f"(the paper's CNN: 94%); students learn from the seed-0 one ({100 * spread.test_acc.iloc[0]:.1f}%). "
-            f"Data: the published split (4000 train / 1000 test, `data_seed=42`) plus {len(data.val)} validation "
-            "rows generated from another seed (every train row stays a train row, as in the paper). "
-            "Student: MLP 40-128-128-10, Adam 3e-3, batch 64, "
-            f"{p['mnist_student_epochs']} epochs' worth of steps of the labeled set for every method. "
-            f"T={T:g} and alpha={alpha:g} were picked on the validation split (grid T in {p['grid_t']}, "
-            f"alpha in {p['grid_alpha']}, seed 0, KD with generated inputs).", "")
+    methods = [
+        {"name": "scratch", "use_unlabeled": False},
+        {"name": "kd", "use_unlabeled": False},
+        {"name": "kd-mixup", "use_unlabeled": False, "mixup_alpha": 1.0},
+        {"name": "kd-extra"},
+        {"name": "scratch-10%", "teacher": False, "w_ce": 1.0, "w_kd": 0.0, "alpha": None, "labeled_fraction": 0.1},
+        {"name": "kd-10%-extra", "labeled_fraction": 0.1},
+    ]
+    df = Sweep(
+        data,
+        MNIST_TEACHER,
+        ["mlp:128,128"],
+        methods,
+        p["seeds"],
+        None,
+        base,
+        tcfg,
+        workers=workers,
+        runs=runs,
+        name="results-mnist1d",
+        record=False,
+    ).run()
+    rep.add(
+        "## MNIST-1D: the transfer set is where KD earns its keep",
+        "",
+        f"Teacher `{MNIST_TEACHER}` ({p['mnist_teacher_epochs']} epochs, Adam 1e-2, batch 100, no weight "
+        f"decay: the paper's CNN recipe with 64 channels) over {len(spread)} seeds: test accuracy {_pm(rep.figures['mnist1d.teacher.test_acc'])} "
+        f"(the paper's CNN: 94%); students learn from the seed-0 one ({100 * spread.test_acc.iloc[0]:.1f}%). "
+        f"Data: the published split (4000 train / 1000 test, `data_seed=42`) plus {len(data.val)} validation "
+        "rows generated from another seed (every train row stays a train row, as in the paper). "
+        "Student: MLP 40-128-128-10, Adam 3e-3, batch 64, "
+        f"{p['mnist_student_epochs']} epochs' worth of steps of the labeled set for every method. "
+        f"T={T:g} and alpha={alpha:g} were picked on the validation split (grid T in {p['grid_t']}, "
+        f"alpha in {p['grid_alpha']}, seed 0, KD with generated inputs).",
+        "",
+    )
     rows, bars = [], []
     for m in [x["name"] for x in methods]:
         f = rep.figure(f"mnist1d.{m}.test_acc", df[df.method == m]["test_acc"])
         rows.append({"method": m, "test accuracy %": _pm(f)})
         bars.append((m, 100 * f["mean"], 100 * f["std"]))
     rep.table(pd.DataFrame(rows))
-    rep.chart("MNIST-1D: test accuracy by transfer set (mean ± std over seeds)", bars_with_lines(
-        bars, "test accuracy %", [("published MLP", 68.0), ("published CNN", 94.0),
-                                  ("our teacher", 100 * rep.figures["mnist1d.teacher.test_acc"]["mean"])]))
-    rep.add("Published (Greydanus, *Scaling down deep learning*): logistic regression 32%, MLP 68%, CNN 94%, "
-            "GRU 91%, human 96%. Methods: `kd` = the labeled train set, soft-labeled by the teacher "
-            f"as well; `kd-mixup` = teacher queried on mixed inputs; `kd-extra` = plus {p['n_extra']} generated "
-            "inputs labeled by the teacher; `10%` = only 10% of the labels for CE.", "")
+    rep.chart(
+        "MNIST-1D: test accuracy by transfer set (mean ± std over seeds)",
+        bars_with_lines(
+            bars,
+            "test accuracy %",
+            [
+                ("published MLP", 68.0),
+                ("published CNN", 94.0),
+                ("our teacher", 100 * rep.figures["mnist1d.teacher.test_acc"]["mean"]),
+            ],
+        ),
+    )
+    rep.add(
+        "Published (Greydanus, *Scaling down deep learning*): logistic regression 32%, MLP 68%, CNN 94%, "
+        "GRU 91%, human 96%. Methods: `kd` = the labeled train set, soft-labeled by the teacher "
+        f"as well; `kd-mixup` = teacher queried on mixed inputs; `kd-extra` = plus {p['n_extra']} generated "
+        "inputs labeled by the teacher; `10%` = only 10% of the labels for CE.",
+        "",
+    )
     gains = [paired_gain(df, m, "scratch") for m in ("kd", "kd-mixup", "kd-extra")]
     gains.append(paired_gain(df, "kd-10%-extra", "scratch-10%"))
     g = pd.concat(gains)[["method", "baseline", "n", "gain", "ci_low", "ci_high"]]
@@ -159,26 +241,54 @@ def mnist1d(p: dict, rep: Report, workers: int, runs: Path) -> None:
     transfer_set_size(p, rep, workers, runs, base, tcfg)
 
 
-def transfer_set_size(p: dict, rep: Report, workers: int, runs: Path, base: DistillConfig,
-                      tcfg: DistillConfig) -> None:
+def transfer_set_size(p: dict, rep: Report, workers: int, runs: Path, base: DistillConfig, tcfg: DistillConfig) -> None:
     """kd-extra with fewer generated inputs (the same T, alpha and step budget): how the student
     grows with the transfer set."""
     rows = [{"generated inputs": 0, "test accuracy %": _pm(rep.figures["mnist1d.kd.test_acc"])}]
     for n in p["extra_sizes"]:
         data = load_dataset("mnist1d", seed=0, n_unlabeled=n)
-        df = Sweep(data, MNIST_TEACHER, ["mlp:128,128"], [{"name": "kd-extra"}], p["seeds"], None, base, tcfg,
-                   workers=workers, runs=runs, name=f"results-mnist1d-extra-{n}", record=False).run()
-        rows.append({"generated inputs": n, "test accuracy %": _pm(rep.figure(f"mnist1d.kd-extra-{n}.test_acc",
-                                                                              df["test_acc"]))})
+        df = Sweep(
+            data,
+            MNIST_TEACHER,
+            ["mlp:128,128"],
+            [{"name": "kd-extra"}],
+            p["seeds"],
+            None,
+            base,
+            tcfg,
+            workers=workers,
+            runs=runs,
+            name=f"results-mnist1d-extra-{n}",
+            record=False,
+        ).run()
+        rows.append(
+            {
+                "generated inputs": n,
+                "test accuracy %": _pm(rep.figure(f"mnist1d.kd-extra-{n}.test_acc", df["test_acc"])),
+            }
+        )
     rows.append({"generated inputs": p["n_extra"], "test accuracy %": _pm(rep.figures["mnist1d.kd-extra.test_acc"])})
-    rep.add("### The bigger the transfer set, the better the student", "",
-            "The same student, teacher, T, alpha and step budget, with more generated inputs for the teacher "
-            "to label (0 is `kd`: the labeled train inputs alone; each size is its own generated set):", "")
+    rep.add(
+        "### The bigger the transfer set, the better the student",
+        "",
+        "The same student, teacher, T, alpha and step budget, with more generated inputs for the teacher "
+        "to label (0 is `kd`: the labeled train inputs alone; each size is its own generated set):",
+        "",
+    )
     rep.table(pd.DataFrame(rows))
     sizes = [0, *p["extra_sizes"], p["n_extra"]]
-    names = ["mnist1d.kd.test_acc", *[f"mnist1d.kd-extra-{n}.test_acc" for n in p["extra_sizes"]], "mnist1d.kd-extra.test_acc"]
-    fig = mean_curve(sizes, [100 * rep.figures[k]["mean"] for k in names], [100 * rep.figures[k]["std"] for k in names],
-                     "generated inputs labeled by the teacher", "student test accuracy %")
+    names = [
+        "mnist1d.kd.test_acc",
+        *[f"mnist1d.kd-extra-{n}.test_acc" for n in p["extra_sizes"]],
+        "mnist1d.kd-extra.test_acc",
+    ]
+    fig = mean_curve(
+        sizes,
+        [100 * rep.figures[k]["mean"] for k in names],
+        [100 * rep.figures[k]["std"] for k in names],
+        "generated inputs labeled by the teacher",
+        "student test accuracy %",
+    )
     rep.chart("MNIST-1D: the student grows with the transfer set", fig)
 
 
@@ -190,20 +300,40 @@ def digits(p: dict, rep: Report, workers: int, runs: Path) -> None:
     base = DistillConfig(epochs=p["digits_student_epochs"], lr=3e-3, batch_size=64, labeled_fraction=0.1, label_seed=0)
     T, alpha, _ = pick_on_val(data, DIGITS_TEACHER, "mlp:16", base, tcfg, {"name": "kd"}, p, workers, runs)
     base = base.replace(temperature=T, alpha=alpha)
-    rep.add("## digits with 10% of the labels: scratch vs KD vs logit MSE across student sizes", "",
-            f"Teacher: 2-D CNN (32/64 channels, dropout 0.3), test accuracy {_pm(rep.figures['digits.teacher.test_acc'])} "
-            f"over its seeds; students learn from the seed-0 one ({100 * spread.test_acc.iloc[0]:.1f}%). Students: MLPs on the 8x8 images, the same 10% of the labels for CE at every "
-            f"seed (`label_seed=0`), KD on every train input; T={T:g}, alpha={alpha:g} picked on val (mlp:16, seed 0).", "")
-    for label, teacher_cfg in (("teacher trained on all labels", tcfg),
-                               ("teacher trained on the same 10% (the fair control)",
-                                tcfg.replace(labeled_fraction=0.1, label_seed=0))):
+    rep.add(
+        "## digits with 10% of the labels: scratch vs KD vs logit MSE across student sizes",
+        "",
+        f"Teacher: 2-D CNN (32/64 channels, dropout 0.3), test accuracy {_pm(rep.figures['digits.teacher.test_acc'])} "
+        f"over its seeds; students learn from the seed-0 one ({100 * spread.test_acc.iloc[0]:.1f}%). Students: MLPs on the 8x8 images, the same 10% of the labels for CE at every "
+        f"seed (`label_seed=0`), KD on every train input; T={T:g}, alpha={alpha:g} picked on val (mlp:16, seed 0).",
+        "",
+    )
+    for label, teacher_cfg in (
+        ("teacher trained on all labels", tcfg),
+        ("teacher trained on the same 10% (the fair control)", tcfg.replace(labeled_fraction=0.1, label_seed=0)),
+    ):
         tag = "all" if teacher_cfg is tcfg else "fair"
-        df = Sweep(data, DIGITS_TEACHER, p["sizes"], ["scratch", "kd", "mse"], p["seeds"], None, base, teacher_cfg,
-                   workers=workers, runs=runs, name=f"results-digits10-{tag}", record=False).run()
+        df = Sweep(
+            data,
+            DIGITS_TEACHER,
+            p["sizes"],
+            ["scratch", "kd", "mse"],
+            p["seeds"],
+            None,
+            base,
+            teacher_cfg,
+            workers=workers,
+            runs=runs,
+            name=f"results-digits10-{tag}",
+            record=False,
+        ).run()
         s = summarize(df)
         for r in s.itertuples():
             rep.figures[f"digits10.{tag}.{r.student}.{r.method}.test_acc"] = {
-                "mean": float(r.test_acc_mean), "std": float(r.test_acc_std), "n": int(r.n)}
+                "mean": float(r.test_acc_mean),
+                "std": float(r.test_acc_std),
+                "n": int(r.n),
+            }
         rep.add(f"### {label}", "")
         rep.table(s[["student", "method", "params", "n", "test_acc_mean", "test_acc_std"]])
         gain = paired_gain(df, "kd", "scratch")[["student", "n", "gain", "ci_low", "ci_high"]]
@@ -214,29 +344,63 @@ def digits(p: dict, rep: Report, workers: int, runs: Path) -> None:
             rep.figure("digits10.all.kd_minus_scratch.mean_over_sizes", gain["gain"])
 
     # Hinton's temperature finding: best T per width, picked on val.
-    df = Sweep(data, DIGITS_TEACHER, p["sizes"], [{"name": "kd", "alpha": 0.1}], p["temp_seeds"], p["temps"],
-               base, tcfg, workers=workers, runs=runs, name="results-digits-temperature", record=False).run()
+    df = Sweep(
+        data,
+        DIGITS_TEACHER,
+        p["sizes"],
+        [{"name": "kd", "alpha": 0.1}],
+        p["temp_seeds"],
+        p["temps"],
+        base,
+        tcfg,
+        workers=workers,
+        runs=runs,
+        name="results-digits-temperature",
+        record=False,
+    ).run()
     best = best_temperature(df, "kd")[["student", "temperature", "val_acc", "test_acc"]]
-    rep.add("## Hinton's temperature finding: the best temperature by student width", "",
-            f"KD with alpha=0.1 on digits with 10% labels, T in {p['temps']}, {p['temp_seeds']} seeds; best T by mean "
-            "val accuracy (Hinton et al. 2015: with 300+ units every T above 8 did about as well; with 30 units "
-            "T of 2.5 to 4 worked best).", "")
+    rep.add(
+        "## Hinton's temperature finding: the best temperature by student width",
+        "",
+        f"KD with alpha=0.1 on digits with 10% labels, T in {p['temps']}, {p['temp_seeds']} seeds; best T by mean "
+        "val accuracy (Hinton et al. 2015: with 300+ units every T above 8 did about as well; with 30 units "
+        "T of 2.5 to 4 worked best).",
+        "",
+    )
     order = {s: i for i, s in enumerate(p["sizes"])}  # by width, not alphabetically
     pivot = df.pivot_table(index="student", columns="temperature", values="val_acc", aggfunc="mean")
     rep.table(pivot.sort_index(key=lambda idx: idx.map(order)).reset_index())
-    rep.table(best.sort_values("student", key=lambda col: col.map(order)).rename(columns={"temperature": "best T (val)"}))
+    rep.table(
+        best.sort_values("student", key=lambda col: col.map(order)).rename(columns={"temperature": "best T (val)"})
+    )
     rep.chart("digits: val accuracy by temperature and student width (star: best T)", temperature_heatmap(df))
 
     # The honest negative result: KD on the full labeled set the teacher was trained on.
     full = base.replace(labeled_fraction=1.0)
-    df = Sweep(data, DIGITS_TEACHER, p["sizes"], ["scratch", "kd"], p["seeds"], None, full, tcfg, workers=workers,
-               runs=runs, name="results-digits-full", record=False).run()
+    df = Sweep(
+        data,
+        DIGITS_TEACHER,
+        p["sizes"],
+        ["scratch", "kd"],
+        p["seeds"],
+        None,
+        full,
+        tcfg,
+        workers=workers,
+        runs=runs,
+        name="results-digits-full",
+        record=False,
+    ).run()
     full_gain = paired_gain(df, "kd", "scratch")
     gain = full_gain[["student", "n", "gain", "ci_low", "ci_high", "method_mean", "baseline_mean"]]
     rep.figure("digits.full_labels.kd_minus_scratch.mean_over_sizes", gain["gain"])
-    rep.add("## The honest negative result: KD on the full labeled set", "",
-            "Same teacher, students and step budget, but every label available to the student: the teacher, "
-            "trained to near-perfect train accuracy on these same labels, passes little beyond them.", "")
+    rep.add(
+        "## The honest negative result: KD on the full labeled set",
+        "",
+        "Same teacher, students and step budget, but every label available to the student: the teacher, "
+        "trained to near-perfect train accuracy on these same labels, passes little beyond them.",
+        "",
+    )
     rep.table(gain)
     rep.chart("digits, all labels: KD - scratch (paired, 95% interval)", gain_figure(full_gain))
 
@@ -256,10 +420,14 @@ def main(argv: list[str] | None = None) -> int:
     mnist1d(p, rep, args.workers, runs)
     digits(p, rep, args.workers, runs)
     seconds = time.perf_counter() - t0
-    head = ["# What distillation achieves here", "",
-            f"Regenerated by `python -m workbench.reports.results{' --quick' if args.quick else ''}` in "
-            f"{seconds / 60:.1f} minutes on {os.cpu_count()} CPU cores. Numbers are test accuracies, mean ± std over "
-            "seeds; temperatures and weights were chosen on the validation split.", ""]
+    head = [
+        "# What distillation achieves here",
+        "",
+        f"Regenerated by `python -m workbench.reports.results{' --quick' if args.quick else ''}` in "
+        f"{seconds / 60:.1f} minutes on {os.cpu_count()} CPU cores. Numbers are test accuracies, mean ± std over "
+        "seeds; temperatures and weights were chosen on the validation split.",
+        "",
+    ]
     (out / "results.md").write_text("\n".join(head + rep.lines) + "\n")
     (out / "results.json").write_text(json.dumps({"seconds": seconds, "figures": rep.figures}, indent=2))
     (out / "results-figures.html").write_text(rep.figures_html())

@@ -28,9 +28,23 @@ from .runs import atomic_save, load_checkpoint
 
 # Fields of a config that do not change what a teacher learns: reporting and device, and the
 # student's loss settings (a fit without a teacher trains on plain cross-entropy of its labels).
-_NOT_IN_KEY = {"log_every", "eval_every", "eval_batch_size", "device", "cache_teacher",
-               "temperature", "alpha", "w_ce", "w_kd", "w_mse", "w_hint", "hint_student", "hint_teacher",
-               "mixup_alpha", "use_unlabeled"}
+_NOT_IN_KEY = {
+    "log_every",
+    "eval_every",
+    "eval_batch_size",
+    "device",
+    "cache_teacher",
+    "temperature",
+    "alpha",
+    "w_ce",
+    "w_kd",
+    "w_mse",
+    "w_hint",
+    "hint_student",
+    "hint_teacher",
+    "mixup_alpha",
+    "use_unlabeled",
+}
 
 
 def cache_root(root: str | os.PathLike | None = None) -> Path:
@@ -105,8 +119,14 @@ def teacher_key(model: nn.Module, config: Mapping[str, Any], data: Any) -> str |
     cfg = {k: v for k, v in dict(config).items() if k not in _NOT_IN_KEY}
     if cfg.get("labeled_fraction", 1.0) >= 1.0:
         cfg.pop("label_seed", None)  # every label is used: the seed that would draw a subset is moot
-    return digest({"model": spec, "config": cfg, "data": [data.spec.get("name"), tensors],
-                   "torch": torch.__version__.split("+")[0]})
+    return digest(
+        {
+            "model": spec,
+            "config": cfg,
+            "data": [data.spec.get("name"), tensors],
+            "torch": torch.__version__.split("+")[0],
+        }
+    )
 
 
 class TeacherCache:
@@ -138,16 +158,19 @@ class TeacherCache:
             self.root.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}."))
         except OSError as e:
-            warnings.warn(f"teacher cache: cannot write in {str(self.root)!r} ({e.strerror or e}); "
-                          "the teacher is not cached", stacklevel=2)
+            warnings.warn(
+                f"teacher cache: cannot write in {str(self.root)!r} ({e.strerror or e}); the teacher is not cached",
+                stacklevel=2,
+            )
             return None
         try:
             torch.save(model.state_dict(), tmp / "model.pt")
             (tmp / "meta.json").write_text(json.dumps(dict(meta), indent=2, default=str), encoding="utf-8")
         except (OSError, RuntimeError) as e:  # torch reports a failed write as a RuntimeError
             shutil.rmtree(tmp, ignore_errors=True)
-            warnings.warn(f"teacher cache: cannot store teacher {key} ({e.strerror or e}); it is not cached",
-                          stacklevel=2)
+            warnings.warn(
+                f"teacher cache: cannot store teacher {key} ({e.strerror or e}); it is not cached", stacklevel=2
+            )
             return None
         try:
             os.replace(tmp, self.root / key)
@@ -199,8 +222,9 @@ class OutputCache:
                 self.root.mkdir(parents=True, exist_ok=True)
                 atomic_save(d, self.root / f"{key}.pt")
             except (OSError, RuntimeError) as e:  # kept in memory: this session still reuses them
-                warnings.warn(f"teacher output cache: cannot write in {str(self.root)!r} ({e.strerror or e})",
-                              stacklevel=2)
+                warnings.warn(
+                    f"teacher output cache: cannot write in {str(self.root)!r} ({e.strerror or e})", stacklevel=2
+                )
 
     @classmethod
     def clear_memory(cls) -> None:

@@ -16,8 +16,7 @@ from .runs import RECORD_FILES, RunRecord, atomic_write_json, load_run, read_obj
 FORMATS = ("export", "state_dict")
 
 
-def export_model(model: nn.Module, input_shape: tuple[int, ...], path: str | os.PathLike,
-                 fmt: str = "export") -> Path:
+def export_model(model: nn.Module, input_shape: tuple[int, ...], path: str | os.PathLike, fmt: str = "export") -> Path:
     """Write ``model`` as a ``torch.export`` program (batch size dynamic) or as a state_dict."""
     if fmt not in FORMATS:
         raise ValueError(f"format: {fmt!r} is invalid; valid: {', '.join(FORMATS)}")
@@ -45,8 +44,7 @@ def load_exported(path: str | os.PathLike) -> Any:
     return torch.export.load(str(path))
 
 
-def _export_path(out: str | os.PathLike | None, rec: RunRecord, suffix: str,
-                 root: str | os.PathLike | None) -> Path:
+def _export_path(out: str | os.PathLike | None, rec: RunRecord, suffix: str, root: str | os.PathLike | None) -> Path:
     """Where ``export_run`` writes: ``out``, else ``student<suffix>`` in the run's folder.
 
     ``out`` may be any file outside the runs folder; inside it, only a new file in this run's own
@@ -68,14 +66,17 @@ def _export_path(out: str | os.PathLike | None, rec: RunRecord, suffix: str,
     for absolute in (lambda p: Path(os.path.abspath(p)), Path.resolve):  # as written, and behind any link
         where, own = absolute(path), absolute(rec.path)
         if where.is_relative_to(absolute(base)) and (where.parent != own or where.name in RECORD_FILES):
-            raise ValueError(f"out: {str(path)!r} is inside the runs folder {str(base)!r} but not a "
-                             "new file in the run's own folder; expected a path outside the runs folder, or a "
-                             f"name other than {', '.join(RECORD_FILES)} in {str(rec.path)!r}")
+            raise ValueError(
+                f"out: {str(path)!r} is inside the runs folder {str(base)!r} but not a "
+                "new file in the run's own folder; expected a path outside the runs folder, or a "
+                f"name other than {', '.join(RECORD_FILES)} in {str(rec.path)!r}"
+            )
     return path
 
 
-def export_run(run_id: str, fmt: str = "export", root: str | os.PathLike | None = None,
-               out: str | os.PathLike | None = None) -> dict[str, Any]:
+def export_run(
+    run_id: str, fmt: str = "export", root: str | os.PathLike | None = None, out: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """Export a finished run's model and add params, MACs and CPU latency to its summary."""
     from ..models.zoo import count_macs, count_params, measure_latency
 
@@ -90,12 +91,16 @@ def export_run(run_id: str, fmt: str = "export", root: str | os.PathLike | None 
     try:
         path = export_model(rec.model, shape, target, fmt)
     except OSError as e:  # e.g. a parent that is a file, or no permission
-        raise ValueError(f"out: cannot write {str(target)!r} ({e.strerror or e}); "
-                         "expected a writable file path") from None
-    facts = {"params": count_params(rec.model), "macs": count_macs(rec.model, shape),
-             "latency_ms_batch1": measure_latency(rec.model, shape, batch_size=1)["median_ms"],
-             "latency_ms_batch256": measure_latency(rec.model, shape, batch_size=256)["median_ms"],
-             f"exported_{fmt}": str(path)}
+        raise ValueError(
+            f"out: cannot write {str(target)!r} ({e.strerror or e}); expected a writable file path"
+        ) from None
+    facts = {
+        "params": count_params(rec.model),
+        "macs": count_macs(rec.model, shape),
+        "latency_ms_batch1": measure_latency(rec.model, shape, batch_size=1)["median_ms"],
+        "latency_ms_batch256": measure_latency(rec.model, shape, batch_size=256)["median_ms"],
+        f"exported_{fmt}": str(path),
+    }
     summary = read_object(rec.path / "summary.json")
     summary.update(facts)
     atomic_write_json(rec.path / "summary.json", summary)

@@ -37,8 +37,10 @@ STATUSES = (*FINAL_STATUSES, "running", "killed")
 # Generated ids are ``<role>-<date>-<time>-<hex>`` or ``<sweep>-<slug>-<hex>`` (slugs keep
 # [A-Za-z0-9.-] and turn the rest into '_'): one folder name, safe on every OS and terminal.
 RUN_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
-RUN_ID_RULE = ("one folder name of 1-200 letters, digits, '.', '_' or '-' that does not start with "
-               "'.' or '-' (e.g. 'student-20250101-120000-a1b2c3')")
+RUN_ID_RULE = (
+    "one folder name of 1-200 letters, digits, '.', '_' or '-' that does not start with "
+    "'.' or '-' (e.g. 'student-20250101-120000-a1b2c3')"
+)
 # The files a run writes: an export never overwrites them.
 RECORD_FILES = ("config.json", "metrics.jsonl", "status.json", "summary.json", "model.pt", "spec.json")
 # Summary fields that hold text; every other summary field is a number.
@@ -78,14 +80,15 @@ def run_dir(run_id: Any, root: str | os.PathLike | None = None, *, exists: bool 
     base = runs_root(root)
     path = base / run_id
     if (path.exists() or path.is_symlink()) and not _inside(path, base):
-        raise ValueError(f"run: {run_id!r} in {str(base)!r} is a link, not a real folder in the runs folder; "
-                         "refused (a link may lead out of the runs folder)")
+        raise ValueError(
+            f"run: {run_id!r} in {str(base)!r} is a link, not a real folder in the runs folder; "
+            "refused (a link may lead out of the runs folder)"
+        )
     if exists and not (path / "config.json").is_file():
         with warnings.catch_warnings():  # odd folders are the listing's to report, not this error's
             warnings.simplefilter("ignore")
             known = list_run_ids(root)
-        raise ValueError(f"run: {run_id!r} is not in {str(base)!r}; "
-                         f"known runs: {', '.join(known[-10:]) or 'none'}")
+        raise ValueError(f"run: {run_id!r} is not in {str(base)!r}; known runs: {', '.join(known[-10:]) or 'none'}")
     return path
 
 
@@ -104,8 +107,9 @@ def list_run_ids(root: str | os.PathLike | None = None) -> list[str]:
             warnings.warn(f"{str(base)!r}: skipped {path.name!r}: not a valid run id ({RUN_ID_RULE})", stacklevel=2)
             continue
         if not _inside(path, base):
-            warnings.warn(f"{str(base)!r}: skipped {path.name!r}: a link, not a real folder in the runs folder",
-                          stacklevel=2)
+            warnings.warn(
+                f"{str(base)!r}: skipped {path.name!r}: a link, not a real folder in the runs folder", stacklevel=2
+            )
             continue
         ids.append(path.name)
     return ids
@@ -160,8 +164,10 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
         name = _refused_name(text) if isinstance(e, (pickle.UnpicklingError, RuntimeError)) else None
         if name is not None:
             what = f" ({name})" if name else ""
-            raise ValueError(f"checkpoint: {str(path)!r} holds objects other than tensors and plain data{what}; "
-                             "refused to load it (weights_only=True: loading it could run code)") from None
+            raise ValueError(
+                f"checkpoint: {str(path)!r} holds objects other than tensors and plain data{what}; "
+                "refused to load it (weights_only=True: loading it could run code)"
+            ) from None
         if isinstance(e, pickle.UnpicklingError):
             why = "unpickling failed: not a stream of tensors and plain data"
         else:
@@ -187,8 +193,13 @@ class RunRecorder:
     fields to config.json (e.g. the data spec, the teacher's run id).
     """
 
-    def __init__(self, model: nn.Module, root: str | os.PathLike | None = None,
-                 meta: Mapping[str, Any] | None = None, heartbeat_every: float = 2.0):
+    def __init__(
+        self,
+        model: nn.Module,
+        root: str | os.PathLike | None = None,
+        meta: Mapping[str, Any] | None = None,
+        heartbeat_every: float = 2.0,
+    ):
         self.model, self.root, self.meta = model, runs_root(root), dict(meta or {})
         self.heartbeat_every = heartbeat_every
         self.path: Path | None = None
@@ -204,11 +215,27 @@ class RunRecorder:
         path.mkdir(exist_ok=False)  # run ids are unique: never write over another run
         self.path = path
         spec = getattr(self.model, "spec", None)
-        atomic_write_json(self.path / "config.json", {
-            "run_id": p.run_id, "role": p.role, "dataset": p.dataset, "config": dict(p.config),
-            "model_spec": spec, "created": time.time(), "torch": torch.__version__, **self.meta})
-        self._state = {"status": "running", "pid": os.getpid(), "host": socket.gethostname(),
-                       "started": time.time(), "heartbeat": time.time(), "step": 0}
+        atomic_write_json(
+            self.path / "config.json",
+            {
+                "run_id": p.run_id,
+                "role": p.role,
+                "dataset": p.dataset,
+                "config": dict(p.config),
+                "model_spec": spec,
+                "created": time.time(),
+                "torch": torch.__version__,
+                **self.meta,
+            },
+        )
+        self._state = {
+            "status": "running",
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "heartbeat": time.time(),
+            "step": 0,
+        }
         atomic_write_json(self.path / "status.json", self._state)
         self._f = open(self.path / "metrics.jsonl", "a", encoding="utf-8")
         self._write(p)
@@ -255,8 +282,15 @@ class RunRecorder:
         atomic_write_json(self.path / "status.json", self._state)
 
 
-_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
-               bool: "a boolean", type(None): "null"}
+_JSON_KINDS = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 
 
 def _read_json(path: Path) -> tuple[Any, str]:
@@ -316,11 +350,14 @@ def run_status(path: Path, summary: dict[str, Any] | None = None) -> str:
     pid, beat = state.get("pid"), _number(state.get("heartbeat"))
     if beat is None or beat > time.time() + FUTURE_SECONDS:  # a beat from the future would say "running" forever
         if state:
-            warnings.warn(f"{str(path / 'status.json')!r}: heartbeat is {_brief(state.get('heartbeat'))}, expected "
-                          "the time of the last beat (seconds since the epoch); status unknown", stacklevel=2)
+            warnings.warn(
+                f"{str(path / 'status.json')!r}: heartbeat is {_brief(state.get('heartbeat'))}, expected "
+                "the time of the last beat (seconds since the epoch); status unknown",
+                stacklevel=2,
+            )
         return "unknown"
     local = state.get("host") == socket.gethostname()
-    if local and type(pid) is int and 0 < pid < 2 ** 31 and not _alive(pid):
+    if local and type(pid) is int and 0 < pid < 2**31 and not _alive(pid):
         return "killed"
     if time.time() - beat > STALE_SECONDS:
         return "killed"
@@ -338,7 +375,7 @@ def _metrics_row(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     if not isinstance(row, dict):
         return None, "not JSON objects"
     terms = row.pop("terms", None)
-    for name, v in (terms.items() if isinstance(terms, dict) else ()):
+    for name, v in terms.items() if isinstance(terms, dict) else ():
         row[f"loss_{name}"] = v
     return row, ""
 
@@ -355,14 +392,16 @@ def read_metrics(path: Path):
         if row is not None:
             rows.append(row)
         elif why == "not JSON" and i == len(lines) - 1:
-            warnings.warn(f"{str(file)!r}: line {i + 1} is incomplete (the run was cut off while writing); skipped",
-                          stacklevel=2)
+            warnings.warn(
+                f"{str(file)!r}: line {i + 1} is incomplete (the run was cut off while writing); skipped", stacklevel=2
+            )
         else:
             skipped.setdefault(why, []).append(i + 1)
     for why, numbers in skipped.items():  # one warning per kind of damage, not one per line
         more = f" (and {len(numbers) - 5} more)" if len(numbers) > 5 else ""
-        warnings.warn(f"{str(file)!r}: line(s) {', '.join(map(str, numbers[:5]))}{more} are {why}; skipped",
-                      stacklevel=2)
+        warnings.warn(
+            f"{str(file)!r}: line(s) {', '.join(map(str, numbers[:5]))}{more} are {why}; skipped", stacklevel=2
+        )
     if any("event" in row for row in rows):  # the fit_start / fit_end events are in config and summary
         rows = [row for row in rows if isinstance(row.get("event"), str) and row["event"] in ("step", "eval", "epoch")]
     return pd.DataFrame(rows)
@@ -390,24 +429,31 @@ def _load_model(path: Path) -> tuple[nn.Module | None, dict[str, torch.Tensor] |
     if not weights.exists():
         return None, None
     state = load_checkpoint(weights)
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
-        raise ValueError(f"checkpoint: {str(weights)!r} holds a {type(state).__name__} that is not a state_dict; "
-                         "expected a dict of parameter names to tensors (model.state_dict())")
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ValueError(
+            f"checkpoint: {str(weights)!r} holds a {type(state).__name__} that is not a state_dict; "
+            "expected a dict of parameter names to tensors (model.state_dict())"
+        )
     if not (path / "spec.json").exists():
         return None, state
     spec = read_object(path / "spec.json")
     try:
         model = build_model_from_spec(spec)
     except Exception as e:
-        raise ValueError(f"spec: {str(path / 'spec.json')!r} does not describe a zoo model ({e}); "
-                         "expected the model.spec dict the run was trained with") from None
+        raise ValueError(
+            f"spec: {str(path / 'spec.json')!r} does not describe a zoo model ({e}); "
+            "expected the model.spec dict the run was trained with"
+        ) from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:300]
-        raise ValueError(f"checkpoint: {str(weights)!r} does not fit the model in spec.json; expected its "
-                         f"state_dict (the same names and shapes): {detail}") from None
+        raise ValueError(
+            f"checkpoint: {str(weights)!r} does not fit the model in spec.json; expected its "
+            f"state_dict (the same names and shapes): {detail}"
+        ) from None
     return model.eval(), state
 
 
@@ -416,8 +462,16 @@ def load_run(run_id: str, root: str | os.PathLike | None = None) -> RunRecord:
     path = run_dir(run_id, root)
     model, state = _load_model(path)
     summary = read_object(path / "summary.json")
-    return RunRecord(run_id, path, run_status(path, summary), read_object(path / "config.json"), summary,
-                     read_metrics(path), model, state)
+    return RunRecord(
+        run_id,
+        path,
+        run_status(path, summary),
+        read_object(path / "config.json"),
+        summary,
+        read_metrics(path),
+        model,
+        state,
+    )
 
 
 def _brief(value: Any) -> str:
@@ -429,9 +483,12 @@ def _brief(value: Any) -> str:
 def _config_fields(file: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """role, dataset, created, teacher_run_id and config.* of a run's config.json; wrong types become None."""
     row: dict[str, Any] = {}
-    for key, kind, expected in (("role", str, "text"), ("dataset", str, "text"),
-                                ("created", float, "a number (seconds since the epoch)"),
-                                ("teacher_run_id", str, "text")):
+    for key, kind, expected in (
+        ("role", str, "text"),
+        ("dataset", str, "text"),
+        ("created", float, "a number (seconds since the epoch)"),
+        ("teacher_run_id", str, "text"),
+    ):
         value = cfg.get(key)
         good = _number(value) if kind is float else (value if isinstance(value, str) else None)
         if good is None and value is not None:
@@ -453,8 +510,9 @@ def _run_row(run: Path) -> dict[str, Any]:
         if k in row or isinstance(v, (dict, list)):
             continue
         if isinstance(v, str) and k not in SUMMARY_TEXT and not k.startswith("exported_"):
-            warnings.warn(f"{str(run / 'summary.json')!r}: {k} is {_brief(v)}, expected a number; ignored",
-                          stacklevel=3)
+            warnings.warn(
+                f"{str(run / 'summary.json')!r}: {k} is {_brief(v)}, expected a number; ignored", stacklevel=3
+            )
             continue
         row[_printable(k)] = _printable(v)
     return row

@@ -15,8 +15,12 @@ from .stats import best_temperature, nondominated, summarize
 
 X_TITLES = {"params": "parameters", "macs": "multiply-accumulates per sample", "latency_ms": "latency (ms, batch 1)"}
 # Axis titles in words for the metric columns; fractions (accuracies) get percent ticks.
-METRIC_TITLES = {"test_acc": "test accuracy", "val_acc": "validation accuracy",
-                 "test_agreement": "agreement with the teacher (test)", "seconds": "training time (s)"}
+METRIC_TITLES = {
+    "test_acc": "test accuracy",
+    "val_acc": "validation accuracy",
+    "test_agreement": "agreement with the teacher (test)",
+    "seconds": "training time (s)",
+}
 FRACTIONS = ("test_acc", "val_acc", "test_agreement")
 
 
@@ -38,12 +42,14 @@ def _by_temperature(rows: pd.DataFrame) -> list[tuple[float | None, pd.DataFrame
 
 def _series(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(label, rows) per method, and per temperature where the method has several."""
-    return [(_label(method, t), rows) for method in dict.fromkeys(summary["method"])
-            for t, rows in _by_temperature(summary[summary["method"] == method])]
+    return [
+        (_label(method, t), rows)
+        for method in dict.fromkeys(summary["method"])
+        for t, rows in _by_temperature(summary[summary["method"] == method])
+    ]
 
 
-def accuracy_vs_size(summary_df: pd.DataFrame, x: str = "params", y: str = "test_acc",
-                     log_x: bool = True) -> go.Figure:
+def accuracy_vs_size(summary_df: pd.DataFrame, x: str = "params", y: str = "test_acc", log_x: bool = True) -> go.Figure:
     """Mean ``y`` vs student size per method, std error bars, and the Pareto front as a dashed line."""
     s = summary_df if f"{y}_mean" in summary_df else summarize(summary_df)
     if x not in s:
@@ -51,18 +57,40 @@ def accuracy_vs_size(summary_df: pd.DataFrame, x: str = "params", y: str = "test
     fig = go.Figure()
     for i, (label, rows) in enumerate(_series(s)):
         rows = rows.sort_values(x)
-        fig.add_trace(go.Scatter(
-            x=rows[x].tolist(), y=rows[f"{y}_mean"].tolist(), name=label, mode="lines+markers",
-            error_y=dict(type="data", array=rows[f"{y}_std"].fillna(0).tolist(), visible=True),
-            line=dict(color=PALETTE[i % len(PALETTE)]), text=rows["student"].tolist(),
-            hovertemplate="%{text}<br>%{x}<br>%{y:" + (".1%" if y in FRACTIONS else ".4g") + "}<extra>"
-                          + label + "</extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=rows[x].tolist(),
+                y=rows[f"{y}_mean"].tolist(),
+                name=label,
+                mode="lines+markers",
+                error_y=dict(type="data", array=rows[f"{y}_std"].fillna(0).tolist(), visible=True),
+                line=dict(color=PALETTE[i % len(PALETTE)]),
+                text=rows["student"].tolist(),
+                hovertemplate="%{text}<br>%{x}<br>%{y:"
+                + (".1%" if y in FRACTIONS else ".4g")
+                + "}<extra>"
+                + label
+                + "</extra>",
+            )
+        )
     front = s[nondominated(s[x].tolist(), s[f"{y}_mean"].tolist())].sort_values(x)
-    fig.add_trace(go.Scatter(
-        x=front[x].tolist(), y=front[f"{y}_mean"].tolist(), name="Pareto front", mode="lines",
-        line=dict(color="black", dash="dash", width=1), hoverinfo="skip"))
-    _layout(fig, f"{metric_title(y)} vs student size (mean ± std over seeds)", X_TITLES.get(x, x),
-            metric_title(y), f"sweep-size-{x}-{y}")
+    fig.add_trace(
+        go.Scatter(
+            x=front[x].tolist(),
+            y=front[f"{y}_mean"].tolist(),
+            name="Pareto front",
+            mode="lines",
+            line=dict(color="black", dash="dash", width=1),
+            hoverinfo="skip",
+        )
+    )
+    _layout(
+        fig,
+        f"{metric_title(y)} vs student size (mean ± std over seeds)",
+        X_TITLES.get(x, x),
+        metric_title(y),
+        f"sweep-size-{x}-{y}",
+    )
     if y in FRACTIONS:
         fig.update_yaxes(tickformat=".0%")
     if log_x:
@@ -78,19 +106,37 @@ def gain_figure(gain_df: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for i, (t, rows) in enumerate(_by_temperature(gain_df)):
         label = _label(f"{rows['method'].iloc[0]} - {rows['baseline'].iloc[0]}", t)
-        fig.add_trace(go.Bar(
-            x=rows["student"].tolist(), y=rows["gain"].tolist(), name=label, marker_color=PALETTE[i % len(PALETTE)],
-            error_y=dict(type="data", symmetric=False, visible=True,
-                         array=(rows["ci_high"] - rows["gain"]).fillna(0).tolist(),
-                         arrayminus=(rows["gain"] - rows["ci_low"]).fillna(0).tolist()),
-            customdata=rows["n"].tolist(),
-            hovertemplate="%{x}: %{y:" + ("+.1%" if fraction else "+.4g") + "} (n=%{customdata})<extra>"
-                          + label + "</extra>"))
+        fig.add_trace(
+            go.Bar(
+                x=rows["student"].tolist(),
+                y=rows["gain"].tolist(),
+                name=label,
+                marker_color=PALETTE[i % len(PALETTE)],
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    visible=True,
+                    array=(rows["ci_high"] - rows["gain"]).fillna(0).tolist(),
+                    arrayminus=(rows["gain"] - rows["ci_low"]).fillna(0).tolist(),
+                ),
+                customdata=rows["n"].tolist(),
+                hovertemplate="%{x}: %{y:"
+                + ("+.1%" if fraction else "+.4g")
+                + "} (n=%{customdata})<extra>"
+                + label
+                + "</extra>",
+            )
+        )
     fig.add_hline(y=0, line=dict(color="gray", width=1))
     gain = "KD gain" if method == "kd" else f"{method} gain"
     unit = ", points" if fraction else ""  # a difference of two fractions: percentage points
-    _layout(fig, f"{gain} over {first.get('baseline', 'scratch')} in {metric_title(metric)} "
-            "(mean, 95% CI over seeds)", "student", f"{gain} ({metric_title(metric)}{unit})", "sweep-gain")
+    _layout(
+        fig,
+        f"{gain} over {first.get('baseline', 'scratch')} in {metric_title(metric)} (mean, 95% CI over seeds)",
+        "student",
+        f"{gain} ({metric_title(metric)}{unit})",
+        "sweep-gain",
+    )
     fig.update_layout(barmode="group")
     if fraction:
         fig.update_yaxes(tickformat="+.1%")
@@ -109,16 +155,35 @@ def temperature_heatmap(df: pd.DataFrame, method: str | None = None, metric: str
     students = d.groupby("student")["params"].first().sort_values().index.tolist()
     grid = d.pivot_table(index="temperature", columns="student", values=metric, aggfunc="mean")[students]
     ticks, hover = (".0%", ".1%") if metric in FRACTIONS else (None, ".4g")
-    fig = go.Figure(go.Heatmap(z=grid.to_numpy().tolist(), x=students, y=[f"{t:g}" for t in grid.index],
-                               colorscale="Viridis", colorbar=dict(title=metric_title(metric), tickformat=ticks),
-                               hovertemplate="%{x}, T=%{y}: %{z:" + hover + "}<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.to_numpy().tolist(),
+            x=students,
+            y=[f"{t:g}" for t in grid.index],
+            colorscale="Viridis",
+            colorbar=dict(title=metric_title(metric), tickformat=ticks),
+            hovertemplate="%{x}, T=%{y}: %{z:" + hover + "}<extra></extra>",
+        )
+    )
     if metric == "val_acc":
         best = best_temperature(d, method)
         star = dict(symbol="star", size=14, color="white", line=dict(color="black", width=1))
-        fig.add_trace(go.Scatter(x=best["student"].tolist(), y=[f"{t:g}" for t in best["temperature"]],
-                                 mode="markers", name="best T (val)", marker=star))
-    _layout(fig, f"{method}: mean {metric_title(metric)} by temperature and student", "student", "temperature",
-            f"sweep-temperature-{method}-{metric}")
+        fig.add_trace(
+            go.Scatter(
+                x=best["student"].tolist(),
+                y=[f"{t:g}" for t in best["temperature"]],
+                mode="markers",
+                name="best T (val)",
+                marker=star,
+            )
+        )
+    _layout(
+        fig,
+        f"{method}: mean {metric_title(metric)} by temperature and student",
+        "student",
+        "temperature",
+        f"sweep-temperature-{method}-{metric}",
+    )
     fig.update_yaxes(type="category")
     return fig
 
@@ -135,8 +200,9 @@ def mean_curve(x: list, means: list[float], stds: list[float], x_title: str, y_t
     return fig
 
 
-def bars_with_lines(bars: list[tuple[str, float, float]], y_title: str,
-                    lines: list[tuple[str, float]] = ()) -> go.Figure:
+def bars_with_lines(
+    bars: list[tuple[str, float, float]], y_title: str, lines: list[tuple[str, float]] = ()
+) -> go.Figure:
     """Bars (name, mean, std) with error bars, and labeled horizontal reference lines."""
     fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[b[1] for b in bars], error_y=error_bars([b[2] for b in bars])))
     for name, y in lines:

@@ -15,11 +15,53 @@ if TYPE_CHECKING:  # pandas is imported where used: sweep workers never load it
 
 METRICS = ("val_acc", "test_acc", "test_agreement", "seconds")
 # Two-sided 95% t quantiles t_{0.975, dof} for dof = 1..30.
-_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
-         2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
-         2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
-GAIN_COLUMNS = ("student", "temperature", "params", "method", "baseline", "metric", "n", "gain", "std",
-                "ci_low", "ci_high", "method_mean", "baseline_mean")
+_T975 = (
+    12.7062,
+    4.3027,
+    3.1824,
+    2.7764,
+    2.5706,
+    2.4469,
+    2.3646,
+    2.3060,
+    2.2622,
+    2.2281,
+    2.2010,
+    2.1788,
+    2.1604,
+    2.1448,
+    2.1314,
+    2.1199,
+    2.1098,
+    2.1009,
+    2.0930,
+    2.0860,
+    2.0796,
+    2.0739,
+    2.0687,
+    2.0639,
+    2.0595,
+    2.0555,
+    2.0518,
+    2.0484,
+    2.0452,
+    2.0423,
+)
+GAIN_COLUMNS = (
+    "student",
+    "temperature",
+    "params",
+    "method",
+    "baseline",
+    "metric",
+    "n",
+    "gain",
+    "std",
+    "ci_low",
+    "ci_high",
+    "method_mean",
+    "baseline_mean",
+)
 
 
 def t_quantile(dof: int) -> float:
@@ -29,7 +71,7 @@ def t_quantile(dof: int) -> float:
     if dof <= len(_T975):
         return _T975[dof - 1]
     z = 1.959963984540054
-    return z + (z ** 3 + z) / (4 * dof) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * dof ** 2)
+    return z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
 
 
 def _completed(df: pd.DataFrame) -> pd.DataFrame:
@@ -47,12 +89,14 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     for m in (m for m in METRICS if m in df):
         out[f"{m}_mean"], out[f"{m}_std"] = g[m].mean(), g[m].std()
     out = out.reset_index()
-    return out.sort_values([c for c in ("params", "method", "temperature") if c in out], kind="stable"
-                           ).reset_index(drop=True)
+    return out.sort_values([c for c in ("params", "method", "temperature") if c in out], kind="stable").reset_index(
+        drop=True
+    )
 
 
-def paired_gain(df: pd.DataFrame, method: str = "kd", baseline: str = "scratch",
-                metric: str = "test_acc") -> pd.DataFrame:
+def paired_gain(
+    df: pd.DataFrame, method: str = "kd", baseline: str = "scratch", metric: str = "test_acc"
+) -> pd.DataFrame:
     """Per student (and temperature): mean ``method - baseline`` over the seeds both ran, 95% t-interval."""
     import pandas as pd
 
@@ -60,8 +104,9 @@ def paired_gain(df: pd.DataFrame, method: str = "kd", baseline: str = "scratch",
     a, b = df[df["method"] == method], df[df["method"] == baseline]
     for field_name, name, part in (("method", method, a), ("baseline", baseline, b)):
         if part.empty:
-            raise ValueError(f"{field_name}: no completed rows of {name!r}; "
-                             f"methods present: {sorted(df['method'].unique())}")
+            raise ValueError(
+                f"{field_name}: no completed rows of {name!r}; methods present: {sorted(df['method'].unique())}"
+            )
     both_t = a["temperature"].notna().any() and b["temperature"].notna().any()
     on = ["student", "seed"] + (["temperature"] if both_t else [])
     pairs = a.merge(b[on + [metric]], on=on, suffixes=("", "_base"))  # same seed: same initial weights
@@ -71,10 +116,23 @@ def paired_gain(df: pd.DataFrame, method: str = "kd", baseline: str = "scratch",
         n, mean = len(p), p["gain"].mean()
         std = p["gain"].std() if n > 1 else math.nan
         half = t_quantile(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-        rows.append(dict(student=student, temperature=temp, params=p["params"].iloc[0] if "params" in p else None,
-                         method=method, baseline=baseline, metric=metric, n=n, gain=mean, std=std,
-                         ci_low=mean - half, ci_high=mean + half, method_mean=p[metric].mean(),
-                         baseline_mean=p[f"{metric}_base"].mean()))
+        rows.append(
+            dict(
+                student=student,
+                temperature=temp,
+                params=p["params"].iloc[0] if "params" in p else None,
+                method=method,
+                baseline=baseline,
+                metric=metric,
+                n=n,
+                gain=mean,
+                std=std,
+                ci_low=mean - half,
+                ci_high=mean + half,
+                method_mean=p[metric].mean(),
+                baseline_mean=p[f"{metric}_base"].mean(),
+            )
+        )
     out = pd.DataFrame(rows, columns=list(GAIN_COLUMNS))
     return out.sort_values(["params", "temperature"], kind="stable").reset_index(drop=True)
 
@@ -99,11 +157,13 @@ def best_temperature(df: pd.DataFrame, method: str | None = None) -> pd.DataFram
     df = _completed(df)
     df = df[df["temperature"].notna() & ((df["method"] == method) if method else True)]
     if df.empty:
-        raise ValueError("temperature: no completed rows with a temperature"
-                         + (f" for method {method!r}" if method else ""))
-    m = (df.groupby(["student", "method", "temperature"])
-         .agg(params=("params", "first"), n=("seed", "size"), val_acc=("val_acc", "mean"),
-              test_acc=("test_acc", "mean"))
-         .reset_index())
+        raise ValueError(
+            "temperature: no completed rows with a temperature" + (f" for method {method!r}" if method else "")
+        )
+    m = (
+        df.groupby(["student", "method", "temperature"])
+        .agg(params=("params", "first"), n=("seed", "size"), val_acc=("val_acc", "mean"), test_acc=("test_acc", "mean"))
+        .reset_index()
+    )
     best = m.loc[m.groupby(["student", "method"])["val_acc"].idxmax()]
     return best.sort_values(["params", "method"], kind="stable").reset_index(drop=True)

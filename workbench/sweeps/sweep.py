@@ -46,11 +46,36 @@ from .stats import best_temperature, nondominated, paired_gain, pareto_front, su
 if TYPE_CHECKING:  # pandas is imported where used: workers never load it (0.25 s each)
     import pandas as pd
 
-__all__ = ["Method", "Sweep", "run_cell", "summarize", "paired_gain", "pareto_front", "nondominated",
-           "best_temperature", "t_quantile", "run_histories", "COLUMNS"]
+__all__ = [
+    "Method",
+    "Sweep",
+    "run_cell",
+    "summarize",
+    "paired_gain",
+    "pareto_front",
+    "nondominated",
+    "best_temperature",
+    "t_quantile",
+    "run_histories",
+    "COLUMNS",
+]
 
-COLUMNS = ("student", "method", "seed", "temperature", "params", "macs", "latency_ms", "val_acc",
-           "test_acc", "test_agreement", "seconds", "status", "message", "run_id")
+COLUMNS = (
+    "student",
+    "method",
+    "seed",
+    "temperature",
+    "params",
+    "macs",
+    "latency_ms",
+    "val_acc",
+    "test_acc",
+    "test_agreement",
+    "seconds",
+    "status",
+    "message",
+    "run_id",
+)
 KEY = ("student", "method", "seed", "temperature")
 _NO_HINTS = {"w_hint": 0.0, "hint_student": None, "hint_teacher": None}
 # Built-in methods as DistillConfig overrides ("kd" and "hints" take the base config's CE/KD weights).
@@ -77,12 +102,16 @@ class Method:
             return spec
         spec = {"name": spec} if isinstance(spec, str) else spec
         if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str) or not spec["name"]:
-            raise ValueError(f"methods: {spec!r} is invalid; expected one of {', '.join(BUILTINS)} or a "
-                             "dict like {'name': 'my-kd', 'w_kd': 1.0, 'w_ce': 0.0}")
+            raise ValueError(
+                f"methods: {spec!r} is invalid; expected one of {', '.join(BUILTINS)} or a "
+                "dict like {'name': 'my-kd', 'w_kd': 1.0, 'w_ce': 0.0}"
+            )
         name, user = spec["name"], {k: v for k, v in spec.items() if k not in ("name", "teacher")}
         if name == "hints" and not user.get("hint_student"):
-            raise ValueError("methods: 'hints' needs the layers to match, e.g. {'name': 'hints', "
-                             "'hint_student': 'hidden.0', 'hint_teacher': 'features.2'}")
+            raise ValueError(
+                "methods: 'hints' needs the layers to match, e.g. {'name': 'hints', "
+                "'hint_student': 'hidden.0', 'hint_teacher': 'features.2'}"
+            )
         merged = dict(BUILTINS.get(name, {}))
         if name in ("kd", "hints"):
             merged.update(w_ce=base.w_ce, w_kd=base.w_kd or DEFAULT_W_KD)
@@ -166,15 +195,29 @@ def _fit_cell(ctx: _Context, cell: Mapping[str, Any]) -> dict[str, Any]:
         teacher = ctx.teacher if cell["teacher"] else None
         meta = {"sweep": cell["sweep"], "data_spec": dict(ctx.data.spec)}
         cbs = [RunRecorder(student, cell["runs"], meta=meta)] if cell["record"] else []
-        res = Distiller(teacher, student, ctx.data, cell["config"], cbs, role="student" if teacher else "baseline",
-                        run_id=cell["run_id"], teacher_key=ctx.teacher_key if teacher else None,
-                        output_cache=ctx.outputs if teacher else None).fit()
+        res = Distiller(
+            teacher,
+            student,
+            ctx.data,
+            cell["config"],
+            cbs,
+            role="student" if teacher else "baseline",
+            run_id=cell["run_id"],
+            teacher_key=ctx.teacher_key if teacher else None,
+            output_cache=ctx.outputs if teacher else None,
+        ).fit()
         agree = None
         if ctx.teacher_test is not None and res.status == "completed":  # for scratch students too
             agree = (predict_logits(student, ctx.data.test.x).argmax(-1) == ctx.teacher_test).float().mean().item()
         s = res.summary
-        row.update(val_acc=s.get("val_acc"), test_acc=s.get("test_acc"), test_agreement=agree,
-                   seconds=s.get("seconds"), status=res.status, message=res.message)
+        row.update(
+            val_acc=s.get("val_acc"),
+            test_acc=s.get("test_acc"),
+            test_agreement=agree,
+            seconds=s.get("seconds"),
+            status=res.status,
+            message=res.message,
+        )
     except Exception as e:  # a bad cell is a row with status "error", not a dead sweep
         row.update(status="error", message=f"{type(e).__name__}: {e}")
     return row
@@ -215,11 +258,24 @@ class Sweep:
     ``record``: also write each fit to the runs folder (its ``run_id``); ``save``: write the CSV.
     """
 
-    def __init__(self, data: Any, teacher: Any, students: Sequence[str], methods: Iterable[Any] = ("scratch", "kd"),
-                 seeds: int | Sequence[int] = 3, temperatures: Sequence[float] | None = None,
-                 config: DistillConfig | None = None, teacher_config: DistillConfig | None = None,
-                 workers: int | None = None, threads: int = 1, name: str | None = None, runs: Any = None,
-                 save: bool = True, record: bool = True, cache_dir: Any = None):
+    def __init__(
+        self,
+        data: Any,
+        teacher: Any,
+        students: Sequence[str],
+        methods: Iterable[Any] = ("scratch", "kd"),
+        seeds: int | Sequence[int] = 3,
+        temperatures: Sequence[float] | None = None,
+        config: DistillConfig | None = None,
+        teacher_config: DistillConfig | None = None,
+        workers: int | None = None,
+        threads: int = 1,
+        name: str | None = None,
+        runs: Any = None,
+        save: bool = True,
+        record: bool = True,
+        cache_dir: Any = None,
+    ):
         if isinstance(data, str):
             data = load_dataset(data)
         elif isinstance(data, Mapping) and "name" in data and "train" not in data:
@@ -241,9 +297,17 @@ class Sweep:
         if len(set(names)) != len(names) or not names:
             raise ValueError(f"methods: names {names} must be distinct and at least one")
         self._stop = threading.Event()
-        self.experiment = Experiment(self.data, teacher, self.students[0], self.config, teacher_config,
-                                     baseline=False, callbacks=[_StopFlag(self._stop)],
-                                     runs=(runs or True) if record else None, cache_dir=cache_dir)
+        self.experiment = Experiment(
+            self.data,
+            teacher,
+            self.students[0],
+            self.config,
+            teacher_config,
+            baseline=False,
+            callbacks=[_StopFlag(self._stop)],
+            runs=(runs or True) if record else None,
+            cache_dir=cache_dir,
+        )
         for m in self.methods:  # hinted layers must exist in the teacher and in every student
             cfg = m.config(self.config, 0, None)
             if m.teacher and cfg.hint_student is not None:
@@ -253,12 +317,19 @@ class Sweep:
         self.workers = (os.cpu_count() or 1) if workers is None else int(workers)
         self.threads, self.runs, self.save, self.record, self.cache_dir = threads, runs, save, record, cache_dir
         teacher_id = self.experiment.teacher_key or digest(
-            [tensor_digest(v) for v in self.experiment.teacher.state_dict().values()])
-        self.meta = {"data": _data_id(self.data), "teacher": teacher_id, "config": self.config.to_dict(),
-                     "methods": {m.name: [dict(m.overrides), m.teacher] for m in self.methods}}
+            [tensor_digest(v) for v in self.experiment.teacher.state_dict().values()]
+        )
+        self.meta = {
+            "data": _data_id(self.data),
+            "teacher": teacher_id,
+            "config": self.config.to_dict(),
+            "methods": {m.name: [dict(m.overrides), m.teacher] for m in self.methods},
+        }
         if name is not None and not (is_run_id(name) and len(name) <= 120):
-            raise ValueError(f"name: {name!r} is not a valid sweep name; expected 1-120 letters, digits, '.', '_' "
-                             "or '-', not starting with '.' or '-' (it names the sweep's file and its run ids)")
+            raise ValueError(
+                f"name: {name!r} is not a valid sweep name; expected 1-120 letters, digits, '.', '_' "
+                "or '-', not starting with '.' or '-' (it names the sweep's file and its run ids)"
+            )
         stem = re.sub(r"[^A-Za-z0-9.-]+", "_", str(self.data.name)).strip("._-")[:100] or "data"
         self.name = name or f"{stem}-{digest(self.meta)[:8]}"
         self.path = runs_root(runs) / "sweeps" / f"{self.name}.csv"
@@ -279,10 +350,20 @@ class Sweep:
                     for seed in self.seeds:
                         label = f"{student}-{m.name}-s{seed}" + (f"-T{t:g}" if t else "")
                         slug = re.sub(r"[^A-Za-z0-9.-]+", "_", label)  # a folder name on every OS
-                        out.append({"student": student, "method": m.name, "seed": seed, "temperature": t,
-                                    "teacher": m.teacher, "config": m.config(self.config, seed, t).to_dict(),
-                                    "run_id": f"{self.name}-{slug}-{secrets.token_hex(3)}", "sweep": self.name,
-                                    "record": self.record, "runs": None if self.runs is None else str(self.runs)})
+                        out.append(
+                            {
+                                "student": student,
+                                "method": m.name,
+                                "seed": seed,
+                                "temperature": t,
+                                "teacher": m.teacher,
+                                "config": m.config(self.config, seed, t).to_dict(),
+                                "run_id": f"{self.name}-{slug}-{secrets.token_hex(3)}",
+                                "sweep": self.name,
+                                "record": self.record,
+                                "runs": None if self.runs is None else str(self.runs),
+                            }
+                        )
         return out
 
     def stop(self) -> None:
@@ -294,8 +375,9 @@ class Sweep:
         key = str(self.path) if self.save else secrets.token_hex(8)  # unsaved sweeps never clash
         with _ACTIVE_LOCK:
             if key in _ACTIVE:
-                raise ValueError(f"name: sweep {self.name!r} is already running in this process; wait for it "
-                                 "or pass another name")
+                raise ValueError(
+                    f"name: sweep {self.name!r} is already running in this process; wait for it or pass another name"
+                )
             _ACTIVE.add(key)
         try:
             return self._run(on_progress)
@@ -312,9 +394,13 @@ class Sweep:
         self.teacher_summary = dict(res.summary) if res is not None else {}
         rows = self._load_saved()
         saved = {_key(r) for r in rows}
-        cells = [] if teacher_stopped else sorted(
-            (c for c in self.cells if _key(c) not in saved),
-            key=lambda c: -self._size(c["student"])["macs"])  # biggest first: the last wave is short
+        cells = (
+            []
+            if teacher_stopped
+            else sorted(
+                (c for c in self.cells if _key(c) not in saved), key=lambda c: -self._size(c["student"])["macs"]
+            )
+        )  # biggest first: the last wave is short
         skipped, done = len(self.cells) - len(cells), 0
 
         def emit(row: dict[str, Any]) -> None:
@@ -352,8 +438,7 @@ class Sweep:
         # The splits travel as tensors: rebuilding MNIST-1D from its spec took 2.3 s per worker.
         args = (self.data, self._teacher_payload(), self.threads, dict(os.environ))
         todo, running, broken = iter(cells), set(), None
-        with ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker,
-                                 initargs=args) as pool:
+        with ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker, initargs=args) as pool:
             while True:  # at most `workers` cells in flight: stop() leaves nothing queued
                 while len(running) < workers and not self._stop.is_set() and broken is None:
                     cell = next(todo, None)
@@ -369,17 +454,22 @@ class Sweep:
                     else:
                         emit(f.result())
         if broken is not None:
-            raise RuntimeError(f"workers: the process pool failed ({type(broken).__name__}: {broken}); finished "
-                               "cells are saved. A script must start the sweep under `if __name__ == "
-                               "'__main__':` (worker processes import it), or pass workers=1") from broken
+            raise RuntimeError(
+                f"workers: the process pool failed ({type(broken).__name__}: {broken}); finished "
+                "cells are saved. A script must start the sweep under `if __name__ == "
+                "'__main__':` (worker processes import it), or pass workers=1"
+            ) from broken
 
     def _size(self, student: str) -> dict[str, float]:
         if student not in self.sizes:  # measured once per spec, in the parent, batch 1
             with torch.random.fork_rng(devices=[]):
                 m = make_model(student, self.data, "students", 0)
             shape = self.data.input_shape
-            self.sizes[student] = {"params": count_params(m), "macs": count_macs(m, shape),
-                                   "latency_ms": measure_latency(m, shape, batch_size=1)["median_ms"]}
+            self.sizes[student] = {
+                "params": count_params(m),
+                "macs": count_macs(m, shape),
+                "latency_ms": measure_latency(m, shape, batch_size=1)["median_ms"],
+            }
         return self.sizes[student]
 
     def _cached_key(self) -> str | None:
@@ -398,9 +488,13 @@ class Sweep:
 
     def _parallel_ok(self) -> bool:
         teacher = self.experiment.teacher
-        why = ("data: not in memory (DataLoader splits)" if not self.data.in_memory else
-               "teacher: its class is defined in __main__, which spawned workers cannot import"
-               if getattr(teacher, "spec", None) is None and type(teacher).__module__ == "__main__" else None)
+        why = (
+            "data: not in memory (DataLoader splits)"
+            if not self.data.in_memory
+            else "teacher: its class is defined in __main__, which spawned workers cannot import"
+            if getattr(teacher, "spec", None) is None and type(teacher).__module__ == "__main__"
+            else None
+        )
         if why:
             warnings.warn(f"workers: running the sweep in-process; {why}", stacklevel=4)
         return why is None
@@ -415,16 +509,20 @@ class Sweep:
             old = json.loads(meta_path.read_text(encoding="utf-8"))
             diff = [k for k in self.meta if digest(old.get(k)) != digest(self.meta[k])]
             if diff:
-                raise ValueError(f"name: sweep {self.name!r} in {str(self.path)!r} was run with another "
-                                 f"{', '.join(diff)}; pass another name, or delete the file to start over")
+                raise ValueError(
+                    f"name: sweep {self.name!r} in {str(self.path)!r} was run with another "
+                    f"{', '.join(diff)}; pass another name, or delete the file to start over"
+                )
         atomic_write_json(meta_path, self.meta)
         if not self.path.exists():
             return []
         import pandas as pd
 
         df = pd.read_csv(self.path)
-        rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-                for r in df[df["status"] == "completed"].to_dict("records")]
+        rows = [
+            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in df[df["status"] == "completed"].to_dict("records")
+        ]
         if len(rows) < len(df):  # rewritten without the failed cells, atomically
             tmp = self.path.with_suffix(".csv.tmp")
             tmp.unlink(missing_ok=True)

@@ -36,16 +36,20 @@ def registry() -> JobRegistry:
 def main() -> None:
     st.set_page_config(page_title="KD Workbench", page_icon=":material/school:", layout="wide")
     here = Path(__file__).resolve().parent
-    pages = [st.Page(str(here / "explore_entry.py"), title="Explore", icon=":material/science:", default=True),
-             st.Page(str(here / "compare_entry.py"), title="Compare", icon=":material/leaderboard:")]
+    pages = [
+        st.Page(str(here / "explore_entry.py"), title="Explore", icon=":material/science:", default=True),
+        st.Page(str(here / "compare_entry.py"), title="Compare", icon=":material/leaderboard:"),
+    ]
     st.navigation(pages).run()
 
 
 # -- the page ------------------------------------------------------------------------------------
 def explore_page() -> None:
     st.title("Knowledge distillation, live")
-    st.caption("A teacher's softened outputs teach a small student; a scratch baseline with the same "
-               "labels, steps and initial weights shows what distillation adds.")
+    st.caption(
+        "A teacher's softened outputs teach a small student; a scratch baseline with the same "
+        "labels, steps and initial weights shows what distillation adds."
+    )
     reg = registry()
     job_id = st.query_params.get("job")
     job = reg.get(job_id)
@@ -62,8 +66,10 @@ def explore_page() -> None:
     if error:
         st.error(error)
     if job_id and job is None:
-        st.info("the job in this page's address is not on this server (finished long ago, or the server "
-                "restarted); press Run for a new one")
+        st.info(
+            "the job in this page's address is not on this server (finished long ago, or the server "
+            "restarted); press Run for a new one"
+        )
     if st.session_state.pop(sidebar.MOVED, False) and job is not None and not job.run.done:
         apply_live_controls(job)  # only a control moved in this session steers the job
     if controls_ui(job, can_run=settings is not None) and settings is not None:
@@ -97,8 +103,14 @@ def controls_ui(job: Job | None, can_run: bool) -> bool:
     job_id = job.job_id if job is not None else None
     a, b, c, _ = st.columns([1, 1, 1, 5])
     run = a.button("Run", type="primary", key="run", disabled=busy or not can_run, icon=":material/play_arrow:")
-    b.button("Resume" if paused else "Pause", key="pause", disabled=not steerable, on_click=_toggle_pause,
-             args=(job_id,), icon=":material/play_arrow:" if paused else ":material/pause:")
+    b.button(
+        "Resume" if paused else "Pause",
+        key="pause",
+        disabled=not steerable,
+        on_click=_toggle_pause,
+        args=(job_id,),
+        icon=":material/play_arrow:" if paused else ":material/pause:",
+    )
     c.button("Stop", key="stop", disabled=not steerable, on_click=_stop, args=(job_id,), icon=":material/stop:")
     return run
 
@@ -119,8 +131,13 @@ def start_job(reg: JobRegistry, settings: Settings, data: Any) -> Job | None:
     """Build the experiment and start it on the registry; the job id goes into the URL."""
     try:
         experiment = settings.experiment(data=data, runs=True)
-        job = reg.start(experiment.run, label="distill", settings=settings, experiment=experiment,
-                        dataset_choice=UPLOAD if settings.csv is not None else settings.dataset)
+        job = reg.start(
+            experiment.run,
+            label="distill",
+            settings=settings,
+            experiment=experiment,
+            dataset_choice=UPLOAD if settings.csv is not None else settings.dataset,
+        )
     except TooManyJobs as e:
         st.warning(str(e))
         return None
@@ -196,10 +213,14 @@ def teacher_note(starts: list[FitStart]) -> str | None:
     if teacher is None:
         return None
     if not teacher.steps_planned:
-        return ("teacher: loaded from the cache (trained before on this data with these settings), "
-                "so the student starts at once")
-    return ("teacher: trained once, here, then cached: the next run with this data and teacher "
-            "loads it instead of training it again")
+        return (
+            "teacher: loaded from the cache (trained before on this data with these settings), "
+            "so the student starts at once"
+        )
+    return (
+        "teacher: trained once, here, then cached: the next run with this data and teacher "
+        "loads it instead of training it again"
+    )
 
 
 def teacher_figure(history: pd.DataFrame) -> go.Figure:
@@ -208,11 +229,25 @@ def teacher_figure(history: pd.DataFrame) -> go.Figure:
     if {"role", "event", "split", "acc"} <= set(history.columns):
         evals = history[(history["role"] == "teacher") & (history["event"] == "eval")]
         for i, (split, rows) in enumerate(evals.groupby("split", sort=False)):
-            fig.add_trace(go.Scatter(x=rows["step"].tolist(), y=rows["acc"].tolist(), mode="lines+markers",
-                                     name=f"teacher {split}", line=dict(color=plots.PALETTE[(i + 3) % 10])))
-    fig.update_layout(title="teacher accuracy (training it once; it is cached after)", xaxis_title="step",
-                      yaxis_title="accuracy", yaxis_range=[0, 1], template="plotly_white", showlegend=True,
-                      uirevision="teacher-accuracy", margin=dict(l=50, r=20, t=60, b=40))
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["step"].tolist(),
+                    y=rows["acc"].tolist(),
+                    mode="lines+markers",
+                    name=f"teacher {split}",
+                    line=dict(color=plots.PALETTE[(i + 3) % 10]),
+                )
+            )
+    fig.update_layout(
+        title="teacher accuracy (training it once; it is cached after)",
+        xaxis_title="step",
+        yaxis_title="accuracy",
+        yaxis_range=[0, 1],
+        template="plotly_white",
+        showlegend=True,
+        uirevision="teacher-accuracy",
+        margin=dict(l=50, r=20, t=60, b=40),
+    )
     return fig
 
 
@@ -226,8 +261,11 @@ def results_ui(job: Job) -> None:
     cols = st.columns(3)
     for col, (role, fit) in zip(cols, result.fits.items()):
         acc = fit.summary.get("test_acc")
-        col.metric(f"{role} test accuracy", f"{acc:.3f}" if acc is not None else "n/a",
-                   help=f"{fit.summary.get('student_params')} parameters")
+        col.metric(
+            f"{role} test accuracy",
+            f"{acc:.3f}" if acc is not None else "n/a",
+            help=f"{fit.summary.get('student_params')} parameters",
+        )
     verdict_ui(job.context.get("settings"), result)
     explorer_ui(experiment)
     if experiment.data.input_shape == (2,):
@@ -236,13 +274,20 @@ def results_ui(job: Job) -> None:
 
 def verdict_ui(settings: Settings | None, result: Any) -> None:
     """One line: did the student beat its scratch baseline, and if not, the likely reason."""
+
     def acc(fit: Any) -> float | None:
         return fit.summary.get("test_acc") if fit is not None else None
 
     s = settings if isinstance(settings, Settings) else Settings()
     student, scratch = acc(result.student), acc(result.baseline)
-    line = kd_verdict(student, scratch, labeled_fraction=s.labeled_fraction, teacher_acc=acc(result.teacher),
-                      extra_unlabeled=s.extra_unlabeled, mixup=s.mixup)
+    line = kd_verdict(
+        student,
+        scratch,
+        labeled_fraction=s.labeled_fraction,
+        teacher_acc=acc(result.teacher),
+        extra_unlabeled=s.extra_unlabeled,
+        mixup=s.mixup,
+    )
     if line is None:
         return
     if student > scratch:
@@ -265,8 +310,8 @@ def readme_section(anchor: str = README_ANCHOR) -> str | None:
     headings = list(re.finditer(r"^(#+) (.+)$", text, flags=re.M))
     for i, h in enumerate(headings):
         if re.sub(r"[^a-z0-9 -]", "", h.group(2).lower()).replace(" ", "-") == slug:  # GitHub's anchors
-            end = next((n.start() for n in headings[i + 1:] if len(n.group(1)) <= len(h.group(1))), len(text))
-            return text[h.end():end].strip()
+            end = next((n.start() for n in headings[i + 1 :] if len(n.group(1)) <= len(h.group(1))), len(text))
+            return text[h.end() : end].strip()
     return None
 
 
@@ -276,7 +321,7 @@ def explorer_ui(experiment: Any) -> None:
     data = experiment.data
     split = data.test if data.test is not None else data.train
     i = st.slider("test input", 0, len(split) - 1, 0, key="explore_input")
-    logits = predict_logits(experiment.teacher, split.x[i:i + 1])[0]  # the teacher's device; its mode restored
+    logits = predict_logits(experiment.teacher, split.x[i : i + 1])[0]  # the teacher's device; its mode restored
     T = st.session_state.get("temperature", 4.0)
     fig = plots.softmax_figure(logits, [1.0, float(T)], data.class_names)
     fig.update_layout(title=f"teacher's softmax at T=1 and T={T} (true class {data.class_names[int(split.y[i])]})")
@@ -292,7 +337,9 @@ def boundary_ui(experiment: Any, result: Any) -> None:
     st.subheader("Decision boundaries")
     data = experiment.data
     x, y = data.test.x.numpy(), data.test.y.numpy()
-    figs = [plots.decision_boundary_figure(_predict_classes(fit.model), x, y, grid=80)
-            for fit in (result.teacher, result.student) if fit is not None]
-    st.plotly_chart(plots.side_by_side(figs, ["teacher", "student"][:len(figs)]), key="boundaries",
-                    width="stretch")
+    figs = [
+        plots.decision_boundary_figure(_predict_classes(fit.model), x, y, grid=80)
+        for fit in (result.teacher, result.student)
+        if fit is not None
+    ]
+    st.plotly_chart(plots.side_by_side(figs, ["teacher", "student"][: len(figs)]), key="boundaries", width="stretch")

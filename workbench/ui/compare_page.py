@@ -20,10 +20,21 @@ from .settings import DEFAULT_TEACHERS
 
 STUDENTS = ["mlp:2", "mlp:4", "mlp:8", "mlp:16", "mlp:32", "mlp:64", "mlp:128"]
 # Table columns in words; fractions (accuracies, gains) are shown in percent with one decimal.
-LABELS = {"run_id": "run", "val_acc": "val accuracy", "test_acc": "test accuracy",
-          "test_agreement": "agreement with teacher", "params": "parameters", "macs": "multiply-accumulates",
-          "latency_ms": "latency (ms)", "seconds": "seconds", "n": "seeds", "temperature": "T",
-          "gain": "gain (points)", "ci_low": "95% CI low", "ci_high": "95% CI high"}
+LABELS = {
+    "run_id": "run",
+    "val_acc": "val accuracy",
+    "test_acc": "test accuracy",
+    "test_agreement": "agreement with teacher",
+    "params": "parameters",
+    "macs": "multiply-accumulates",
+    "latency_ms": "latency (ms)",
+    "seconds": "seconds",
+    "n": "seeds",
+    "temperature": "T",
+    "gain": "gain (points)",
+    "ci_low": "95% CI low",
+    "ci_high": "95% CI high",
+}
 FRACTIONS = ("val_acc", "test_acc", "test_agreement", "gain", "ci_low", "ci_high", "method_mean", "baseline_mean")
 COUNTS = ("params", "macs", "n")
 
@@ -33,29 +44,45 @@ def sweep_form_ui() -> dict[str, Any] | None:
     with st.form("sweep"):
         a, b, c = st.columns(3)
         dataset = a.selectbox("dataset", list_datasets(), key="sw_dataset")
-        teacher = b.text_input("teacher", value="", key="sw_teacher",
-                               help="zoo spec; empty: the dataset's default teacher")
+        teacher = b.text_input(
+            "teacher", value="", key="sw_teacher", help="zoo spec; empty: the dataset's default teacher"
+        )
         seeds = c.number_input("seeds", 1, 10, 3, key="sw_seeds")
-        students = st.multiselect("student sizes", STUDENTS, default=["mlp:4", "mlp:16", "mlp:64"],
-                                  key="sw_students", accept_new_options=True)
+        students = st.multiselect(
+            "student sizes", STUDENTS, default=["mlp:4", "mlp:16", "mlp:64"], key="sw_students", accept_new_options=True
+        )
         d, e, f = st.columns(3)
         methods = d.multiselect("methods", ["scratch", "kd", "mse"], default=["scratch", "kd"], key="sw_methods")
-        temps = e.multiselect("temperatures (KD)", [1.0, 2.0, 4.0, 8.0, 16.0], default=[], key="sw_temps",
-                              help="empty: the config's T=4")
+        temps = e.multiselect(
+            "temperatures (KD)", [1.0, 2.0, 4.0, 8.0, 16.0], default=[], key="sw_temps", help="empty: the config's T=4"
+        )
         labeled = f.slider("labeled fraction", 0.01, 1.0, 1.0, 0.01, key="sw_labeled")
         epochs = st.number_input("epochs per fit", 1, 1000, 20, key="sw_epochs")
         if not st.form_submit_button("Run sweep", type="primary"):
             return None
-    return {"dataset": dataset, "teacher": teacher.strip() or DEFAULT_TEACHERS.get(dataset, "mlp:256,256"),
-            "students": students, "methods": methods, "seeds": int(seeds), "temperatures": temps or None,
-            "config": DistillConfig(epochs=int(epochs), labeled_fraction=float(labeled))}
+    return {
+        "dataset": dataset,
+        "teacher": teacher.strip() or DEFAULT_TEACHERS.get(dataset, "mlp:256,256"),
+        "students": students,
+        "methods": methods,
+        "seeds": int(seeds),
+        "temperatures": temps or None,
+        "config": DistillConfig(epochs=int(epochs), labeled_fraction=float(labeled)),
+    }
 
 
 def start_sweep(reg: Any, spec: dict[str, Any]) -> Job | None:
     """Build the sweep (errors shown in the page) and run it as a job on the registry."""
     try:
-        sweep = Sweep(spec["dataset"], spec["teacher"], spec["students"], spec["methods"], spec["seeds"],
-                      spec["temperatures"], spec["config"])
+        sweep = Sweep(
+            spec["dataset"],
+            spec["teacher"],
+            spec["students"],
+            spec["methods"],
+            spec["seeds"],
+            spec["temperatures"],
+            spec["config"],
+        )
     except ValueError as e:
         st.error(str(e))
         return None
@@ -82,8 +109,10 @@ def sweep_job(reg: Any, job_id: str) -> Job | None:
     """The sweep job of the page's URL; None (and a note) when it is gone or is not a sweep."""
     job = reg.get(job_id)
     if job is None or job.label != "sweep":
-        st.info(f"sweep {job_id!r} is not running on this server (finished long ago, or the server restarted); "
-                "run a new one")
+        st.info(
+            f"sweep {job_id!r} is not running on this server (finished long ago, or the server restarted); "
+            "run a new one"
+        )
         return None
     return job
 
@@ -121,11 +150,14 @@ def sweep_results_ui(df: pd.DataFrame) -> None:
     if ok.empty:
         return
     summary = summarize(ok)
-    x = st.radio("size axis", ["params", "latency_ms"], horizontal=True, key="sw_x",
-                 format_func=sweep_plots.X_TITLES.get)
+    x = st.radio(
+        "size axis", ["params", "latency_ms"], horizontal=True, key="sw_x", format_func=sweep_plots.X_TITLES.get
+    )
     st.plotly_chart(sweep_plots.accuracy_vs_size(summary, x=x), key="sw_acc", width="stretch")
-    st.caption(f"Pareto front ({sweep_plots.X_TITLES[x]} vs test accuracy): "
-               + ", ".join(f"{r.student} {r.method}" for r in pareto_front(summary, x=x).itertuples()))
+    st.caption(
+        f"Pareto front ({sweep_plots.X_TITLES[x]} vs test accuracy): "
+        + ", ".join(f"{r.student} {r.method}" for r in pareto_front(summary, x=x).itertuples())
+    )
     methods = set(ok["method"])
     if {"kd", "scratch"} <= methods and ok["seed"].nunique() > 1:
         st.plotly_chart(sweep_plots.gain_figure(paired_gain(ok)), key="sw_gain", width="stretch")
@@ -190,11 +222,11 @@ def runs_ui() -> None:
     if picked:
         smoothing = st.slider("smoothing", 0.0, 0.95, 0.6, 0.05, key="runs_smooth")
         roles_of = dict(zip(df["run_id"], df["role"]))
-        histories = {f"{run_id} ({roles_of.get(run_id)})": h for run_id in picked
-                     if (h := run_history(run_id)) is not None}
+        histories = {
+            f"{run_id} ({roles_of.get(run_id)})": h for run_id in picked if (h := run_history(run_id)) is not None
+        }
         if histories:
-            st.plotly_chart(plots.overlay_figure(histories, smoothing=smoothing), key="runs_overlay",
-                            width="stretch")
+            st.plotly_chart(plots.overlay_figure(histories, smoothing=smoothing), key="runs_overlay", width="stretch")
 
 
 def run_history(run_id: str) -> pd.DataFrame | None:
@@ -208,8 +240,10 @@ def run_history(run_id: str) -> pd.DataFrame | None:
 
 def compare_page(reg: Any) -> None:
     st.title("Compare student sizes")
-    st.caption("A sweep over student sizes, methods and seeds sharing one teacher: mean ± std, the paired "
-               "KD-vs-scratch gain with its 95% interval, and the Pareto front of accuracy vs size.")
+    st.caption(
+        "A sweep over student sizes, methods and seeds sharing one teacher: mean ± std, the paired "
+        "KD-vs-scratch gain with its 95% interval, and the Pareto front of accuracy vs size."
+    )
     spec = sweep_form_ui()
     if spec is not None:
         job = start_sweep(reg, spec)

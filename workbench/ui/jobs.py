@@ -47,8 +47,7 @@ class JobRegistry:
     was last looked at (its page closed), the job is stopped and dropped.
     """
 
-    def __init__(self, max_running: int | None = None, keep_finished: float = 3600.0,
-                 abandon_after: float = 600.0):
+    def __init__(self, max_running: int | None = None, keep_finished: float = 3600.0, abandon_after: float = 600.0):
         self.max_running = _max_running(max_running)
         self.keep_finished = _positive_seconds("keep_finished", keep_finished)
         self.abandon_after = _positive_seconds("abandon_after", abandon_after)
@@ -71,8 +70,10 @@ class JobRegistry:
                 raise RuntimeError("this job registry is closed; it starts no more jobs")
             busy = sum(not j.run.done for j in self._jobs.values())
             if busy >= self.max_running:
-                raise TooManyJobs(f"the server is running {busy} jobs, its limit (WORKBENCH_MAX_JOBS="
-                                  f"{self.max_running}); try again when one finishes")
+                raise TooManyJobs(
+                    f"the server is running {busy} jobs, its limit (WORKBENCH_MAX_JOBS="
+                    f"{self.max_running}); try again when one finishes"
+                )
             job = Job(secrets.token_urlsafe(8), LiveRun(target, name=label), label, dict(context))
             self._jobs[job.job_id] = job
         job.run.start()

@@ -34,9 +34,22 @@ MOVED = "live_controls_moved"  # set by the live widgets' on_change, read (and c
 # labels, T=8, alpha=0.1: KD 95.4% vs scratch 88.1%) in well under a minute on a laptop CPU, and
 # in seconds once its teacher is cached.
 DEFAULTS: dict[str, Any] = {
-    "dataset": "digits-images", "temperature": 8.0, "mode": "alpha preset", "alpha": 0.1, "w_ce": 0.5,
-    "w_kd": 0.5, "w_mse": 0.0, "labeled_fraction": 0.1, "extra": 0, "mixup": False, "epochs": 50,
-    "teacher_epochs": 20, "batch": 64, "lr": 3e-3, "seed": 0}
+    "dataset": "digits-images",
+    "temperature": 8.0,
+    "mode": "alpha preset",
+    "alpha": 0.1,
+    "w_ce": 0.5,
+    "w_kd": 0.5,
+    "w_mse": 0.0,
+    "labeled_fraction": 0.1,
+    "extra": 0,
+    "mixup": False,
+    "epochs": 50,
+    "teacher_epochs": 20,
+    "batch": 64,
+    "lr": 3e-3,
+    "seed": 0,
+}
 MAX_WIDTH, MAX_LAYERS = 4096, 16  # a typo like 'mlp:100000000' must not take the server's memory
 DEFAULT_MAX_UPLOAD_MB = 50
 
@@ -55,7 +68,8 @@ class DataChoice:
 # -- session state: defaults, a job's settings, callbacks ----------------------------------------
 def default_model(role: str, dataset: str) -> str:
     return (DEFAULT_TEACHERS if role == "teacher" else DEFAULT_STUDENTS).get(
-        dataset, "mlp:256,256" if role == "teacher" else "mlp:16")
+        dataset, "mlp:256,256" if role == "teacher" else "mlp:16"
+    )
 
 
 def seed_state() -> None:
@@ -83,10 +97,16 @@ def restore(settings: Settings, dataset: str, weights: LossWeights | None) -> No
         state["mode"], state["alpha"] = "alpha preset", float(w.ce)
     else:
         state.update(mode="each term", w_ce=float(w.ce), w_kd=float(w.kd), w_mse=float(w.mse))
-    state.update(labeled_fraction=float(settings.labeled_fraction), extra=int(settings.extra_unlabeled),
-                 mixup=bool(settings.mixup), epochs=int(settings.epochs), batch=int(settings.batch_size),
-                 teacher_epochs=int(settings.teacher_epochs or settings.epochs), lr=float(settings.lr),
-                 seed=int(settings.seed))
+    state.update(
+        labeled_fraction=float(settings.labeled_fraction),
+        extra=int(settings.extra_unlabeled),
+        mixup=bool(settings.mixup),
+        epochs=int(settings.epochs),
+        batch=int(settings.batch_size),
+        teacher_epochs=int(settings.teacher_epochs or settings.epochs),
+        lr=float(settings.lr),
+        seed=int(settings.seed),
+    )
 
 
 def _set_model(role: str, spec: str) -> None:
@@ -129,8 +149,12 @@ def live_weights() -> dict[str, float]:
     if state["mode"] == "alpha preset":
         alpha = float(state["alpha"])
         return {"temperature": float(state["temperature"]), "w_ce": alpha, "w_kd": 1.0 - alpha, "w_mse": 0.0}
-    return {"temperature": float(state["temperature"]), "w_ce": float(state["w_ce"]),
-            "w_kd": float(state["w_kd"]), "w_mse": float(state["w_mse"])}
+    return {
+        "temperature": float(state["temperature"]),
+        "w_ce": float(state["w_ce"]),
+        "w_kd": float(state["w_kd"]),
+        "w_mse": float(state["w_mse"]),
+    }
 
 
 def _options(key: str, base: list) -> list:
@@ -160,8 +184,10 @@ def upload_limit_mb() -> tuple[int, str | None]:
         if mb < 1:
             raise ValueError
     except ValueError:
-        return DEFAULT_MAX_UPLOAD_MB, (f"WORKBENCH_MAX_UPLOAD_MB: {raw!r} is invalid; expected a whole number "
-                                       f"of megabytes >= 1 (using {DEFAULT_MAX_UPLOAD_MB})")
+        return DEFAULT_MAX_UPLOAD_MB, (
+            f"WORKBENCH_MAX_UPLOAD_MB: {raw!r} is invalid; expected a whole number "
+            f"of megabytes >= 1 (using {DEFAULT_MAX_UPLOAD_MB})"
+        )
     return mb, None
 
 
@@ -206,14 +232,22 @@ def data_ui() -> DataChoice:
     limit, limit_error = upload_limit_mb()
     if limit_error:
         sb.error(limit_error)
-    file = sb.file_uploader("CSV file (one row per sample)", type=["csv"], key="csv", max_upload_size=limit,
-                            help=f"at most {limit} MB (WORKBENCH_MAX_UPLOAD_MB)")
+    file = sb.file_uploader(
+        "CSV file (one row per sample)",
+        type=["csv"],
+        key="csv",
+        max_upload_size=limit,
+        help=f"at most {limit} MB (WORKBENCH_MAX_UPLOAD_MB)",
+    )
     if file is None:
         return DataChoice(name, error="upload a CSV file to use your own data")
     shown = md(file.name)
     if file.size > limit * 2**20:
-        return DataChoice(name, error=f"{shown}: {file.size / 2**20:.1f} MB is over the upload limit of {limit} MB; "
-                                      "use a smaller file, or raise WORKBENCH_MAX_UPLOAD_MB")
+        return DataChoice(
+            name,
+            error=f"{shown}: {file.size / 2**20:.1f} MB is over the upload limit of {limit} MB; "
+            "use a smaller file, or raise WORKBENCH_MAX_UPLOAD_MB",
+        )
     content = file.getvalue()
     frame, note, error = read_upload(content)
     if error is not None:
@@ -239,18 +273,27 @@ def model_ui(role: str, dataset: str, fits: list[str]) -> str:
     if st.session_state[f"{role}_family"] not in fits:  # e.g. a CNN kept from image data, now a CSV
         default = default_model(role, dataset)
         _set_model(role, default if default.partition(":")[0] in fits else fits[0])
-    family = st.sidebar.selectbox(f"{role} family", fits, key=f"{role}_family", on_change=_family_changed,
-                                  args=(role,), help=f"families that fit this data (of {', '.join(FAMILIES)})")
-    sizes = st.sidebar.text_input(f"{role} sizes", key=f"{role}_sizes",
-                                  help="widths or channels, e.g. 64,32 (empty: default)")
+    family = st.sidebar.selectbox(
+        f"{role} family",
+        fits,
+        key=f"{role}_family",
+        on_change=_family_changed,
+        args=(role,),
+        help=f"families that fit this data (of {', '.join(FAMILIES)})",
+    )
+    sizes = st.sidebar.text_input(
+        f"{role} sizes", key=f"{role}_sizes", help="widths or channels, e.g. 64,32 (empty: default)"
+    )
     spec = f"{family}:{sizes.strip()}" if sizes.strip() else family
     _, size = parse_model(spec) if sizes.strip() else (family, {})
     widths = next(iter(size.values()), ())
     if any(w < 1 for w in widths):
         raise ValueError(f"{role} sizes: {sizes!r} is invalid; expected widths of at least 1, e.g. 64,32")
     if len(widths) > MAX_LAYERS or any(w > MAX_WIDTH for w in widths):
-        raise ValueError(f"{role} sizes: {sizes!r} is too big for this app; expected at most {MAX_LAYERS} "
-                         f"layers of at most {MAX_WIDTH} each")
+        raise ValueError(
+            f"{role} sizes: {sizes!r} is too big for this app; expected at most {MAX_LAYERS} "
+            f"layers of at most {MAX_WIDTH} each"
+        )
     return spec
 
 
@@ -262,33 +305,71 @@ def settings_ui(choice: DataChoice) -> Settings:
     student = model_ui("student", choice.name, fits)
     sb, live = st.sidebar, dict(on_change=_controls_moved)
     sb.subheader("Loss")
-    temperature = sb.select_slider("temperature T", _options("temperature", TEMPERATURES), key="temperature",
-                                   help="softens both outputs; changeable during a run", **live)
+    temperature = sb.select_slider(
+        "temperature T",
+        _options("temperature", TEMPERATURES),
+        key="temperature",
+        help="softens both outputs; changeable during a run",
+        **live,
+    )
     mode = sb.radio("weights", ["alpha preset", "each term"], horizontal=True, key="mode", **live)
     weights: dict[str, Any]
     if mode == "alpha preset":
-        weights = {"alpha": sb.slider("alpha (CE share)", 0.0, 1.0, step=0.05, key="alpha",
-                                      help="alpha*CE + (1-alpha)*T^2*KL", **live)}
+        weights = {
+            "alpha": sb.slider(
+                "alpha (CE share)", 0.0, 1.0, step=0.05, key="alpha", help="alpha*CE + (1-alpha)*T^2*KL", **live
+            )
+        }
     else:
-        weights = {"alpha": None, **{k: sb.slider(k, 0.0, 2.0, step=0.05, key=k, **live)
-                                     for k in ("w_ce", "w_kd", "w_mse")}}
+        weights = {
+            "alpha": None,
+            **{k: sb.slider(k, 0.0, 2.0, step=0.05, key=k, **live) for k in ("w_ce", "w_kd", "w_mse")},
+        }
     sb.subheader("Transfer set")
-    labeled = sb.slider("labeled fraction", 0.01, 1.0, step=0.01, key="labeled_fraction",
-                        help="share of train labels the student may use; the teacher labels every input")
+    labeled = sb.slider(
+        "labeled fraction",
+        0.01,
+        1.0,
+        step=0.01,
+        key="labeled_fraction",
+        help="share of train labels the student may use; the teacher labels every input",
+    )
     generated = choice.data is None and choice.name in GENERATED
-    extra = sb.number_input("extra generated inputs", 0, 50_000, step=1000, key="extra", disabled=not generated,
-                            help="mnist1d, moons and spirals only")
+    extra = sb.number_input(
+        "extra generated inputs",
+        0,
+        50_000,
+        step=1000,
+        key="extra",
+        disabled=not generated,
+        help="mnist1d, moons and spirals only",
+    )
     mixup = sb.checkbox("mixup the transfer inputs", key="mixup")
     sb.subheader("Optimization")
     epochs = sb.number_input("epochs", 1, 10_000, key="epochs", help="student and baseline")
-    teacher_epochs = sb.number_input("teacher epochs", 1, 10_000, key="teacher_epochs",
-                                     help="a teacher trained once is cached and reused")
+    teacher_epochs = sb.number_input(
+        "teacher epochs", 1, 10_000, key="teacher_epochs", help="a teacher trained once is cached and reused"
+    )
     batch = sb.selectbox("batch size", _options("batch", BATCH_SIZES), key="batch")
     lr = sb.select_slider("learning rate", _options("lr", LEARNING_RATES), key="lr")
     seed = sb.number_input("seed", 0, 2**31 - 1, key="seed")
-    data = dict(dataset=choice.name) if choice.csv is None else dict(
-        dataset=choice.data.name, csv=choice.csv, target=choice.target)
-    return Settings(**data, teacher=teacher, student=student, temperature=float(temperature),
-                    labeled_fraction=float(labeled), extra_unlabeled=int(extra) if generated else 0,
-                    mixup=bool(mixup), epochs=int(epochs), teacher_epochs=int(teacher_epochs),
-                    batch_size=int(batch), lr=float(lr), seed=int(seed), **weights)
+    data = (
+        dict(dataset=choice.name)
+        if choice.csv is None
+        else dict(dataset=choice.data.name, csv=choice.csv, target=choice.target)
+    )
+    return Settings(
+        **data,
+        teacher=teacher,
+        student=student,
+        temperature=float(temperature),
+        labeled_fraction=float(labeled),
+        extra_unlabeled=int(extra) if generated else 0,
+        mixup=bool(mixup),
+        epochs=int(epochs),
+        teacher_epochs=int(teacher_epochs),
+        batch_size=int(batch),
+        lr=float(lr),
+        seed=int(seed),
+        **weights,
+    )

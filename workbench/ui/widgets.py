@@ -38,8 +38,9 @@ GIVEN = "(from Python)"  # the family shown for a model given as a module
 STYLE = {"description_width": "110px"}
 # The first screen: few labels, where the teacher's soft labels clearly beat scratch (docs/results.md:
 # digits MLP-16 with 10% labels); about a minute on a laptop CPU, the teacher trained once and cached.
-DEFAULT_SETTINGS = Settings.for_dataset("digits-images", labeled_fraction=0.1, temperature=4.0, alpha=0.1,
-                                        epochs=40, teacher_epochs=15)
+DEFAULT_SETTINGS = Settings.for_dataset(
+    "digits-images", labeled_fraction=0.1, temperature=4.0, alpha=0.1, epochs=40, teacher_epochs=15
+)
 # Round temperatures only: what the slider shows is what runs and what "copy as code" writes.
 TEMPERATURES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0)
 
@@ -92,8 +93,11 @@ class LiveFigure(go.FigureWidget):
     @property
     def deaf(self) -> bool:
         """True when a view was drawn but has applied none of the updates sent for DEAF_SECONDS."""
-        return (self._view_seen and self._unapplied_since is not None
-                and time.monotonic() - self._unapplied_since > DEAF_SECONDS)
+        return (
+            self._view_seen
+            and self._unapplied_since is not None
+            and time.monotonic() - self._unapplied_since > DEAF_SECONDS
+        )
 
     def open(self) -> None:
         if not self._defer_open:
@@ -137,10 +141,18 @@ class ModelPicker(w.HBox):
         self.given, self._spec = module is not None, spec
         self._sizes_by_family = {family.strip(): sizes.strip()}  # typed sizes, kept across switches
         self._family = ""
-        self.family = w.Dropdown(options=[GIVEN] if self.given else fits, description=role, style=STYLE,
-                                 disabled=self.given, layout=w.Layout(width="210px"))
-        self.sizes = w.Text(disabled=self.given, layout=w.Layout(width="115px"),
-                            tooltip="widths (mlp) or channels (cnn), e.g. 64,32; empty: the family's default")
+        self.family = w.Dropdown(
+            options=[GIVEN] if self.given else fits,
+            description=role,
+            style=STYLE,
+            disabled=self.given,
+            layout=w.Layout(width="210px"),
+        )
+        self.sizes = w.Text(
+            disabled=self.given,
+            layout=w.Layout(width="115px"),
+            tooltip="widths (mlp) or channels (cnn), e.g. 64,32; empty: the family's default",
+        )
         self.family.observe(lambda _: self._family_changed(), "value")
         if not self.given:
             self.family.value = family.strip() if family.strip() in fits else fits[0]
@@ -183,8 +195,14 @@ class Dashboard(w.VBox):
     otherwise the dataset dropdown and the model pickers (families that fit the data) are used.
     """
 
-    def __init__(self, settings: Settings | None = None, data: Any = None, teacher: Any = None,
-                 student: Any = None, runs: Any = None):
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        data: Any = None,
+        teacher: Any = None,
+        student: Any = None,
+        runs: Any = None,
+    ):
         s = self._base = settings or DEFAULT_SETTINGS  # fields without a control (log_every, ...) come from here
         self._data, self._teacher_module, self._student_module, self.runs = data, teacher, student, runs
         self.job: LiveRun | None = None
@@ -200,41 +218,94 @@ class Dashboard(w.VBox):
             return w.Layout(width="330px")
 
         names = ["(your data)"] if data is not None else list_datasets()
-        self.dataset = w.Dropdown(options=names, value=names[0] if data is not None else s.dataset,
-                                  description="dataset", style=style, layout=lay())
+        self.dataset = w.Dropdown(
+            options=names,
+            value=names[0] if data is not None else s.dataset,
+            description="dataset",
+            style=style,
+            layout=lay(),
+        )
         fits = models_for(self._input_shape())
         self.teacher = ModelPicker("teacher", s.teacher, fits, teacher)
         self.student = ModelPicker("student", s.student, fits, student)
         self.fits = w.HTML()
-        self.temperature = w.SelectionSlider(options=temperature_options(s.temperature), value=float(s.temperature),
-                                             description="temperature", style=style, layout=lay())
-        self.mode = w.ToggleButtons(options=["alpha", "weights"], value="alpha" if s.alpha is not None else "weights",
-                                    description="loss", style=style)
-        self.alpha = w.FloatSlider(value=s.alpha if s.alpha is not None else 0.5, min=0, max=1, step=0.05,
-                                   description="alpha (CE)", style=style, layout=lay())
-        self.w = {k: w.FloatSlider(value=getattr(s, k), min=0, max=2, step=0.05, description=k, style=style,
-                                   layout=lay()) for k in ("w_ce", "w_kd", "w_mse", "w_hint")}
-        self.hint_student = w.Text(value=s.hint_student or "", description="hint: student", style=style,
-                                   layout=lay(), placeholder="layer, e.g. hidden.0 (empty: none)")
-        self.hint_teacher = w.Text(value=s.hint_teacher or "", description="hint: teacher", style=style,
-                                   layout=lay(), placeholder="layer, e.g. hidden.1 (empty: none)")
-        self.labeled_fraction = w.FloatSlider(value=s.labeled_fraction, min=0.01, max=1, step=0.01,
-                                              description="labeled frac.", style=style, layout=lay())
-        self.extra_unlabeled = w.BoundedIntText(value=s.extra_unlabeled, min=0, max=100_000, step=1000,
-                                                description="extra inputs", style=style, layout=lay())
+        self.temperature = w.SelectionSlider(
+            options=temperature_options(s.temperature),
+            value=float(s.temperature),
+            description="temperature",
+            style=style,
+            layout=lay(),
+        )
+        self.mode = w.ToggleButtons(
+            options=["alpha", "weights"],
+            value="alpha" if s.alpha is not None else "weights",
+            description="loss",
+            style=style,
+        )
+        self.alpha = w.FloatSlider(
+            value=s.alpha if s.alpha is not None else 0.5,
+            min=0,
+            max=1,
+            step=0.05,
+            description="alpha (CE)",
+            style=style,
+            layout=lay(),
+        )
+        self.w = {
+            k: w.FloatSlider(value=getattr(s, k), min=0, max=2, step=0.05, description=k, style=style, layout=lay())
+            for k in ("w_ce", "w_kd", "w_mse", "w_hint")
+        }
+        self.hint_student = w.Text(
+            value=s.hint_student or "",
+            description="hint: student",
+            style=style,
+            layout=lay(),
+            placeholder="layer, e.g. hidden.0 (empty: none)",
+        )
+        self.hint_teacher = w.Text(
+            value=s.hint_teacher or "",
+            description="hint: teacher",
+            style=style,
+            layout=lay(),
+            placeholder="layer, e.g. hidden.1 (empty: none)",
+        )
+        self.labeled_fraction = w.FloatSlider(
+            value=s.labeled_fraction, min=0.01, max=1, step=0.01, description="labeled frac.", style=style, layout=lay()
+        )
+        self.extra_unlabeled = w.BoundedIntText(
+            value=s.extra_unlabeled,
+            min=0,
+            max=100_000,
+            step=1000,
+            description="extra inputs",
+            style=style,
+            layout=lay(),
+        )
         self.mixup = w.Checkbox(value=s.mixup, description="mixup transfer inputs", indent=False)
-        self.epochs = w.BoundedIntText(value=s.epochs, min=1, max=10_000, description="epochs", style=style, layout=lay())
-        self.teacher_epochs = w.BoundedIntText(value=s.teacher_config().epochs, min=1, max=10_000,
-                                               description="teacher epochs", style=style, layout=lay(),
-                                               tooltip="the teacher's own epochs: trained once, then cached")
-        self.batch_size = w.Dropdown(options=[16, 32, 64, 128, 256, 512], value=s.batch_size, description="batch",
-                                     style=style, layout=lay())
-        self.lr = w.FloatLogSlider(value=s.lr, base=10, min=-5, max=-0.5, step=0.1, description="lr", style=style,
-                                   layout=lay())
-        self.optimizer = w.Dropdown(options=["adam", "adamw", "sgd"], value=s.optimizer, description="optimizer",
-                                    style=style, layout=lay())
-        self.weight_decay = w.BoundedFloatText(value=s.weight_decay, min=0, max=1, step=1e-4,
-                                               description="weight decay", style=style, layout=lay())
+        self.epochs = w.BoundedIntText(
+            value=s.epochs, min=1, max=10_000, description="epochs", style=style, layout=lay()
+        )
+        self.teacher_epochs = w.BoundedIntText(
+            value=s.teacher_config().epochs,
+            min=1,
+            max=10_000,
+            description="teacher epochs",
+            style=style,
+            layout=lay(),
+            tooltip="the teacher's own epochs: trained once, then cached",
+        )
+        self.batch_size = w.Dropdown(
+            options=[16, 32, 64, 128, 256, 512], value=s.batch_size, description="batch", style=style, layout=lay()
+        )
+        self.lr = w.FloatLogSlider(
+            value=s.lr, base=10, min=-5, max=-0.5, step=0.1, description="lr", style=style, layout=lay()
+        )
+        self.optimizer = w.Dropdown(
+            options=["adam", "adamw", "sgd"], value=s.optimizer, description="optimizer", style=style, layout=lay()
+        )
+        self.weight_decay = w.BoundedFloatText(
+            value=s.weight_decay, min=0, max=1, step=1e-4, description="weight decay", style=style, layout=lay()
+        )
         self.seed = w.BoundedIntText(value=s.seed, min=0, max=2**31 - 1, description="seed", style=style, layout=lay())
         self.train_button = w.Button(description="Train teacher", icon="graduation-cap")
         self.distill_button = w.Button(description="Distill", button_style="primary", icon="play")
@@ -250,7 +321,9 @@ class Dashboard(w.VBox):
         size = dict(height=300, margin=dict(l=40, r=10, t=40, b=30))
         self.accuracy_fig = LiveFigure(plots.accuracy_figure(None).update_layout(**size))
         self.loss_fig = LiveFigure(plots.loss_figure(None).update_layout(**size))
-        self.agreement_fig = LiveFigure(plots.agreement_figure(None).update_layout(**{**size, "height": 380}))  # 2 panels
+        self.agreement_fig = LiveFigure(
+            plots.agreement_figure(None).update_layout(**{**size, "height": 380})
+        )  # 2 panels
         self.explorer_fig = LiveFigure(plots.softmax_figure([0.0, 0.0], s.temperature).update_layout(**size))
 
         self.train_button.on_click(lambda _: self.train_teacher())
@@ -268,38 +341,80 @@ class Dashboard(w.VBox):
         self._show_weights()
         self._update_fits()
         self._draw_explorer()
-        controls = w.VBox([
-            w.HTML("<b>Data and models</b>"), self.dataset, self.teacher, self.student, self.fits,
-            w.HTML("<b>Loss</b>"), self.temperature, self.mode, self._weights_box,
-            w.HTML("<b>Transfer set</b>"), self.labeled_fraction, self.extra_unlabeled, self.mixup,
-            w.HTML("<b>Optimization</b>"), self.epochs, self.teacher_epochs, self.batch_size, self.lr, self.optimizer,
-            self.weight_decay, self.seed,
-        ], layout=w.Layout(width="350px"))
-        buttons = w.HBox([self.train_button, self.distill_button, self.pause_button, self.stop_button,
-                          self.code_button])
-        self._charts = charts = w.VBox([self.accuracy_fig, self.loss_fig, self.agreement_fig,
-                                        w.HTML("<b>Temperature explorer</b>"), self.sample, self.explorer_fig],
-                                       layout=w.Layout(width="600px"))
+        controls = w.VBox(
+            [
+                w.HTML("<b>Data and models</b>"),
+                self.dataset,
+                self.teacher,
+                self.student,
+                self.fits,
+                w.HTML("<b>Loss</b>"),
+                self.temperature,
+                self.mode,
+                self._weights_box,
+                w.HTML("<b>Transfer set</b>"),
+                self.labeled_fraction,
+                self.extra_unlabeled,
+                self.mixup,
+                w.HTML("<b>Optimization</b>"),
+                self.epochs,
+                self.teacher_epochs,
+                self.batch_size,
+                self.lr,
+                self.optimizer,
+                self.weight_decay,
+                self.seed,
+            ],
+            layout=w.Layout(width="350px"),
+        )
+        buttons = w.HBox(
+            [self.train_button, self.distill_button, self.pause_button, self.stop_button, self.code_button]
+        )
+        self._charts = charts = w.VBox(
+            [
+                self.accuracy_fig,
+                self.loss_fig,
+                self.agreement_fig,
+                w.HTML("<b>Temperature explorer</b>"),
+                self.sample,
+                self.explorer_fig,
+            ],
+            layout=w.Layout(width="600px"),
+        )
         self._revivals = 0
-        super().__init__([buttons, w.HBox([self.status, self.progress]), self.verdict, w.HBox([controls, charts]),
-                          self.code])
-
+        super().__init__(
+            [buttons, w.HBox([self.status, self.progress]), self.verdict, w.HBox([controls, charts]), self.code]
+        )
 
     # -- settings ------------------------------------------------------------------------------
     def settings(self) -> Settings:
         """The current widget values over the given Settings (raises ValueError on a bad value)."""
         weights: dict[str, Any] = {"alpha": self.alpha.value}
         if self.mode.value == "weights":  # the hint layers sit with the weights (hidden under alpha)
-            weights = {"alpha": None, **{k: s.value for k, s in self.w.items()},
-                       "hint_student": self.hint_student.value.strip() or None,
-                       "hint_teacher": self.hint_teacher.value.strip() or None}
+            weights = {
+                "alpha": None,
+                **{k: s.value for k, s in self.w.items()},
+                "hint_student": self.hint_student.value.strip() or None,
+                "hint_teacher": self.hint_teacher.value.strip() or None,
+            }
         dataset = self.dataset.value if self._data is None else "digits"
-        return self._base.replace(dataset=dataset, teacher=self.teacher.spec, student=self.student.spec,
-                        temperature=float(self.temperature.value), labeled_fraction=self.labeled_fraction.value,
-                        extra_unlabeled=self.extra_unlabeled.value, mixup=self.mixup.value, epochs=self.epochs.value,
-                        teacher_epochs=self.teacher_epochs.value,
-                        batch_size=self.batch_size.value, lr=self.lr.value, optimizer=self.optimizer.value,
-                        weight_decay=self.weight_decay.value, seed=self.seed.value, **weights)
+        return self._base.replace(
+            dataset=dataset,
+            teacher=self.teacher.spec,
+            student=self.student.spec,
+            temperature=float(self.temperature.value),
+            labeled_fraction=self.labeled_fraction.value,
+            extra_unlabeled=self.extra_unlabeled.value,
+            mixup=self.mixup.value,
+            epochs=self.epochs.value,
+            teacher_epochs=self.teacher_epochs.value,
+            batch_size=self.batch_size.value,
+            lr=self.lr.value,
+            optimizer=self.optimizer.value,
+            weight_decay=self.weight_decay.value,
+            seed=self.seed.value,
+            **weights,
+        )
 
     def show_code(self) -> str:
         """Show (and return) the Python call that reproduces the current settings."""
@@ -336,8 +451,7 @@ class Dashboard(w.VBox):
         fits = models_for(shape)
         self.teacher.set_fits(fits)
         self.student.set_fits(fits)
-        self.fits.value = (f"<small>input {shape}: families {', '.join(fits)} fit "
-                           f"(of {', '.join(FAMILIES)})</small>")
+        self.fits.value = f"<small>input {shape}: families {', '.join(fits)} fit (of {', '.join(FAMILIES)})</small>"
 
     # -- actions -------------------------------------------------------------------------------
     def _say(self, text: str, kind: str = "info") -> None:
@@ -347,8 +461,13 @@ class Dashboard(w.VBox):
     def _build(self, train_teacher: bool | None):
         settings = self.settings()
         data = self._data if self._data is not None else settings.data()
-        exp = settings.experiment(data=data, teacher=self._teacher_module, student=self._student_module,
-                                  runs=self.runs, train_teacher=train_teacher)
+        exp = settings.experiment(
+            data=data,
+            teacher=self._teacher_module,
+            student=self._student_module,
+            runs=self.runs,
+            train_teacher=train_teacher,
+        )
         if exp.config.hint_student is not None:  # a bad layer name fails here, not after the teacher trained
             find_module(exp.student, exp.config.hint_student, "hint_student")
             find_module(exp.teacher, exp.config.hint_teacher, "hint_teacher")
@@ -452,8 +571,13 @@ class Dashboard(w.VBox):
                 elif isinstance(p, StepEnd) and d.start is not None and p.run_id == d.start.run_id:
                     d.last_step = p
                 elif isinstance(p, FitEnd) and p.role == "teacher":
-                    d.teacher_note = ("teacher loaded from the cache" if "teacher cache" in p.message else
-                                      "teacher trained and cached" if d.cacheable and p.status == "completed" else "")
+                    d.teacher_note = (
+                        "teacher loaded from the cache"
+                        if "teacher cache" in p.message
+                        else "teacher trained and cached"
+                        if d.cacheable and p.status == "completed"
+                        else ""
+                    )
             d.rows.extend(flat_row(p) for p in new if p.event in ("step", "eval", "epoch"))
             if d.start is not None:
                 self.progress.max = max(d.start.steps_planned, 1)
@@ -490,17 +614,21 @@ class Dashboard(w.VBox):
         if cur.role == "teacher":
             head = "teacher: training it once (then cached for later runs)" if d.cacheable else "teacher: training it"
             return head + (f": step {last.step}/{cur.steps_planned}, loss {last.loss:.4f}" if last else "") + paused
-        text = f"{cur.role}: step {last.step}/{cur.steps_planned}, loss {last.loss:.4f}, T={last.temperature:g}" \
-            if last else f"{cur.role}: starting"
+        text = (
+            f"{cur.role}: step {last.step}/{cur.steps_planned}, loss {last.loss:.4f}, T={last.temperature:g}"
+            if last
+            else f"{cur.role}: starting"
+        )
         return text + (f" ({d.teacher_note})" if d.teacher_note else "") + paused
 
     def _draw_charts(self, d: _Drawn, history: pd.DataFrame | None) -> None:
         """Every curve chart from the job's history (None: empty charts, titled for this job)."""
         role = plots.live_role(history)
-        charts = [(self.accuracy_fig, plots.accuracy_traces(history, d.split), f"{d.split} accuracy"),
-                  (self.loss_fig, plots.loss_traces(history, role), f"{role} training loss"),
-                  (self.agreement_fig, plots.agreement_traces(history, d.split),
-                   f"teacher-student agreement ({d.split})")]
+        charts = [
+            (self.accuracy_fig, plots.accuracy_traces(history, d.split), f"{d.split} accuracy"),
+            (self.loss_fig, plots.loss_traces(history, role), f"{role} training loss"),
+            (self.agreement_fig, plots.agreement_traces(history, d.split), f"teacher-student agreement ({d.split})"),
+        ]
         for fig, traces, title in charts:
             with fig.edit():
                 plots.apply_traces(fig, traces)
@@ -530,15 +658,22 @@ class Dashboard(w.VBox):
         test = {p.role: p.final.get("test_acc") for p in ends if p.status == "completed"}
         exp = self.experiment
         unlabeled = exp.data.unlabeled
-        line = kd_verdict(test.get("student"), test.get("baseline"), labeled_fraction=exp.config.labeled_fraction,
-                          teacher_acc=test.get("teacher"), mixup=exp.config.mixup_alpha > 0,
-                          extra_unlabeled=0 if unlabeled is None else len(unlabeled))
+        line = kd_verdict(
+            test.get("student"),
+            test.get("baseline"),
+            labeled_fraction=exp.config.labeled_fraction,
+            teacher_acc=test.get("teacher"),
+            mixup=exp.config.mixup_alpha > 0,
+            extra_unlabeled=0 if unlabeled is None else len(unlabeled),
+        )
         if line is None:
             return
         won = line.startswith("Distillation beat")
         link = f"<a href='{README_ANCHOR}' target='_blank'>{README_ANCHOR}</a>"
-        self.verdict.value = (f"<span style='color:{'#1b5e20' if won else '#8a4b00'}'>"
-                              f"{html.escape(line).replace(README_ANCHOR, link)}</span>")
+        self.verdict.value = (
+            f"<span style='color:{'#1b5e20' if won else '#8a4b00'}'>"
+            f"{html.escape(line).replace(README_ANCHOR, link)}</span>"
+        )
 
     def _draw_explorer(self) -> None:
         """Redraw the teacher's softened distribution for the chosen test input (no training)."""
@@ -551,7 +686,7 @@ class Dashboard(w.VBox):
         data = exp.data if exp is not None else self._shown_data()
         split = data.test if data.test is not None else data.train
         self.sample.max = len(split) - 1
-        x = split.x[self.sample.value:self.sample.value + 1]
+        x = split.x[self.sample.value : self.sample.value + 1]
         logits = predict_logits(teacher, x)[0]  # eval, no grad, the teacher's device; its mode restored
         t = float(self.temperature.value)
         fig = plots.softmax_figure(logits, [t], data.class_names)
