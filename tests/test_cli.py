@@ -15,6 +15,7 @@ def run(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_demo_json():
     out = run("demo", "--epochs", "3", "--json")
     assert out.returncode == 0, out.stderr
@@ -37,6 +38,7 @@ def test_bad_input_exits_2_with_one_line():
     )
 
 
+@pytest.mark.slow
 def test_the_contract_command_runs():
     """The flags the issue names, verbatim (short epochs): a CNN teacher on the flat 64-pixel digits."""
     out = run(
@@ -65,6 +67,7 @@ def test_the_contract_command_runs():
     assert res["config"]["labeled_fraction"] == 0.1 and res["config"]["temperature"] == 4.0
 
 
+@pytest.mark.slow
 def test_distill_json_and_runs_dir(tmp_path):
     out = run(
         "distill",
@@ -95,6 +98,7 @@ def test_distill_json_and_runs_dir(tmp_path):
     assert student_cfg["teacher_run_id"] == res["runs"][0]["run_id"]
 
 
+@pytest.mark.slow
 def test_distill_csv(tmp_path):
     import numpy as np
     import pandas as pd
@@ -111,6 +115,7 @@ def test_distill_csv(tmp_path):
     assert out.returncode == 2 and "nope" in out.stderr and "label" in out.stderr
 
 
+@pytest.mark.slow
 def test_compare_end_to_end(tmp_path):
     out = run(
         "compare",

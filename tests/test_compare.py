@@ -361,6 +361,7 @@ def test_worker_path_in_process_gives_the_serial_numbers(monkeypatch, kind):
     pd.testing.assert_frame_equal(worker[KEY + NUMBERS], serial[KEY + NUMBERS])
 
 
+@pytest.mark.slow
 def test_parallel_sweeps_follow_the_callers_environment(tmp_path, monkeypatch):
     """Workers forked from a long-lived fork server read the caller's current environment:
     here each sweep's cached teacher lives in another cache folder."""
@@ -376,6 +377,7 @@ def test_parallel_sweeps_follow_the_callers_environment(tmp_path, monkeypatch):
         assert (tmp_path / f"cache{i}" / "teachers").is_dir()
 
 
+@pytest.mark.slow
 def test_parallel_with_stop_and_resume_equals_serial():
     serial = _sweep(name="serial").run()
     s = _sweep(name="parallel", workers=2)

@@ -191,6 +191,7 @@ def test_export_round_trip(tmp_path):
         export_model(res.student.model, (64,), tmp_path / "x", "onnx")
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_runs_root(tmp_path):
     runs = tmp_path / "runs"
     cmd = [
@@ -220,6 +221,7 @@ def test_two_processes_share_one_runs_root(tmp_path):
         assert load_run(run_id, runs).summary["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_cli_runs_show_export_rm(tmp_path):
     runs = str(tmp_path / "runs")
     py = [sys.executable, "-m", "workbench"]
