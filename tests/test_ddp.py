@@ -13,7 +13,7 @@ from helpers import mlp, toy_data
 from workbench import DistillConfig, distill
 from workbench.store.runs import list_runs
 
-pytestmark = pytest.mark.slow  # real kernels / torchrun processes: the full suite runs them
+pytestmark = pytest.mark.slow  # real torchrun processes: the full test command runs them
 
 SCRIPT = textwrap.dedent("""
     import sys, json, torch, torch.nn as nn

@@ -8,11 +8,11 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
+pytestmark = pytest.mark.slow  # real kernels: the full test command runs them
+
 # Installed in the kernel before anything else: any connection off this machine fails loudly.
 NETWORK_GUARD = """
 import socket as _socket
-
-pytestmark = pytest.mark.slow  # real kernels / torchrun processes: the full suite runs them
 def _refuse(self, address, *args, **kwargs):
     host = address[0] if isinstance(address, tuple) else address
     if isinstance(host, bytes):  # AF_UNIX addresses may be bytes
