@@ -185,7 +185,7 @@ def test_a_diverged_run_shows_why_and_the_page_can_run_again(at):
         (b"a,b\n1,2\n3,4\n", "at least 10 rows"),
         (b"x,label\n" + b"".join(b"%d,same\n" % i for i in range(30)), "only one class"),
         (b"name,label\n" + b"".join(b"n%d,%d\n" % (i, i % 2) for i in range(30)), "numeric"),
-        (b"\x00\x01garbage", ""),
+        (b"\x00\x01garbage", "binary"),
         (b"f1,f2,label\n", "no data rows"),
         (b"", "is empty"),
         (b"PK\x03\x04" + bytes(range(256)), "binary"),

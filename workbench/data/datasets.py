@@ -632,7 +632,8 @@ def _csv_text(path: Path) -> str:
     head = raw[:65536]
     kind = next((k for magic, k in _BINARY_KINDS.items() if head.startswith(magic)), None)
     controls = sum(head.count(bytes([c])) for c in range(32) if c not in b"\t\n\r\x0c\x0b")
-    if kind or controls > max(2, len(head) // 100):  # text has no control bytes but a stray few
+    # text has no NUL byte (UTF-16 with a BOM was read above) and no control bytes but a stray few
+    if kind or b"\x00" in head or controls > max(2, len(head) // 100):
         raise _bad_file(
             path, f"is a binary file ({kind or 'not text'}), not a CSV; export it as CSV (comma-separated text) first"
         )

@@ -101,21 +101,7 @@ class Report:
         return self.figures[name]
 
     def table(self, df: pd.DataFrame) -> None:
-        self.add(
-            df.to_markdown(index=False, floatfmt=".4f")
-            if _has_tabulate()
-            else "```\n" + df.to_string(index=False) + "\n```",
-            "",
-        )
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-
-        return True
-    except ImportError:
-        return False
+        self.add(df.to_markdown(index=False, floatfmt=".4f"), "")  # pandas' to_markdown needs tabulate
 
 
 def _pm(f: dict[str, float]) -> str:
