@@ -14,7 +14,7 @@ import contextlib
 import html
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ipywidgets as w
@@ -32,7 +32,7 @@ from ..verdict import README_ANCHOR, kd_verdict
 from .settings import Settings
 
 REDRAW_SECONDS = 0.5  # at most two redraws a second: drawing shares the GIL with training
-DEAF_SECONDS = 10.0  # a chart whose browser model applied nothing sent this long ago is replaced
+DEAF_SECONDS = 5.0  # a chart whose browser model applied nothing sent this long ago is replaced
 MAX_REVIVALS = 8  # replacements per Dashboard: a browser that never answers is not a reason to loop
 GIVEN = "(from Python)"  # the family shown for a model given as a module
 STYLE = {"description_width": "110px"}
@@ -66,14 +66,18 @@ class LiveFigure(go.FigureWidget):
     ``_py2js_update = msg`` and then ``= None``; done from another thread in that window, the
     cache sends the final value, None, and the update is lost. Both sides hold one lock.
 
-    A model that took over 2 s to load that bundle drops every later message, for good: its view
-    draws the first state and no update. :attr:`deaf` tells (the view answered once, then never
-    applied an update), so the Dashboard can replace the widget with a new one.
+    A model that took over 2 s to load that bundle drops every later message, for good: anywidget
+    gives each model 2 s to evaluate its copy of the 5 MB bundle, then rejects the promise every
+    message waits on. Its view still draws the first state, and answers once, but applies no
+    update. Four figures loading at once on a busy 2-core machine miss that deadline often. So
+    once a view has answered, a probe (a trace edit it must answer) is sent; :attr:`deaf` tells
+    when an update went unanswered for DEAF_SECONDS, and ``on_deaf`` is called then, so the
+    Dashboard replaces the widget with a new one (which opens with the current state).
     """
 
     _defer_open = True  # Widget.__init__ would open the comm before plotly has built the figure
 
-    def __init__(self, figure: go.Figure):
+    def __init__(self, figure: go.Figure, on_deaf: Callable[[LiveFigure], None] | None = None):
         self._edit_lock = threading.RLock()
         super().__init__(figure)
         self._defer_open = False
@@ -81,14 +85,49 @@ class LiveFigure(go.FigureWidget):
         self._view_seen = False  # a view has answered (it does once drawn, and after each update)
         self._applied = 0  # the latest edit id a view has applied
         self._unapplied_since: float | None = None  # when the oldest update not yet applied was sent
+        self._on_deaf = on_deaf  # called from a timer thread when the probe went unanswered
+        self._timers: list[threading.Timer] = []
         self.observe(self._view_answered, "_js2py_traceDeltas")
 
     def _view_answered(self, change: dict) -> None:
         if change["new"]:
+            first = not self._view_seen
             self._view_seen = True
             self._applied = max(self._applied, change["new"].get("trace_edit_id", 0))
             if self._applied >= self._last_trace_edit_id:
                 self._unapplied_since = None
+            if first:
+                # Not from here: this runs while the browser's message is applied, when an update
+                # would be lost (see above); the timer's thread waits for the edit lock.
+                self._later(0.0, self._probe)
+
+    def _later(self, seconds: float, fn: Callable[[], None]) -> None:
+        timer = threading.Timer(seconds, fn)
+        timer.daemon = True
+        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
+
+    def _probe(self) -> None:
+        """Send a trace edit the view must answer, and check DEAF_SECONDS later that it did."""
+        if self.comm is None or not self.data:
+            return  # closed
+        with self.edit():
+            self.data[0].meta = f"probe {self._last_trace_edit_id + 1}"  # meta: free data, not drawn
+        self._later(DEAF_SECONDS + 0.5, self._check_deaf)
+
+    def _check_deaf(self) -> None:
+        if self.comm is not None and self.deaf and self._on_deaf is not None:
+            self._on_deaf(self)
+
+    @property
+    def pending(self) -> bool:
+        """True when a view has answered and an update sent since is not applied yet."""
+        return self._view_seen and self._unapplied_since is not None
+
+    def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        super().close()
 
     @property
     def deaf(self) -> bool:
@@ -212,6 +251,7 @@ class Dashboard(w.VBox):
         self._drawer: threading.Thread | None = None
         self._drawn: _Drawn | None = None
         self._draw_lock = threading.RLock()  # one redraw at a time (the drawer's or a caller's)
+        self._next_job = threading.Event()  # set while a new job waits for the last job's drawer
         style = STYLE
 
         def lay() -> w.Layout:  # one Layout per widget: hiding one must not hide the others
@@ -319,12 +359,13 @@ class Dashboard(w.VBox):
         self.sample = w.IntSlider(value=0, min=0, max=9, description="test input", style=style, layout=lay())
         # Each figure is complete before it becomes a widget: the browser's model starts from it.
         size = dict(height=300, margin=dict(l=40, r=10, t=40, b=30))
-        self.accuracy_fig = LiveFigure(plots.accuracy_figure(None).update_layout(**size))
-        self.loss_fig = LiveFigure(plots.loss_figure(None).update_layout(**size))
+        deaf = self._chart_went_deaf
+        self.accuracy_fig = LiveFigure(plots.accuracy_figure(None).update_layout(**size), deaf)
+        self.loss_fig = LiveFigure(plots.loss_figure(None).update_layout(**size), deaf)
         self.agreement_fig = LiveFigure(
-            plots.agreement_figure(None).update_layout(**{**size, "height": 380})
+            plots.agreement_figure(None).update_layout(**{**size, "height": 380}), deaf
         )  # 2 panels
-        self.explorer_fig = LiveFigure(plots.softmax_figure([0.0, 0.0], s.temperature).update_layout(**size))
+        self.explorer_fig = LiveFigure(plots.softmax_figure([0.0, 0.0], s.temperature).update_layout(**size), deaf)
 
         self.train_button.on_click(lambda _: self.train_teacher())
         self.distill_button.on_click(lambda _: self.distill())
@@ -483,7 +524,9 @@ class Dashboard(w.VBox):
             self._say(str(e), "error")
             return False
         if self._drawer is not None:  # the last job's drawer ends with its final redraw
+            self._next_job.set()  # (and stops waiting for the browser to draw it)
             self._drawer.join()
+            self._next_job.clear()
         exp = self.experiment
         self.job = LiveRun(lambda live: work(exp, live), name=label)
         split = "val" if exp.data.val is not None else "test"  # the split the engine evaluates during a fit
@@ -531,6 +574,15 @@ class Dashboard(w.VBox):
             self._drawer.join(timeout)
         return done
 
+    def close(self) -> None:
+        """Stop the job, wait for it and its drawer, and close every widget of the Dashboard."""
+        if hasattr(self, "loss_fig"):  # (also called by __del__, on a Dashboard whose __init__ failed)
+            self.stop()
+            self.wait(60)
+            for fig in self._figures():
+                fig.close()
+        super().close()
+
     def _live_control(self, change: dict) -> None:
         """A slider moved: during a run the next step uses it."""
         if self.job is None or self.job.done:
@@ -553,6 +605,24 @@ class Dashboard(w.VBox):
             if finished:
                 break
             time.sleep(REDRAW_SECONDS)
+        self._settle()
+
+    def _settle(self) -> None:
+        """After the last redraw, give each chart's view DEAF_SECONDS to apply it, else replace the
+        chart: the new widget opens with the final state, so the end of a run is always drawn."""
+        deadline = time.monotonic() + DEAF_SECONDS + 1.0
+        while not self._next_job.is_set() and time.monotonic() < deadline:
+            if not any(fig.pending for fig in self._figures()):
+                return
+            self.revive_charts()
+            self._next_job.wait(0.2)
+
+    def _chart_went_deaf(self, fig: LiveFigure) -> None:
+        """A chart's view ignored the probe sent once it was drawn: replace it now, before a run."""
+        self.revive_charts()
+
+    def _figures(self) -> list[LiveFigure]:
+        return [self.accuracy_fig, self.loss_fig, self.agreement_fig, self.explorer_fig]
 
     def redraw(self, job: LiveRun | None = None) -> None:
         """Bring progress, status and charts up to date with the job's events."""
@@ -599,7 +669,7 @@ class Dashboard(w.VBox):
                 if not old.deaf or self._revivals >= MAX_REVIVALS:
                     continue
                 with old._edit_lock:
-                    new = LiveFigure(go.Figure(old))
+                    new = LiveFigure(go.Figure(old), self._chart_went_deaf)
                 setattr(self, name, new)
                 self._charts.children = tuple(new if c is old else c for c in self._charts.children)
                 old.close()
