@@ -20,6 +20,7 @@ from workbench.engine.divergences import (
     top_k_record,
     topk_forward_kl,
 )
+from workbench.engine.losses import LossWeights, kd_term
 
 NAMES = ("kl", "reverse_kl", "jsd", "mse", "topk_kl")
 
@@ -411,3 +412,16 @@ def test_bad_top_k_inputs():
         TopKRecord(record.values, record.indices.int(), record.logsumexp, 1.0, 5)
     with pytest.raises(ValueError, match="topk_kl: options \\['beta_x'\\] are not valid"):
         get_divergence("topk_kl")(s, record, 1.0, beta_x=1)
+
+
+# ---------------------------------------------------------------- the engine's KD term
+
+
+@pytest.mark.parametrize(("name", "beta"), [("kl", 0.5), ("reverse_kl", 0.5), ("jsd", 0.3), ("mse", 0.5)])
+def test_the_engines_kd_term_is_each_divergence(name, beta):
+    """``losses.kd_term`` (what a training step uses) against the numpy reference, T^2 included."""
+    s, t = logits(5, 7, seed=3), logits(5, 7, seed=4)
+    value, scale = kd_term(s, t, LossWeights(temperature=2.5, divergence=name, beta=beta))
+    want = np_divergence(name, s.double().numpy(), t.double().numpy(), 2.5, beta)
+    assert (value * scale).item() == pytest.approx(want, rel=1e-5)
+    assert scale == (6.25 if name == "kl" else 1.0)  # Hinton's T^2 is folded into the weight

@@ -23,6 +23,7 @@ from .engine.config import DistillConfig
 from .engine.distiller import Distiller, FitResult, resolve_device
 from .engine.evaluation import Evaluator
 from .engine.events import Dispatcher, FitEnd, FitStart, frozen_map
+from .engine.sequence import SequenceEvaluator, is_sequence
 from .models.load import LoadedModel, load_model
 from .models.zoo import build_model, count_params, parse_model
 from .store.cache import OutputCache, TeacherCache, check_cache_root, check_folder, digest, teacher_key, tensor_digest
@@ -33,6 +34,7 @@ MODEL_FILE_SUFFIXES = (".pt", ".pth", ".safetensors", ".pt2", ".ts", ".torchscri
 # Fits without a teacher (a teacher, a scratch baseline) train on plain CE: none of these apply.
 _NO_KD = {"hint_student": None, "hint_teacher": None, "w_hint": 0.0, "w_ce": 1.0, "w_kd": 0.0, "w_mse": 0.0}
 DEFAULT_TEMPERATURE = DistillConfig().temperature
+DEFAULT_DIVERGENCE, DEFAULT_BETA = DistillConfig().divergence, DistillConfig().beta
 
 
 def teacher_config_for(
@@ -43,12 +45,18 @@ def teacher_config_for(
     The one place the CLI, the app (through :class:`Experiment`) and Python derive it, so the
     same teacher is cached once for all of them: it keeps what changes what a teacher learns
     (optimization, seed, epochs, batch size, precision) and resets the student's loss settings
-    (temperature, weights, hints, mixup), which a fit without a teacher never uses.
+    (temperature, weights, divergence, hints, mixup), which a fit without a teacher never uses.
     ``epochs`` / ``lr``: the teacher's own (None keeps the config's); ``labeled_fraction``: the
     share of train labels it trains on (all of them unless asked).
     """
     changes: dict[str, Any] = dict(
-        _NO_KD, alpha=None, temperature=DEFAULT_TEMPERATURE, mixup_alpha=0.0, labeled_fraction=labeled_fraction
+        _NO_KD,
+        alpha=None,
+        temperature=DEFAULT_TEMPERATURE,
+        mixup_alpha=0.0,
+        labeled_fraction=labeled_fraction,
+        divergence=DEFAULT_DIVERGENCE,
+        beta=DEFAULT_BETA,
     )
     if labeled_fraction >= 1.0:
         changes["label_seed"] = None  # every label: which subset would be drawn does not matter
@@ -175,20 +183,27 @@ class ExperimentResult:
         import pandas as pd
 
         rows = []
+        tokens = any("test_bpc" in r.summary or "val_bpc" in r.summary for r in self.fits.values())
         for role, r in self.fits.items():
             s = r.summary
-            rows.append(
-                {
+            row = {
+                "role": role,
+                "status": r.status,
+                "params": count_params(r.model),
+                "val_acc": s.get("val_acc"),
+                "test_acc": s.get("test_acc"),
+                "test_agreement": s.get("test_agreement"),
+            }
+            if tokens:  # token data: bits per character first, accuracy is per token
+                row = {
                     "role": role,
                     "status": r.status,
-                    "params": count_params(r.model),
-                    "val_acc": s.get("val_acc"),
-                    "test_acc": s.get("test_acc"),
-                    "test_agreement": s.get("test_agreement"),
-                    "seconds": s.get("seconds"),
-                    "run_id": r.run_id,
+                    "params": row["params"],
+                    "val_bpc": s.get("val_bpc"),
+                    "test_bpc": s.get("test_bpc"),
+                    **{k: v for k, v in row.items() if k not in ("role", "status", "params")},
                 }
-            )
+            rows.append({**row, "seconds": s.get("seconds"), "run_id": r.run_id})
         return pd.DataFrame(rows)
 
     @property
@@ -215,6 +230,9 @@ class Experiment:
     weights, so both start from the same point) trained on the labeled set alone with the same
     step budget. ``runs``: a folder (or True for the default root) to record each fit in;
     ``cache``: use the teacher and teacher-output caches.
+    With ``config=None`` the defaults fit the data: :meth:`DistillConfig.for_text` for token data
+    (e.g. ``load_dataset("shakespeare-char")`` with ``"gpt:2,64"`` and ``"gpt:1,32"``), else
+    ``DistillConfig()``.
     """
 
     def __init__(
@@ -234,7 +252,7 @@ class Experiment:
         trusted: bool = False,
     ):
         self.data = as_splits(data)
-        self.config = config or DistillConfig()
+        self.config = config or (DistillConfig.for_text() if is_sequence(self.data) else DistillConfig())
         self.teacher_config = (
             teacher_config_for(self.config)
             if teacher_config is None
@@ -430,14 +448,20 @@ class Experiment:
             acc = teacher_res.summary[f"{split}_acc"]
         else:
             data = self.data.splits()[split]
-            ev = Evaluator(self.teacher, None, "sanity", "teacher", self.config.eval_batch_size)
+            bs = self.config.eval_batch_size
+            ev = (
+                SequenceEvaluator(self.teacher, None, "sanity", "teacher", bs, self.data)
+                if is_sequence(self.data)
+                else Evaluator(self.teacher, None, "sanity", "teacher", bs)
+            )
             device = next((p.device for p in self.teacher.parameters()), torch.device("cpu"))
             acc = ev(split, data.to(device) if isinstance(data, Split) else data, 0, 0, 0.0).acc
         k = self.data.num_classes or 2
         labels = self.data.splits()[split]
-        if isinstance(labels, Split):  # chance = always guessing the most common class
-            chance = torch.bincount(labels.y).max().item() / len(labels)
-            n = len(labels)
+        if isinstance(labels, Split):  # chance = always guessing the most common class (token)
+            targets = labels.y[labels.y >= 0] if labels.y.ndim == 2 else labels.y  # token data: its targets
+            chance = torch.bincount(targets).max().item() / len(targets)
+            n = len(targets)
         else:
             chance, n = 1.0 / k, 1000
         margin = 2 * math.sqrt(chance * (1 - chance) / n)  # two standard errors of a guess

@@ -6,18 +6,24 @@ KD beats training from scratch when the teacher labels inputs the labels do not 
 transfer inputs. A step then takes a CE batch from the labeled set and a KD batch from the
 transfer set; the number of steps per epoch is fixed by the full train split, so every method
 gets the same optimizer-step budget.
+
+Token data (blocks ``x`` (N, L) with targets ``y`` (N, L)) is drawn the same way, a block being
+a sample: the labeled subset is a seeded set of blocks, and the KD stream carries the mask of
+the positions that have a target (``y != IGNORE_INDEX``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from ..data.splits import Split
+from ..data.text import IGNORE_INDEX
 from . import distributed
 from .config import DistillConfig
 
@@ -25,11 +31,20 @@ from .config import DistillConfig
 def labeled_subset(y: torch.Tensor, fraction: float, seed: int, class_names: Sequence[str] = ()) -> torch.Tensor:
     """Sorted indices of a seeded, stratified subset: ``round(fraction * n_c)`` of each class c.
 
-    Raises ``ValueError`` when the fraction leaves a class without a labeled example.
+    For token blocks (``y`` of shape (N, L)): ``round(fraction * N)`` blocks drawn at random.
+    Raises ``ValueError`` when the fraction leaves a class (or the data) without a labeled example.
     """
     if fraction >= 1.0:
         return torch.arange(len(y))
     g = torch.Generator().manual_seed(seed)
+    if y.ndim == 2:  # token blocks: a block is a sample, its targets come together
+        k = int(round(fraction * len(y)))
+        if k == 0:
+            raise ValueError(
+                f"labeled_fraction: {fraction!r} leaves no labeled block of the {len(y)} train blocks; "
+                f"use at least {math.ceil(50 / len(y)) / 100:.2f}"
+            )
+        return torch.randperm(len(y), generator=g)[:k].sort().values
     picked = []
     for c in torch.unique(y).tolist():
         idx = (y == c).nonzero().flatten()
@@ -80,8 +95,22 @@ def mixup(x: torch.Tensor, alpha: float, rng: np.random.Generator, generator: to
     return lam * x + (1 - lam) * x[perm]
 
 
+class Batch(NamedTuple):
+    """One step's tensors: the CE batch, the KD batch (None: the CE batch) and the teacher's outputs
+    on it (None: query the teacher live); ``kd_mask`` (B, L) marks the KD batch's target positions
+    of token data drawn in two streams (else None: every row counts, or the CE targets tell)."""
+
+    x_ce: torch.Tensor
+    y_ce: torch.Tensor
+    x_kd: torch.Tensor | None
+    t_kd: torch.Tensor | None
+    tf_kd: torch.Tensor | None
+    kd_mask: torch.Tensor | None = None
+
+
 class BatchSource:
-    """Draws the batches of a run: ``(x_ce, y_ce, x_kd, t_kd, tf_kd)`` per step.
+    """Draws the batches of a run: a :class:`Batch` per step (``batches``), or its first five
+    items ``(x_ce, y_ce, x_kd, t_kd, tf_kd)`` (``epoch``).
 
     One stream (``x_kd is None``): the CE batch is also the KD batch, with the teacher's cached
     logits ``t_kd`` / features ``tf_kd`` (or None: query the teacher live). Two streams: a CE
@@ -112,6 +141,8 @@ class BatchSource:
         x_ce, y_ce = (train.x, train.y) if len(pool) == len(train) else (train.x[pool], train.y[pool])
         extra = unlabeled if (has_teacher and cfg.use_unlabeled) else None
         x_kd = train.x if extra is None else torch.cat([train.x, extra.to(device, torch.float32)])
+        tokens = train.y.ndim == 2  # token blocks: targets per position
+        m_kd = (train.y != IGNORE_INDEX) if (tokens and extra is None) else None  # (N, L) the KD targets
         self.one_stream = not has_teacher or (x_kd is train.x and len(pool) == len(train) and cfg.mixup_alpha == 0)
         self.mix = cfg.mixup_alpha
         self.rng, self.gen = np.random.default_rng(cfg.seed), gen
@@ -123,21 +154,27 @@ class BatchSource:
             self.ce = Stream([x_ce, y_ce, t_kd, tf_kd], cfg.batch_size, gen)
         else:
             self.ce = Stream([x_ce, y_ce], cfg.batch_size, gen)
-            self.kd = Stream([x_kd, t_kd, tf_kd], cfg.batch_size, gen)
+            self.kd = Stream([x_kd, t_kd, tf_kd, m_kd], cfg.batch_size, gen)
 
     def epoch(self, device: torch.device) -> Iterator[tuple]:
+        """One epoch of ``(x_ce, y_ce, x_kd, t_kd, tf_kd)`` tuples (the batches without ``kd_mask``)."""
+        for batch in self.batches(device):
+            yield tuple(batch[:5])
+
+    def batches(self, device: torch.device) -> Iterator[Batch]:
+        """One epoch of :class:`Batch` es, ``steps_per_epoch`` of them (a DataLoader's own count)."""
         if self.loader is not None:
             for xb, yb in self.loader:
-                yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True), None, None, None
+                yield Batch(xb.to(device, non_blocking=True), yb.to(device, non_blocking=True), None, None, None)
             return
         sh = distributed.shard  # under DDP each rank takes its share of every global batch
         for _ in range(self.steps_per_epoch):
             if self.one_stream:
                 x, y, t, tf = self.ce()
-                yield sh(x), sh(y), None, sh(t), sh(tf)
+                yield Batch(sh(x), sh(y), None, sh(t), sh(tf))
                 continue
             x, y = self.ce()
-            xk, t, tf = self.kd()
+            xk, t, tf, m = self.kd()
             if self.mix > 0:
                 xk = mixup(xk, self.mix, self.rng, self.gen)
-            yield sh(x), sh(y), sh(xk), sh(t), sh(tf)
+            yield Batch(sh(x), sh(y), sh(xk), sh(t), sh(tf), sh(m))

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..data.values import plain_scalar
+from .divergences import DIVERGENCES, check_beta
 from .losses import LossWeights
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -24,6 +25,21 @@ SCHEDULERS = ("constant", "cosine")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 DEFAULT_W_CE = 0.5
 DEFAULT_W_KD = 0.5
+# The KD term's divergence (a live control like T): the registry's entries that take full teacher logits.
+KD_DIVERGENCES = tuple(name for name, d in DIVERGENCES.items() if d.needs_full_teacher)
+# Defaults for token data (next-character prediction with a causal transformer), as nanoGPT and the
+# LM distillation recipes use them (kd-facts.md): AdamW, clipped gradients, T = 1, frequent evaluation.
+TEXT_DEFAULTS: dict[str, Any] = {
+    "epochs": 1,
+    "batch_size": 32,
+    "lr": 2e-3,
+    "optimizer": "adamw",
+    "weight_decay": 0.01,
+    "grad_clip": 1.0,
+    "temperature": 1.0,
+    "eval_every": 100,
+    "eval_batch_size": 256,
+}
 
 
 def _bad(name: str, value: Any, valid: str) -> ValueError:
@@ -65,6 +81,16 @@ def check_weights(temperature: Any, w_ce: Any, w_kd: Any, w_mse: Any, w_hint: An
         raise ValueError(f"w_ce, w_kd, w_mse, w_hint: all are 0 ({ws}); at least one weight must be > 0")
 
 
+def check_divergence(divergence: Any, beta: Any) -> None:
+    """Validate the KD divergence's name and its ``beta`` (shared by the config and live controls)."""
+    if not isinstance(divergence, str) or divergence not in KD_DIVERGENCES:
+        raise _bad("divergence", divergence, f"valid: {', '.join(KD_DIVERGENCES)}")
+    try:
+        check_beta(plain_scalar(beta))
+    except ValueError:
+        raise _bad("beta", beta, "expected a number in [0, 1] (the weight of the teacher in JSD's mixture)") from None
+
+
 def _parses_as_device(name: str) -> bool:
     """True for ``"auto"`` and CPU / CUDA / MPS device names (whether the device exists is
     checked when a run starts: a config may be written on one machine and run on another)."""
@@ -81,6 +107,10 @@ class DistillConfig:
     """How one run trains: optimization, the loss mix, reporting and device.
 
     Loss: ``w_ce*CE + w_kd*T^2*KL(p_t||p_s) + w_mse*MSE(s,t) + w_hint*MSE(adapter(f_s), f_t)``.
+    ``divergence`` picks the KD term: "kl" (the Hinton term above), "reverse_kl" ``T^2 KL(p_s||p_t)``,
+    "jsd" (generalized JSD with ``beta``; 0 and 1 are forward and reverse KL) or "mse" (centred logits,
+    no T). On token data (logits (B, L, V)) every term is a mean over the target tokens, and each
+    evaluation carries a generated sample of ``sample_tokens`` tokens (0: none).
     ``alpha`` is a preset of the weights: ``w_ce = alpha, w_kd = 1 - alpha``. A run with no
     teacher (a teacher or a scratch baseline) trains on plain cross-entropy.
     Transfer set: CE uses a stratified ``labeled_fraction`` of the train labels, drawn with
@@ -119,6 +149,9 @@ class DistillConfig:
     hint_teacher: str | None = None
     precision: str = "fp32"
     compile: bool = False
+    divergence: str = "kl"
+    beta: float = 0.5
+    sample_tokens: int = 100
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -128,6 +161,10 @@ class DistillConfig:
             _positive_int(name, getattr(self, name))
         for name in ("max_steps", "eval_every"):
             _positive_int(name, getattr(self, name), allow_none=True)
+        if isinstance(self.sample_tokens, bool) or not isinstance(self.sample_tokens, int) or self.sample_tokens < 0:
+            raise _bad("sample_tokens", self.sample_tokens, "expected an integer >= 0 (0: no generated sample)")
+        check_divergence(self.divergence, self.beta)
+        set_("beta", float(self.beta))
         if _number("lr", self.lr) <= 0:
             raise _bad("lr", self.lr, "expected a learning rate > 0 (typical: 1e-4 to 1e-1)")
         if _number("weight_decay", self.weight_decay) < 0:
@@ -195,8 +232,19 @@ class DistillConfig:
     def weights(self) -> LossWeights:
         """The temperature and loss weights as a :class:`LossWeights`."""
         return LossWeights(
-            float(self.temperature), float(self.w_ce), float(self.w_kd), float(self.w_mse), float(self.w_hint)
+            float(self.temperature),
+            float(self.w_ce),
+            float(self.w_kd),
+            float(self.w_mse),
+            float(self.w_hint),
+            self.divergence,
+            float(self.beta),
         )
+
+    @classmethod
+    def for_text(cls, **changes: Any) -> DistillConfig:
+        """A config with :data:`TEXT_DEFAULTS` (AdamW, lr 2e-3, 32 blocks a batch, T=1...); ``changes`` override them."""
+        return cls.from_dict({**TEXT_DEFAULTS, **changes})
 
     @property
     def labels_seed(self) -> int:

@@ -23,18 +23,31 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data.splits import DataSplits, Split, as_splits
+from ..data.text import IGNORE_INDEX
 from . import distributed
-from .batches import BatchSource
+from .batches import Batch, BatchSource
 from .callbacks import History
-from .config import DistillConfig, check_alpha, check_weights
+from .config import DistillConfig, check_alpha, check_divergence, check_weights
 from .evaluation import Evaluator, logits_of
 from .events import HOOKS, Dispatcher, EpochEnd, EvalEnd, FitEnd, FitStart, StepEnd, frozen_map
 from .hints import FeatureTap, find_module, make_adapter
 from .losses import LossWeights, ce_loss, distill_loss
 from .preflight import check_models, check_transfer, num_params, resolve_device
+from .sequence import (
+    SequenceEvaluator,
+    check_sequence_models,
+    check_sequence_setup,
+    is_sequence,
+    rows,
+    target_rows,
+    train_eval_split,
+)
 
 ROLES = ("teacher", "student", "baseline")
-CONTROLS = ("temperature", "w_ce", "w_kd", "w_mse", "w_hint", "alpha")  # what set_controls may change
+# the eval numbers a run's summary keeps per split (the last five: token data only)
+FINAL_METRICS = ("acc", "loss", "teacher_acc", "agreement", "kl", "bpc", "teacher_bpc", "entropy", "teacher_entropy")
+# what set_controls may change
+CONTROLS = ("temperature", "w_ce", "w_kd", "w_mse", "w_hint", "alpha", "divergence", "beta")
 __all__ = ["Controls", "Distiller", "FitResult", "distill", "train", "logits_of", "resolve_device"]
 
 
@@ -47,7 +60,7 @@ class _Stopped(Exception):
 
 
 class Controls:
-    """Temperature and loss weights, changeable from any thread while a run goes on.
+    """Temperature, loss weights and the KD divergence (and beta), changeable from any thread while a run goes on.
 
     The training thread reads ``current`` (one attribute read) every step; ``update`` validates
     and swaps in a new frozen :class:`LossWeights`, so a change applies from the next step.
@@ -65,6 +78,8 @@ class Controls:
         w_mse: float | None = None,
         w_hint: float | None = None,
         alpha: float | None = None,
+        divergence: str | None = None,
+        beta: float | None = None,
     ) -> LossWeights:
         """Set some of the values; raises ``ValueError`` (and changes nothing) on a bad one."""
         with self._lock:
@@ -82,7 +97,10 @@ class Controls:
                 w_hint=w.hint if w_hint is None else w_hint,
             )
             check_weights(**new)
-            self.current = LossWeights(*(float(v) for v in new.values()))
+            divergence = w.divergence if divergence is None else divergence
+            beta = w.beta if beta is None else beta
+            check_divergence(divergence, beta)
+            self.current = LossWeights(*(float(v) for v in new.values()), divergence, float(beta))
             return self.current
 
 
@@ -123,8 +141,8 @@ class _StepOutput(NamedTuple):
 
     loss: torch.Tensor  # () the weighted total
     terms: dict[str, torch.Tensor]  # the named loss terms, detached
-    logits: torch.Tensor  # (B, K) the student's logits on the CE batch
-    labels: torch.Tensor  # (B,) the CE batch's labels
+    logits: torch.Tensor  # (B, K) the student's logits on the CE batch (token data: (N, V) target rows)
+    labels: torch.Tensor  # (B,) the CE batch's labels (token data: (N,) targets)
 
 
 @dataclass(eq=False)
@@ -179,6 +197,11 @@ class Distiller:
     """Distills ``teacher`` into ``student`` on ``data`` under ``config``; ``teacher=None``
     trains on plain cross-entropy (a teacher, or a scratch baseline with ``role="baseline"``).
 
+    Classifier data gives logits (B, K) and labels (B,); token data (blocks (N, L) with targets
+    (N, L), e.g. ``load_dataset("shakespeare-char")``) gives logits (B, L, V), flattened to the rows
+    of the target tokens so that the same loss terms average over tokens, and evaluations report
+    bits per character and a generated sample (:mod:`.sequence`).
+
     ``stop()``, ``pause()``, ``resume()`` and ``set_controls()`` may be called from any thread
     and take effect before the next step. With ``teacher_key`` and an ``output_cache``
     (:class:`workbench.store.cache.OutputCache`) the teacher's outputs on the transfer set are shared
@@ -213,6 +236,7 @@ class Distiller:
         self.teacher, self.student = teacher, student
         self.teacher_key, self.output_cache = teacher_key, output_cache  # shared teacher outputs
         self.data: DataSplits = as_splits(data)
+        self.sequence = is_sequence(self.data)  # token blocks: logits (B, L, V), targets (B, L)
         self.run_id = run_id or f"{self.role}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         self.controls = controls or Controls(self.config.weights)
         self.recorder = History()
@@ -227,7 +251,12 @@ class Distiller:
         self._pause_lock = threading.Lock()  # orders entering the pause wait against resume / stop
         self._started = threading.Lock()  # held from the first fit() on: a Distiller runs once
         check_transfer(self.config, self.data, teacher)
-        self._hint_shapes = check_models(self.config, self.data, teacher, student)
+        if self.sequence:
+            check_sequence_setup(self.config, self.data)
+            check_sequence_models(self.data, teacher, student)
+            self._hint_shapes = None
+        else:
+            self._hint_shapes = check_models(self.config, self.data, teacher, student)
 
     # -- wiring, before fit() ----------------------------------------------------------------
     def add_callback(self, callback: Any) -> None:
@@ -271,8 +300,9 @@ class Distiller:
         ``pause()`` sets), it says the loop has actually stopped moving."""
         return self._in_pause.wait(timeout)
 
-    def set_controls(self, **values: float) -> LossWeights:
-        """Change temperature / loss weights (``temperature``, ``w_ce``, ``w_kd``, ``w_mse``, ``w_hint``, ``alpha``)."""
+    def set_controls(self, **values: Any) -> LossWeights:
+        """Change temperature, loss weights or divergence (``temperature``, ``w_ce``, ``w_kd``, ``w_mse``,
+        ``w_hint``, ``alpha``, ``divergence``, ``beta``) from the next step."""
         unknown = sorted(set(values) - set(CONTROLS))
         if unknown:
             raise ValueError(f"controls: unknown name(s) {unknown}; valid: {', '.join(CONTROLS)}")
@@ -295,12 +325,12 @@ class Distiller:
         try:
             self._setup(s)
             s.events("on_fit_start", self._fit_start(s))
-            plain_ce = LossWeights(cfg.temperature, 1.0, 0.0, 0.0, 0.0)  # runs without a teacher
+            plain_ce = LossWeights(cfg.temperature, 1.0, 0.0, 0.0, 0.0, cfg.divergence, cfg.beta)  # no teacher
             done = False
             for epoch in range(1, cfg.epochs + 1):
                 s.epoch = epoch
                 tally = _EpochTally(started=time.perf_counter())
-                for batch in s.source.epoch(s.device):
+                for batch in s.source.batches(s.device):
                     if not self._running.is_set():
                         self._wait_while_paused()
                     if self._stop.is_set() and not s.ddp:  # under DDP: agreed at reported steps
@@ -366,7 +396,14 @@ class Distiller:
             )
         # Only rank 0 calls the user's callbacks (and so writes runs and draws).
         events = Dispatcher([self.recorder, *self.callbacks] if distributed.is_main() else [self.recorder])
-        evaluate = Evaluator(self.student, self.teacher, self.run_id, self.role, self.config.eval_batch_size)
+        cfg = self.config
+        evaluate = (
+            SequenceEvaluator(
+                self.student, self.teacher, self.run_id, self.role, cfg.eval_batch_size, self.data, cfg.sample_tokens
+            )
+            if self.sequence
+            else Evaluator(self.student, self.teacher, self.run_id, self.role, cfg.eval_batch_size)
+        )
         return _LoopState(t0=t0, device=device, ddp=ddp, events=events, evaluate=evaluate)
 
     def _setup(self, s: _LoopState) -> None:
@@ -390,7 +427,7 @@ class Distiller:
             self.adapter = make_adapter(*self._hint_shapes).to(device)
         s.train = data.train.to(device) if isinstance(data.train, Split) else data.train
         s.evals = {n: (split.to(device) if isinstance(split, Split) else split) for n, split in data.splits().items()}
-        s.evals["train"] = s.train
+        s.evals["train"] = train_eval_split(s.train, data) if self.sequence else s.train
         s.source = BatchSource(
             s.train,
             cfg,
@@ -445,7 +482,7 @@ class Distiller:
         return FitResult(self.run_id, self.role, status, message, summary, student, self.recorder, tb, self.adapter)
 
     # -- pieces of the loop ------------------------------------------------------------------
-    def _train_step(self, s: _LoopState, batch: tuple, w: LossWeights) -> _StepOutput:
+    def _train_step(self, s: _LoopState, batch: Batch, w: LossWeights) -> _StepOutput:
         """One optimizer step on ``batch`` under loss weights ``w``."""
         with s.autocast:
             out = self._loss(batch, w)
@@ -460,14 +497,14 @@ class Distiller:
             s.sched.step()
         return out
 
-    def _loss(self, batch: tuple, w: LossWeights) -> _StepOutput:
+    def _loss(self, batch: Batch, w: LossWeights) -> _StepOutput:
         """One step's loss, its terms, and the student's logits and labels on the CE batch."""
-        x_ce, y_ce, x_kd, t_kd, tf_kd = batch
+        x_ce, y_ce, x_kd, t_kd, tf_kd, kd_mask = batch
         teacher = self.teacher
         if teacher is None:
-            s = logits_of(self._net(x_ce))  # (B, K)
-            loss = ce_loss(s, y_ce)
-            return _StepOutput(loss, {"ce": loss.detach()}, s, y_ce)
+            s, y = self._rows(logits_of(self._net(x_ce)), y_ce)  # (B, K), or token data's target rows (N, V)
+            loss = ce_loss(s, y)
+            return _StepOutput(loss, {"ce": loss.detach()}, s, y)
         taps = self._taps
         x_teacher = x_ce if x_kd is None else x_kd
         if t_kd is None:  # not cached (mixup, DataLoader, cache off): query the frozen teacher
@@ -484,10 +521,19 @@ class Distiller:
             s_ce, s_kd = s_all[:n], s_all[n:]
             fs = taps["student"].value[n:] if taps else None
         hint = self.adapter(fs) if (taps and w.hint > 0) else None
+        if self.sequence:  # (B, L, V) -> rows of the target tokens: every term is a mean per token
+            kd_positions = (y_ce != IGNORE_INDEX) if x_kd is None else kd_mask  # (B, L)
+            t_kd = rows(t_kd, kd_positions)  # (N_kd, V)
+            s_kd = None if x_kd is None else rows(s_kd, kd_positions)  # one stream: the CE rows below
+            s_ce, y_ce = target_rows(s_ce, y_ce)  # (N, V), (N,)
         loss, terms = distill_loss(
             s_ce, y_ce, t_kd, w, student_feature=hint, teacher_feature=tf_kd, kd_student_logits=s_kd
         )
         return _StepOutput(loss, terms, s_ce, y_ce)
+
+    def _rows(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Classifier logits and labels as they are; token data's as rows of its target tokens."""
+        return target_rows(logits, labels) if self.sequence else (logits, labels)
 
     @torch.no_grad()
     def _teacher_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -595,6 +641,8 @@ class Distiller:
             w_hint=w.hint,
             samples=s.samples,
             controls_changed=changed,
+            divergence=w.divergence,
+            beta=w.beta,
         )
 
     def _epoch_end(self, s: _LoopState, tally: _EpochTally) -> EpochEnd:
@@ -670,7 +718,7 @@ class Distiller:
             if p is None or p.step != s.step:  # not evaluated at this step yet
                 p = s.evaluate(name, s.evals[name], s.step, s.epoch, s.t0)
                 s.events("on_eval_end", p)
-            for k in ("acc", "loss", "teacher_acc", "agreement", "kl"):
+            for k in FINAL_METRICS:
                 if getattr(p, k) is not None:
                     final[f"{name}_{k}"] = getattr(p, k)
         return final

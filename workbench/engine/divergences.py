@@ -51,7 +51,8 @@ def _check_temperature(T: Any) -> None:
         raise ValueError(f"T: {T!r} is not a valid temperature; expected a finite number > 0")
 
 
-def _check_beta(beta: Any) -> None:
+def check_beta(beta: Any) -> None:
+    """``beta`` must be a real number in [0, 1]; raises ``ValueError`` naming it otherwise."""
     if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta: {beta!r} is outside the valid range [0, 1]")
 
@@ -163,7 +164,7 @@ def generalized_jsd(
     ``beta * KL(p || q)`` near 0 and ``(1 - beta) * KL(q || p)`` near 1), so the endpoints are
     special cases: the loss's scale jumps there, its direction does not.
     """
-    _check_beta(beta)
+    check_beta(beta)
     if beta == 0:
         return forward_kl(student_logits, teacher_logits, T, mask)
     if beta == 1:

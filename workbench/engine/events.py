@@ -38,10 +38,11 @@ class Payload:
     """Base of all payloads: ``to_dict()`` gives a plain, JSON-able dict with an ``event`` key."""
 
     event: ClassVar[str] = ""
+    omit_if_none: ClassVar[tuple[str, ...]] = ()  # fields left out of to_dict() while None
 
     def to_dict(self) -> dict[str, Any]:
         d = {"event": self.event}
-        d.update({k: _plain(v) for k, v in self.__dict__.items()})
+        d.update({k: _plain(v) for k, v in self.__dict__.items() if v is not None or k not in self.omit_if_none})
         return d
 
 
@@ -86,15 +87,29 @@ class StepEnd(Payload):
     w_kd: float
     w_mse: float
     w_hint: float
-    samples: int  # training samples seen so far
-    controls_changed: bool = False  # first step using new live temperature/weights
+    samples: int  # training samples seen so far (target tokens, for token data)
+    controls_changed: bool = False  # first step using new live temperature/weights/divergence
+    divergence: str = "kl"  # the KD term's divergence (a live control)
+    beta: float = 0.5  # JSD's beta (used by divergence "jsd" only)
 
 
 @dataclass(frozen=True)
 class EvalEnd(Payload):
-    """Evaluation of the student (and teacher) on one split."""
+    """Evaluation of the student (and teacher) on one split.
+
+    For token data ``acc``, ``loss``, ``agreement`` and ``kl`` are per target token (``n`` tokens)
+    and the fields after ``kl`` are set; for classifiers they stay None (and out of ``to_dict``).
+    """
 
     event: ClassVar[str] = "eval"
+    omit_if_none: ClassVar[tuple[str, ...]] = (
+        "bpc",
+        "entropy",
+        "teacher_bpc",
+        "teacher_entropy",
+        "sample",
+        "sample_prompt",
+    )
     run_id: str
     role: str
     step: int
@@ -107,6 +122,12 @@ class EvalEnd(Payload):
     teacher_acc: float | None = None
     agreement: float | None = None  # top-1 teacher/student agreement
     kl: float | None = None  # mean KL(p_teacher || p_student) at T=1
+    bpc: float | None = None  # token data: loss in bits per token (character), loss / ln 2
+    entropy: float | None = None  # token data: mean entropy of the student's next-token distribution (nats)
+    teacher_bpc: float | None = None  # token data: the teacher's loss in bits per token
+    teacher_entropy: float | None = None  # token data: mean entropy of the teacher's distribution (nats)
+    sample: str | None = None  # token data: text the model generated after ``sample_prompt`` (fixed seed)
+    sample_prompt: str | None = None
 
 
 @dataclass(frozen=True)

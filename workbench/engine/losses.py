@@ -1,6 +1,8 @@
 """Distillation losses: pure functions of logits/features that return named terms.
 
-All terms are batch means. Conventions (kd-facts.md): the soft term carries an explicit T^2 so
+All terms are means over rows: the samples of a classifier batch, or the target tokens of a
+sequence batch once its (B, L, V) logits are flattened to rows and the ignored positions
+dropped (see ``sequence.target_rows``), so a token loss is normalised per token. Conventions (kd-facts.md): the soft term carries an explicit T^2 so
 its gradient keeps the same size across temperatures; KL runs from the teacher distribution to
 the student's, ``KL(p_t || p_s)``, computed with ``F.kl_div(log p_s, log p_t, log_target=True)``.
 """
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .divergences import get_divergence
 
 TERMS = ("ce", "kd", "mse", "hint")
 
@@ -66,13 +70,15 @@ def hint_loss(adapted_student_feature: torch.Tensor, teacher_feature: torch.Tens
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Temperature and term weights used by one step."""
+    """Temperature, term weights and the KD term's divergence (and its ``beta``) used by one step."""
 
     temperature: float = 4.0
     ce: float = 0.5
     kd: float = 0.5
     mse: float = 0.0
     hint: float = 0.0
+    divergence: str = "kl"
+    beta: float = 0.5
 
     @classmethod
     def from_alpha(cls, alpha: float, temperature: float = 4.0) -> LossWeights:
@@ -88,7 +94,26 @@ class LossWeights:
             "w_kd": self.kd,
             "w_mse": self.mse,
             "w_hint": self.hint,
+            "divergence": self.divergence,
+            "beta": self.beta,
         }
+
+
+def kd_term(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, weights: LossWeights
+) -> tuple[torch.Tensor, float]:
+    """The KD term ``D(p_t, p_s)`` of ``weights.divergence`` as ``(value without the T^2, T^2 factor)``.
+
+    "kl": ``T^2 * mean_i KL(softmax(t_i/T) || softmax(s_i/T))`` (Hinton, via ``F.kl_div``);
+    "reverse_kl": ``T^2 * mean_i KL(q_i || p_i)``; "jsd": ``T^2 * mean_i [beta KL(p_i||M_i) +
+    (1-beta) KL(q_i||M_i)]`` with ``M = beta p + (1-beta) q``; "mse": ``mean_i (1/C) sum_c
+    (s'_ic - t'_ic)^2`` on centred logits (no T, factor 1). Rows are samples or target tokens.
+    """
+    T = weights.temperature
+    if weights.divergence == "kl":  # today's Hinton term, bit for bit: T^2 kept apart to fold into the weight
+        return _kl(student_logits, teacher_logits, T), T * T
+    value = get_divergence(weights.divergence)(student_logits, teacher_logits, T, beta=weights.beta)
+    return value, 1.0  # the registry's divergences carry their own T^2
 
 
 def distill_loss(
@@ -102,7 +127,8 @@ def distill_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of the terms with non-zero weight; returns ``(total, {name: term})``.
 
-    ``total = w_ce*CE(s, y) + w_kd*T^2*KL(p_t||p_s) + w_mse*MSE(s, t) + w_hint*MSE(a(f_s), f_t)``.
+    ``total = w_ce*CE(s, y) + w_kd*T^2*KL(p_t||p_s) + w_mse*MSE(s, t) + w_hint*MSE(a(f_s), f_t)``,
+    with the KD term of ``weights.divergence`` (:func:`kd_term`). Rows are samples or target tokens.
     ``labels`` may be None (no labeled samples in the batch); ``kd_student_logits`` are the
     student's logits on the transfer batch when it differs from the labeled batch.
     Only ``total`` carries gradients; the terms are detached, unweighted values for reporting
@@ -117,10 +143,9 @@ def distill_loss(
         parts.append((weights.ce, ce))
     if teacher_logits is not None:
         if weights.kd > 0:
-            t2 = weights.temperature * weights.temperature
-            kl = _kl(s_kd, teacher_logits, weights.temperature)
-            terms["kd"] = kl.detach() * t2
-            parts.append((weights.kd * t2, kl))  # the T^2 folded into the weight: one op
+            kd, scale = kd_term(s_kd, teacher_logits, weights)
+            terms["kd"] = kd.detach() * scale
+            parts.append((weights.kd * scale, kd))  # the T^2 folded into the weight: one op
         if weights.mse > 0:
             mse = mse_loss(s_kd, teacher_logits)
             terms["mse"] = mse.detach()
