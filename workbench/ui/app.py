@@ -90,7 +90,8 @@ def adopt(job: Job) -> None:
     settings = job.context.get("settings")
     if isinstance(settings, Settings):
         weights = job.run.controls.current if job.run.controls is not None else None
-        sidebar.restore(settings, job.context.get("dataset_choice", settings.dataset), weights)
+        files = job.context.get("model_files")
+        sidebar.restore(settings, job.context.get("dataset_choice", settings.dataset), weights, files)
     st.session_state[ADOPTED] = job.job_id
 
 
@@ -129,6 +130,7 @@ def _stop(job_id: str | None) -> None:
 
 def start_job(reg: JobRegistry, settings: Settings, data: Any) -> Job | None:
     """Build the experiment and start it on the registry; the job id goes into the URL."""
+    files = sidebar.model_files()
     try:
         experiment = settings.experiment(data=data, runs=True)
         job = reg.start(
@@ -137,12 +139,16 @@ def start_job(reg: JobRegistry, settings: Settings, data: Any) -> Job | None:
             settings=settings,
             experiment=experiment,
             dataset_choice=UPLOAD if settings.csv is not None else settings.dataset,
+            model_files=files,
         )
     except TooManyJobs as e:
         st.warning(str(e))
         return None
-    except (ValueError, RuntimeError) as e:
-        st.error(sidebar.md(str(e)))
+    except (ValueError, RuntimeError, ImportError) as e:
+        message = str(e)
+        for role, name in files.items():  # name the file the person uploaded, not where it was kept
+            message = message.replace(getattr(settings, role), f"{name} (uploaded)")
+        st.error(sidebar.md(message))
         return None
     st.query_params.from_dict({"job": job.job_id})
     st.session_state[ADOPTED] = job.job_id
@@ -171,9 +177,10 @@ def live_ui(job_id: str) -> None:
     events = job.run.buffer.all()
     starts = [p for p in events if isinstance(p, FitStart)]
     status = job.run.status
-    progress, text = progress_of(starts, [p for p in events if isinstance(p, StepEnd)])
+    loaded = loaded_teacher(job)
+    progress, text = progress_of(starts, [p for p in events if isinstance(p, StepEnd)], loaded)
     st.progress(progress, text=f"{status} — {text} · job {job_id}")
-    note = teacher_note(starts)
+    note = teacher_note(starts, loaded)
     if note:
         st.caption(note)
     if status == "error":
@@ -194,10 +201,21 @@ def live_ui(job_id: str) -> None:
         st.rerun()  # once: draw the results below the live charts
 
 
-def progress_of(starts: list[FitStart], steps: list[StepEnd]) -> tuple[float, str]:
-    """The current fit's share done and a line saying which fit it is and where it stands."""
+def loaded_teacher(job: Job) -> str | None:
+    """The description of the job's teacher when it was loaded (a previous run, a file), else None."""
+    experiment = job.context.get("experiment")
+    loaded = getattr(experiment, "loaded", {}).get("teacher")
+    if loaded is None:
+        return None
+    shown = (job.context.get("model_files") or {}).get("teacher")  # the uploaded file's own name
+    return loaded.description.replace(Path(loaded.source).name, shown) if shown else loaded.description
+
+
+def progress_of(starts: list[FitStart], steps: list[StepEnd], loaded: str | None = None) -> tuple[float, str]:
+    """The current fit's share done and a line saying which fit it is and where it stands;
+    ``loaded``: the description of a teacher loaded, not trained."""
     if not starts:
-        return 0.0, "preparing data and models"
+        return 0.0, f"teacher loaded ({loaded}), preparing the student" if loaded else "preparing data and models"
     cur = starts[-1]
     if not cur.steps_planned:
         return 1.0, f"{cur.role}: loaded"
@@ -207,8 +225,11 @@ def progress_of(starts: list[FitStart], steps: list[StepEnd]) -> tuple[float, st
     return min(done / cur.steps_planned, 1.0), text
 
 
-def teacher_note(starts: list[FitStart]) -> str | None:
-    """Where this job's teacher comes from: trained now (once, then cached) or the cache."""
+def teacher_note(starts: list[FitStart], loaded: str | None = None) -> str | None:
+    """Where this job's teacher comes from: loaded (a previous run, a file), trained now (once,
+    then cached) or the cache."""
+    if loaded:
+        return f"teacher: {loaded}: loaded and used as is, not trained here, so the student starts at once"
     teacher = next((p for p in starts if p.role == "teacher"), None)
     if teacher is None:
         return None

@@ -1,12 +1,22 @@
 """What a user picks in a UI, as one validated object: dataset, teacher, student, loss mix,
 transfer set and optimization. Both UIs (Jupyter and Streamlit) build their runs from it, and
-``to_code()`` gives the Python that reproduces it ("copy as code")."""
+``to_code()`` gives the Python that reproduces it ("copy as code"). A teacher or student is a zoo
+spec, or a model to load (``"run:ID"``, a file path); :func:`model_runs` lists the store's runs a
+UI can offer, and :func:`save_model_upload` keeps an uploaded model file under the runs root."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..data.splits import DataSplits
@@ -30,7 +40,9 @@ DEFAULT_STUDENTS = {
 
 @dataclass(frozen=True)
 class Settings:
-    """A run as a UI describes it. ``alpha`` (None to use the four weights) is the usual preset."""
+    """A run as a UI describes it. ``alpha`` (None to use the four weights) is the usual preset;
+    ``teacher`` / ``student`` are zoo specs, ``"run:ID"`` or a model file's path (``trusted``
+    also allows .pt2 / TorchScript files, which run code when loaded)."""
 
     dataset: str = "digits"
     teacher: str = "mlp:256,256"
@@ -56,6 +68,7 @@ class Settings:
     log_every: int = 5
     csv: str | None = None  # a CSV file's name or path: the data, instead of the built-in ``dataset``
     target: str | None = None  # the CSV's label column
+    trusted: bool = False  # load .pt2 / TorchScript model files (they run code stored in the file)
 
     def __post_init__(self) -> None:
         from ..data.datasets import list_datasets
@@ -75,13 +88,9 @@ class Settings:
                 f"csv, target: {self.csv!r}, {self.target!r}; give both (a CSV and its label column) or neither"
             )
         for name in ("teacher", "student"):
-            spec = getattr(self, name)
-            if not isinstance(spec, str):
-                raise ValueError(f"{name}: {spec!r} is invalid; expected a zoo spec like 'mlp:16'")
-            try:
-                parse_model(spec)
-            except ValueError as e:
-                raise ValueError(f"{name}: {e}") from None
+            _check_model(name, getattr(self, name), parse_model)
+        if not isinstance(self.trusted, bool):
+            raise ValueError(f"trusted: {self.trusted!r} is invalid; expected True or False")
         if not _is_int(self.extra_unlabeled) or self.extra_unlabeled < 0:
             raise ValueError(f"extra_unlabeled: {self.extra_unlabeled!r} is invalid; expected an integer >= 0")
         if self.csv is not None and self.extra_unlabeled:
@@ -164,6 +173,7 @@ class Settings:
         data given from Python take the place of the zoo specs and the built-in dataset)."""
         from ..experiment import Experiment
 
+        kwargs.setdefault("trusted", self.trusted)
         return Experiment(
             data if data is not None else self.data(),
             teacher if teacher is not None else self.teacher,
@@ -201,7 +211,8 @@ class Settings:
                 f"config = wb.DistillConfig({args(cfg, ('epochs', 'temperature'))})",
                 f"teacher_config = wb.DistillConfig({args(tcfg, ('epochs', 'w_ce', 'w_kd'))})",
                 f"experiment = wb.Experiment(data, teacher={self.teacher!r}, student={self.student!r},",
-                "                           config=config, teacher_config=teacher_config)",
+                "                           config=config, teacher_config=teacher_config"
+                + (", trusted=True)" if self.trusted else ")"),
                 "result = experiment.run()",
                 "print(result.table())",
             ]
@@ -210,3 +221,187 @@ class Settings:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_model_source(spec: Any) -> bool:
+    """Whether ``spec`` names a model to load (``"run:ID"``, a file or folder) rather than a zoo spec."""
+    from ..experiment import is_source
+
+    return isinstance(spec, str) and is_source(spec)
+
+
+def _check_model(name: str, spec: Any, parse_model: Any) -> None:
+    """A zoo spec that parses, ``run:`` + a well-formed run id, or a path (loaded, and checked, later)."""
+    from ..store.runs import RUN_ID_RULE, is_run_id
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(
+            f"{name}: {spec!r} is invalid; expected a zoo spec like 'mlp:16', 'run:ID' or a model file's path"
+        )
+    if spec.startswith("run:"):
+        if not is_run_id(spec[len("run:") :]):
+            raise ValueError(f"{name}: {spec!r} is not a valid 'run:ID'; the id must be {RUN_ID_RULE}")
+        return
+    if is_model_source(spec):
+        return
+    try:
+        parse_model(spec)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
+# -- models from the run store and from uploaded files ---------------------------------------------
+UPLOADS = "uploads"  # the folder in the runs root that keeps uploaded model files
+MODEL_FILE_TYPES = (".pt", ".pth", ".safetensors", ".pt2", ".ts", ".torchscript")
+SPEC_FILE_TYPES = (".pt", ".pth", ".safetensors")  # weights alone: they need the zoo spec of their model
+RUN_ROLES = {"teacher": ("teacher",), "student": ("student", "baseline")}  # runs a role's picker offers
+
+
+@dataclass(frozen=True)
+class RunChoice:
+    """A finished run whose model a picker can offer: ``run:ID`` loads it."""
+
+    run_id: str
+    role: str
+    spec: str  # the zoo spec text of its model, e.g. 'mlp:64,64'
+    test_acc: float | None
+    created: float | None
+
+    @property
+    def label(self) -> str:
+        """'mlp:64,64 · test acc 97.0% · 2026-01-01 12:00 · <id>' for a list (a narrow one shows the start)."""
+        acc = f"test acc {self.test_acc:.1%}" if self.test_acc is not None else "test acc n/a"
+        date = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.created)) if self.created else "date n/a"
+        return f"{self.spec} · {acc} · {date} · {self.run_id}"
+
+
+def _spec_text(spec: Any) -> str | None:
+    """'mlp:64,64' for a zoo ``model.spec`` dict; None when it is not one."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("family"), str):
+        return None
+    sizes = spec.get("hidden", spec.get("channels"))
+    if isinstance(sizes, list) and sizes and all(_is_int(v) for v in sizes):
+        return f"{spec['family']}:{','.join(map(str, sizes))}"
+    return spec["family"]
+
+
+def model_runs(
+    dataset: str,
+    role: str = "teacher",
+    input_shape: Iterable[int] | None = None,
+    num_classes: int | None = None,
+    root: str | os.PathLike | None = None,
+) -> list[RunChoice]:
+    """The store's finished runs a ``role`` can load for ``dataset``, newest first: teacher runs
+    for a teacher, student and baseline runs for a student; each with its weights and a zoo spec
+    (of ``input_shape`` and ``num_classes`` when given). Damaged runs are left out."""
+    import warnings
+
+    from ..store.runs import list_run_ids, read_object, run_status, runs_root
+
+    if role not in RUN_ROLES:
+        raise ValueError(f"role: {role!r} is invalid; valid: {', '.join(RUN_ROLES)}")
+    base = runs_root(root)
+    shape = list(input_shape) if input_shape is not None else None
+    found = []
+    with warnings.catch_warnings():  # odd folders and files are the store listing's to report
+        warnings.simplefilter("ignore")
+        for run_id in list_run_ids(root):
+            path = base / run_id
+            config = read_object(path / "config.json")
+            if config.get("role") not in RUN_ROLES[role] or config.get("dataset") != dataset:
+                continue
+            spec = read_object(path / "spec.json")
+            text = _spec_text(spec)
+            if text is None or not (path / "model.pt").is_file():
+                continue
+            if (shape is not None and spec.get("input_shape") != shape) or (
+                num_classes is not None and spec.get("num_classes") != num_classes
+            ):
+                continue
+            summary = read_object(path / "summary.json")
+            if run_status(path, summary) != "completed":
+                continue
+            acc, created = summary.get("test_acc"), config.get("created")
+            found.append(
+                RunChoice(
+                    run_id,
+                    str(config["role"]),
+                    text,
+                    float(acc) if isinstance(acc, (int, float)) and not isinstance(acc, bool) else None,
+                    float(created) if isinstance(created, (int, float)) and not isinstance(created, bool) else None,
+                )
+            )
+    return sorted(found, key=lambda r: (r.created or 0.0, r.run_id), reverse=True)
+
+
+def uploads_folder(root: str | os.PathLike | None = None) -> Path:
+    """``<runs root>/uploads``: where uploaded model files are kept."""
+    from ..store.runs import runs_root
+
+    return runs_root(root) / UPLOADS
+
+
+def file_runs_code(content: bytes | Path, name: str) -> str | None:
+    """What kind of program a model file (its bytes, or its path) is when loading it runs code
+    ('a torch.export program (.pt2)', 'a TorchScript program'), else None (weights only)."""
+    suffix = Path(name).suffix.lower()
+    if suffix == ".pt2":
+        return "a torch.export program (.pt2)"
+    if suffix in (".ts", ".torchscript"):
+        return "a TorchScript program"
+    try:  # a TorchScript archive saved as .pt: a zip with a code/ folder
+        with zipfile.ZipFile(io.BytesIO(content) if isinstance(content, bytes) else content) as z:
+            if any("/code/" in n for n in z.namelist()):
+                return "a TorchScript program"
+    except (zipfile.BadZipFile, OSError):
+        pass
+    return None
+
+
+def save_model_upload(
+    content: bytes,
+    name: str,
+    role: str,
+    spec: dict[str, Any] | None = None,
+    root: str | os.PathLike | None = None,
+) -> Path:
+    """Keep an uploaded model file as ``<runs root>/uploads/<role>-<hash><suffix>`` (its spec, when
+    given, as ``<role>-<hash>.spec.json`` beside it, where the loader looks) and return its path.
+
+    The name is generated from the bytes and the spec, never taken from the upload: only its suffix
+    is kept, and it must be a model file type. The same upload gives the same path (written once).
+    """
+    if role not in RUN_ROLES:
+        raise ValueError(f"role: {role!r} is invalid; valid: {', '.join(RUN_ROLES)}")
+    suffix = Path(str(name)).suffix.lower()
+    if suffix not in MODEL_FILE_TYPES:
+        raise ValueError(
+            f"{role} file: {str(name)!r} has the extension {suffix or '(none)'!r}; "
+            f"expected one of {', '.join(MODEL_FILE_TYPES)}"
+        )
+    spec_bytes = json.dumps(spec, sort_keys=True).encode() if spec is not None else b""
+    key = hashlib.sha256(content + b"\0" + spec_bytes).hexdigest()[:24]
+    folder = uploads_folder(root)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(
+            f"uploads: cannot create {str(folder)!r} ({e.strerror or e}); expected a writable runs folder "
+            "(WORKBENCH_RUNS)"
+        ) from None
+    path = folder / f"{role}-{key}{suffix}"
+    if spec is not None:
+        _write_once(path.with_suffix(".spec.json"), spec_bytes)
+    _write_once(path, content)
+    return path.resolve()
+
+
+def _write_once(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` through a temporary file and a rename, unless it is there already."""
+    if path.is_file() and path.stat().st_size == len(content):
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(content)
+    os.replace(tmp, path)

@@ -9,6 +9,7 @@ because a fresh session drew its defaults.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import warnings
@@ -17,12 +18,25 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+import torch
 
 from ..data.datasets import from_dataframe, list_datasets, load_dataset, read_csv
 from ..data.splits import DataSplits
 from ..engine.losses import LossWeights
-from ..models.zoo import FAMILIES, models_for, parse_model
-from .settings import DEFAULT_STUDENTS, DEFAULT_TEACHERS, Settings
+from ..experiment import load_source
+from ..models.zoo import FAMILIES, build_model, models_for, parse_model
+from ..store.runs import runs_root
+from .settings import (
+    DEFAULT_STUDENTS,
+    DEFAULT_TEACHERS,
+    MODEL_FILE_TYPES,
+    SPEC_FILE_TYPES,
+    Settings,
+    file_runs_code,
+    is_model_source,
+    model_runs,
+    save_model_upload,
+)
 
 UPLOAD = "upload a CSV..."
 TEMPERATURES = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0]
@@ -50,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "lr": 3e-3,
     "seed": 0,
 }
+KEPT = ("source", "family", "sizes", "run", "trusted", "file_spec")  # a role's widgets whose values are kept
 MAX_WIDTH, MAX_LAYERS = 4096, 16  # a typo like 'mlp:100000000' must not take the server's memory
 DEFAULT_MAX_UPLOAD_MB = 50
 
@@ -79,18 +94,25 @@ def seed_state() -> None:
         state.setdefault(key, value)
     state.setdefault("last_dataset", state["dataset"])
     for role in ("teacher", "student"):
+        state.setdefault(f"{role}_source", ZOO)
         if f"{role}_family" not in state:
             _set_model(role, default_model(role, state["dataset"]))
+    # Streamlit drops the value of a widget that a run does not draw (the settings while a CSV is
+    # missing, the family while a run is picked); set again from here, each value outlives that.
+    for key in [*DEFAULTS, *(f"{role}_{k}" for role in ("teacher", "student") for k in KEPT)]:
+        if key in state:
+            state[key] = state[key]
 
 
-def restore(settings: Settings, dataset: str, weights: LossWeights | None) -> None:
-    """Put a job's settings (and its live temperature and weights) into the sidebar's state."""
+def restore(settings: Settings, dataset: str, weights: LossWeights | None, files: dict[str, str] | None = None) -> None:
+    """Put a job's settings (and its live temperature and weights) into the sidebar's state;
+    ``files``: the names its uploaded model files had, by role."""
     state = st.session_state
     state["dataset"] = state["last_dataset"] = dataset
     if settings.target is not None:
         state["target"] = settings.target
-    _set_model("teacher", settings.teacher)
-    _set_model("student", settings.student)
+    for role in ("teacher", "student"):
+        _restore_model(role, getattr(settings, role), settings.trusted, (files or {}).get(role))
     w = weights or settings.config().weights
     state["temperature"] = float(w.temperature)
     if settings.alpha is not None and w.mse == 0.0 and abs(w.ce + w.kd - 1.0) < 1e-9:
@@ -107,6 +129,20 @@ def restore(settings: Settings, dataset: str, weights: LossWeights | None) -> No
         lr=float(settings.lr),
         seed=int(settings.seed),
     )
+
+
+def _restore_model(role: str, model: str, trusted: bool, shown: str | None) -> None:
+    """A zoo spec into the family and sizes; ``run:ID`` into the run list; a file as the job's file."""
+    state = st.session_state
+    if model.startswith("run:"):
+        state[f"{role}_source"], state[f"{role}_run"] = FROM_RUN, model[len("run:") :]
+    elif is_model_source(model):
+        runs_code = Path(model).is_file() and file_runs_code(Path(model), model) is not None
+        state[f"{role}_source"], state[f"{role}_trusted"] = FROM_FILE, trusted and runs_code
+        state[f"{role}_kept"] = (model, shown or Path(model).name)
+    else:
+        state[f"{role}_source"] = ZOO
+        _set_model(role, model)
 
 
 def _set_model(role: str, spec: str) -> None:
@@ -268,7 +304,28 @@ def data_ui() -> DataChoice:
 
 
 # -- models and training settings ----------------------------------------------------------------
-def model_ui(role: str, dataset: str, fits: list[str]) -> str:
+ZOO, FROM_RUN, FROM_FILE = "zoo", "from a previous run", "upload a model file"
+SOURCES = (ZOO, FROM_RUN, FROM_FILE)
+TRUST = "trust this file (it runs code)"
+
+
+@dataclass(frozen=True)
+class ModelPick:
+    """A role's model as the sidebar picked it: a zoo spec, ``run:ID`` or an uploaded file's saved path."""
+
+    model: str
+    source: str = "zoo"  # one of SOURCES
+    trusted: bool = False  # a .pt2 / TorchScript file the person said they trust
+    shown: str | None = None  # the uploaded file's own name (messages name it, not the saved path)
+    error: str | None = None
+
+    @property
+    def zoo(self) -> bool:
+        """Whether the model is built from the zoo (and so trained here, for a teacher)."""
+        return self.source == ZOO
+
+
+def zoo_ui(role: str, dataset: str, fits: list[str]) -> str:
     """Family + sizes of one model; returns a zoo spec like 'mlp:64,32' (ValueError when too big)."""
     if st.session_state[f"{role}_family"] not in fits:  # e.g. a CNN kept from image data, now a CSV
         default = default_model(role, dataset)
@@ -284,6 +341,11 @@ def model_ui(role: str, dataset: str, fits: list[str]) -> str:
     sizes = st.sidebar.text_input(
         f"{role} sizes", key=f"{role}_sizes", help="widths or channels, e.g. 64,32 (empty: default)"
     )
+    return _zoo_spec(role, family, sizes)
+
+
+def _zoo_spec(role: str, family: str, sizes: str) -> str:
+    """``family:sizes`` checked: widths of at least 1, and not too big for a shared server."""
     spec = f"{family}:{sizes.strip()}" if sizes.strip() else family
     _, size = parse_model(spec) if sizes.strip() else (family, {})
     widths = next(iter(size.values()), ())
@@ -297,12 +359,150 @@ def model_ui(role: str, dataset: str, fits: list[str]) -> str:
     return spec
 
 
+def model_ui(role: str, choice: DataChoice, fits: list[str]) -> ModelPick:
+    """Where a role's model comes from (the zoo, a previous run, an uploaded file) and which one;
+    a problem is returned in ``error`` (never raised), so the rest of the sidebar is still drawn."""
+    source = st.sidebar.radio(f"{role} model", SOURCES, key=f"{role}_source", horizontal=True)
+    try:
+        if source == ZOO:
+            return ModelPick(zoo_ui(role, choice.name, fits))
+        data = choice.data if choice.data is not None else builtin_data(choice.name)
+        pick = run_ui(role, data) if source == FROM_RUN else file_ui(role, data)
+    except ValueError as e:
+        return ModelPick("", source, error=str(e))
+    if pick.error is None:
+        pick = dataclasses.replace(pick, error=check_pick(role, pick, data))
+    return pick
+
+
+def run_ui(role: str, data: DataSplits) -> ModelPick:
+    """A selectbox of the store's finished runs of this role for this data, newest first."""
+    runs = model_runs(data.name, role, data.input_shape, data.num_classes)
+    what = "teacher" if role == "teacher" else "student or baseline"
+    if not runs:
+        note = (
+            f"no finished {what} runs for data {data.name!r} in {str(runs_root())!r} yet; run one with a "
+            "zoo model first (every run is kept), or upload a model file"
+        )
+        st.sidebar.info(md(note))
+        return ModelPick("", FROM_RUN, error=f"{role}: {note}")
+    labels = {r.run_id: r.label for r in runs}
+    key = f"{role}_run"
+    if st.session_state.get(key) not in labels:
+        st.session_state[key] = runs[0].run_id
+    run_id = st.sidebar.selectbox(
+        f"{role} run",
+        list(labels),
+        key=key,
+        format_func=labels.get,
+        help=f"finished {what} runs on this data in the runs folder, newest first: model · test accuracy "
+        "· date · run id",
+    )
+    return ModelPick(f"run:{run_id}", FROM_RUN)
+
+
+def file_ui(role: str, data: DataSplits) -> ModelPick:
+    """An uploaded model file, kept under the runs root (a generated name); weights files also
+    need the zoo spec of their model, and files that run code need the trust checkbox."""
+    sb, state = st.sidebar, st.session_state
+    limit, _ = upload_limit_mb()
+    file = sb.file_uploader(
+        f"{role} model file",
+        type=[t.lstrip(".") for t in MODEL_FILE_TYPES],
+        key=f"{role}_file",
+        max_upload_size=limit,
+        help="a state_dict (.pt/.pth) or .safetensors file with the zoo spec of its model, or a "
+        f".pt2 / TorchScript program (runs code: needs the trust box); at most {limit} MB",
+    )
+    trusted = sb.checkbox(
+        TRUST,
+        key=f"{role}_trusted",
+        help=".pt2 (torch.export) and TorchScript files run code stored in them when loaded: tick "
+        "this only for a file you made or whose author you trust",
+    )
+    if file is None:
+        kept = state.get(f"{role}_kept")  # the file of a job whose settings the sidebar shows
+        if kept:
+            sb.caption(f"{role}: {md(kept[1])} (the job's file)")
+            runs_code = Path(kept[0]).is_file() and file_runs_code(Path(kept[0]), kept[0]) is not None
+            return ModelPick(kept[0], FROM_FILE, bool(trusted) and runs_code, kept[1])
+        return ModelPick(
+            "",
+            FROM_FILE,
+            error=f"{role}: upload a model file: a .pt/.pth/.safetensors state_dict with its zoo spec, "
+            f"or a .pt2 / TorchScript program with '{TRUST}' ticked",
+        )
+    state[f"{role}_kept"] = None  # a new upload replaces the job's file
+    shown = file.name
+    if file.size > limit * 2**20:
+        raise ValueError(
+            f"{role} file: {shown!r} is {file.size / 2**20:.1f} MB, over the upload limit of {limit} MB; "
+            "use a smaller file, or raise WORKBENCH_MAX_UPLOAD_MB"
+        )
+    content = file.getvalue()
+    program = file_runs_code(content, shown)
+    spec = None
+    if program is None and Path(shown).suffix.lower() in SPEC_FILE_TYPES:
+        text = sb.text_input(
+            f"{role} file's zoo spec",
+            key=f"{role}_file_spec",
+            placeholder="e.g. mlp:64,64",
+            help="the zoo model the weights were saved from (family:sizes), built for this data",
+        )
+        spec = _file_spec(role, text, data)
+    if program is not None and not trusted:
+        raise ValueError(
+            f"{role} file: {shown!r} is {program}: loading it runs code stored in the file; refused. "
+            f"Tick '{TRUST}' only for a file you made or whose author you trust, or upload a "
+            "state_dict (.pt/.pth) or .safetensors file with its zoo spec instead"
+        )
+    path = save_model_upload(content, shown, role, spec)
+    return ModelPick(str(path), FROM_FILE, bool(trusted) and program is not None, shown)
+
+
+def _file_spec(role: str, text: str, data: DataSplits) -> dict[str, Any]:
+    """The ``model.spec`` dict of a zoo spec typed for an uploaded weights file, for this data."""
+    field = f"{role} file's zoo spec"
+    compact = "".join(text.split())
+    if not compact:
+        raise ValueError(
+            f"{field}: empty; expected the zoo spec of the model that saved the weights, e.g. mlp:64,64 "
+            f"(families for this data: {', '.join(models_for(data.input_shape))})"
+        )
+    try:
+        family, size = parse_model(compact)
+        _zoo_spec(role, family, compact.partition(":")[2])  # not too big for this server
+        with torch.device("meta"):  # only the spec is wanted: no memory for the weights
+            return dict(build_model(family, data, **size).spec)
+    except ValueError as e:
+        raise ValueError(f"{field}: {e}") from None
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def builtin_data(name: str) -> DataSplits:
+    """A built-in dataset, loaded once per server, to check picked models against."""
+    return load_dataset(name)
+
+
+def check_pick(role: str, pick: ModelPick, data: DataSplits) -> str | None:
+    """Load a picked run or file and check it against the data; the problem (naming the file the
+    person uploaded, and what this data needs) or None."""
+    try:
+        load_source(pick.model, data, role, trusted=pick.trusted)
+    except (ValueError, ImportError) as e:
+        message = str(e)
+        if pick.shown is not None:
+            message = message.replace(repr(pick.model), f"{pick.shown!r} (uploaded)").replace(pick.model, pick.shown)
+        return f"{message} (data {data.name!r}: inputs of shape {tuple(data.input_shape)}, {data.num_classes} classes)"
+    return None
+
+
 def settings_ui(choice: DataChoice) -> Settings:
     """The sidebar controls; returns Settings (raises ValueError on a bad combination)."""
     shape = choice.data.input_shape if choice.data is not None else input_shape(choice.name)
     fits = models_for(shape)
-    teacher = model_ui("teacher", choice.name, fits)
-    student = model_ui("student", choice.name, fits)
+    teacher = model_ui("teacher", choice, fits)
+    student = model_ui("student", choice, fits)
     sb, live = st.sidebar, dict(on_change=_controls_moved)
     sb.subheader("Loss")
     temperature = sb.select_slider(
@@ -348,7 +548,12 @@ def settings_ui(choice: DataChoice) -> Settings:
     sb.subheader("Optimization")
     epochs = sb.number_input("epochs", 1, 10_000, key="epochs", help="student and baseline")
     teacher_epochs = sb.number_input(
-        "teacher epochs", 1, 10_000, key="teacher_epochs", help="a teacher trained once is cached and reused"
+        "teacher epochs",
+        1,
+        10_000,
+        key="teacher_epochs",
+        disabled=not teacher.zoo,
+        help="a teacher trained once is cached and reused; a loaded teacher is not trained",
     )
     batch = sb.selectbox("batch size", _options("batch", BATCH_SIZES), key="batch")
     lr = sb.select_slider("learning rate", _options("lr", LEARNING_RATES), key="lr")
@@ -358,10 +563,14 @@ def settings_ui(choice: DataChoice) -> Settings:
         if choice.csv is None
         else dict(dataset=choice.data.name, csv=choice.csv, target=choice.target)
     )
+    problem = teacher.error or student.error  # raised once every widget is drawn: nothing is lost
+    if problem:
+        raise ValueError(problem)
     return Settings(
         **data,
-        teacher=teacher,
-        student=student,
+        teacher=teacher.model,
+        student=student.model,
+        trusted=teacher.trusted or student.trusted,
         temperature=float(temperature),
         labeled_fraction=float(labeled),
         extra_unlabeled=int(extra) if generated else 0,
@@ -373,3 +582,16 @@ def settings_ui(choice: DataChoice) -> Settings:
         seed=int(seed),
         **weights,
     )
+
+
+def model_files() -> dict[str, str]:
+    """The uploaded files' own names by role (the job keeps them, so a reload can name them)."""
+    state = st.session_state
+    files = {}
+    for role in ("teacher", "student"):
+        file = state.get(f"{role}_file") if state.get(f"{role}_source") == FROM_FILE else None
+        if file is not None:
+            files[role] = file.name
+        elif state.get(f"{role}_source") == FROM_FILE and state.get(f"{role}_kept"):
+            files[role] = state[f"{role}_kept"][1]
+    return files
