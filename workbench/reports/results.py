@@ -3,6 +3,7 @@
 
     python -m workbench.reports.results            # the full page (docs/), run time printed
     python -m workbench.reports.results --quick    # the whole pipeline, tiny, into a temp folder
+    python -m workbench.reports.results --sections lm   # rerun some sections; the page keeps the others
 
 Temperatures and weights are picked on the validation split, never on test; students run over
 several seeds and the KD-vs-scratch gain is paired by seed with a 95% t-interval.
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from ..data.datasets import load_dataset
+from ..data.text import from_text, shakespeare_text
 from ..engine.config import DistillConfig
 from ..experiment import Experiment
 from ..sweeps.plots import accuracy_vs_size, bars_with_lines, gain_figure, mean_curve, temperature_heatmap
@@ -43,6 +46,12 @@ FULL = dict(
     grid_t=[2.0, 4.0, 8.0],
     grid_alpha=[0.1, 0.5],
     temp_seeds=3,
+    lm_chars=None,  # the whole corpus
+    lm_teacher="gpt:4,128",
+    lm_student="gpt:2,64",
+    lm_teacher_steps=2000,
+    lm_student_steps=1000,
+    lm_seeds=3,
 )
 QUICK = dict(
     seeds=2,
@@ -58,7 +67,14 @@ QUICK = dict(
     grid_t=[4.0],
     grid_alpha=[0.1, 0.5],
     temp_seeds=2,
+    lm_chars=40_000,
+    lm_teacher="gpt:1,32",
+    lm_student="gpt:1,16",
+    lm_teacher_steps=40,
+    lm_student_steps=10,
+    lm_seeds=2,
 )
+SECTIONS = ("mnist1d", "digits", "lm")
 MNIST_TEACHER = "cnn1d:64,64,64"
 DIGITS_TEACHER = {"family": "cnn2d", "channels": (32, 64), "dropout": 0.3}
 
@@ -391,34 +407,178 @@ def digits(p: dict, rep: Report, workers: int, runs: Path) -> None:
     rep.chart("digits, all labels: KD - scratch (paired, 95% interval)", gain_figure(full_gain))
 
 
+def language_model(p: dict, rep: Report, runs: Path) -> None:
+    """A GPT teacher on Shakespeare (time and val loss against nanoGPT's CPU figure), then a smaller GPT
+    distilled vs scratch with 10% and with all of the text labelled, paired by seed (bits per character)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # small models: 2 threads on 2 busy cores ran a GPT step ~14x slower than 1 here
+    try:
+        _language_model(p, rep, runs)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _language_model(p: dict, rep: Report, runs: Path) -> None:
+    chars = p["lm_chars"]
+    data = load_dataset("shakespeare-char") if chars is None else from_text(shakespeare_text()[:chars], name="lm")
+    steps = dict(epochs=10_000, eval_every=max(p["lm_student_steps"] // 4, 1))
+    tcfg = DistillConfig.for_text(max_steps=p["lm_teacher_steps"], **steps)
+    cache = runs / "lm-teacher-cache"  # a fresh cache: the first experiment trains the teacher, and is timed
+    rows, teacher = [], None
+    for fraction in (0.1, 1.0):
+        for seed in range(p["lm_seeds"]):
+            cfg = DistillConfig.for_text(
+                max_steps=p["lm_student_steps"], seed=seed, labeled_fraction=fraction, label_seed=0, **steps
+            )
+            res = Experiment(data, p["lm_teacher"], p["lm_student"], cfg, tcfg, runs=False, cache_dir=cache).run()
+            teacher = teacher or res.teacher
+            for fit, method in ((res.student, "kd"), (res.baseline, "scratch")):
+                s = fit.summary
+                rows.append(
+                    dict(
+                        student=p["lm_student"],
+                        labelled=fraction,
+                        method=method,
+                        seed=seed,
+                        status=fit.status,
+                        temperature=None,
+                        test_bpc=s.get("test_bpc"),
+                        val_bpc=s.get("val_bpc"),
+                        seconds=s.get("seconds"),
+                    )
+                )
+    df = pd.DataFrame(rows)
+    w = cfg.weights
+    ts = teacher.summary
+    nats = rep.figure("lm.teacher.val_loss_nats", pd.Series([ts.get("val_loss")]))["mean"]
+    minutes = ts.get("seconds", math.nan) / 60
+    rep.figures["lm.teacher.minutes"] = {"mean": minutes, "std": math.nan, "n": 1}
+    rep.add(
+        "## A language model: a GPT teacher and a smaller GPT student on Shakespeare",
+        "",
+        f"Character-level next-token prediction on {'the built-in corpus' if chars is None else f'{chars:,} characters of it'}"
+        f" (blocks of {data.train.x.shape[1]}), in bits per character (bpc, lower is better; nats / ln 2). "
+        f"Teacher `{p['lm_teacher']}`: {p['lm_teacher_steps']} steps in {minutes:.1f} minutes, val loss {nats:.3f} nats "
+        f"per character ({nats / math.log(2):.3f} bpc); nanoGPT's CPU figure for a 4-layer width-128 model is about "
+        f"1.88 nats. Student `{p['lm_student']}`: {p['lm_student_steps']} steps, KD term `{w.divergence}` at "
+        f"T={w.temperature:g} weighted {w.kd:g}, the labels' cross-entropy {w.ce:g}; the scratch baseline has the same "
+        f"labels and steps. {p['lm_seeds']} seeds; "
+        "with 10% labelled, the CE term sees the same 10% of the blocks at every seed (`label_seed=0`) and the "
+        "KD term every block.",
+        "",
+    )
+    s = df[df.status == "completed"].groupby(["labelled", "method"])["test_bpc"].agg(["mean", "std", "count"])
+    rep.table(s.reset_index().rename(columns={"mean": "test_bpc_mean", "std": "test_bpc_std", "count": "n"}))
+    gains = []
+    for fraction, part in df.groupby("labelled"):
+        g = paired_gain(part, "scratch", "kd", metric="test_bpc").iloc[0]  # scratch - kd: bits KD saves
+        rep.figures[f"lm.labelled{fraction:g}.bpc_saved_by_kd"] = {
+            "mean": float(g["gain"]),
+            "std": math.nan,
+            "n": int(g["n"]),
+        }
+        gains.append(
+            {
+                "labelled": fraction,
+                "n": g["n"],
+                "bpc saved by KD": g["gain"],
+                "ci_low": g["ci_low"],
+                "ci_high": g["ci_high"],
+            }
+        )
+    rep.add("Bits per character KD saves over scratch (scratch - KD, paired by seed, 95% interval):", "")
+    rep.table(pd.DataFrame(gains))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny settings, written to a temporary folder")
     ap.add_argument("--out", default=None, help="output folder (default: docs/, or a temp folder with --quick)")
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="rerun only these sections; an existing page keeps the others (default: all)",
+    )
     args = ap.parse_args(argv)
+    charted = sorted(set(args.sections) & {"mnist1d", "digits"})
+    if charted and set(args.sections) != set(SECTIONS):
+        ap.error(
+            f"--sections: {', '.join(charted)} draw figures numbered across the whole page; "
+            "rerun every section (no --sections), or only: lm"
+        )
     p = QUICK if args.quick else FULL
     out = Path(args.out or (tempfile.mkdtemp(prefix="kd-results-") if args.quick else "docs"))
     out.mkdir(parents=True, exist_ok=True)
     runs = out / "runs" if args.quick else Path(tempfile.mkdtemp(prefix="kd-results-runs-"))
-    t0 = time.perf_counter()
+    everything = set(args.sections) == set(SECTIONS)
+    command = "python -m workbench.reports.results" + (" --quick" if args.quick else "")
+    sections: dict[str, list[str]] = {}
+    figures: dict[str, Any] = {}
+    t_all = time.perf_counter()
     rep = Report()
-    mnist1d(p, rep, args.workers, runs)
-    digits(p, rep, args.workers, runs)
-    seconds = time.perf_counter() - t0
-    head = [
-        "# What distillation achieves here",
-        "",
-        f"Regenerated by `python -m workbench.reports.results{' --quick' if args.quick else ''}` in "
-        f"{seconds / 60:.1f} minutes on {os.cpu_count()} CPU cores. Numbers are test accuracies, mean ± std over "
-        "seeds; temperatures and weights were chosen on the validation split.",
-        "",
-    ]
-    (out / "results.md").write_text("\n".join(head + rep.lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"seconds": seconds, "figures": rep.figures}, indent=2))
-    (out / "results-figures.html").write_text(rep.figures_html())
-    print(f"wrote {out / 'results.md'} and {out / 'results.json'} in {seconds:.0f} s")
+    for name in SECTIONS:
+        if name not in args.sections:
+            continue
+        t0, start = time.perf_counter(), len(rep.lines)
+        if name == "mnist1d":
+            mnist1d(p, rep, args.workers, runs)
+        elif name == "digits":
+            digits(p, rep, args.workers, runs)
+        else:
+            language_model(p, rep, runs)
+            rep.add(
+                f"(This section: `{command} --sections lm`, {(time.perf_counter() - t0) / 60:.1f} minutes on "
+                f"{os.cpu_count()} CPU cores.)",
+                "",
+            )
+        sections[name] = rep.lines[start:]
+    seconds = time.perf_counter() - t_all
+    page, json_path = out / "results.md", out / "results.json"
+    if not everything and page.exists() and json_path.exists():  # keep the sections not rerun
+        kept = split_sections(page.read_text())
+        sections = {name: sections.get(name, kept.get(name, [])) for name in SECTIONS}
+        head = kept.get("", [])
+        figures = json.loads(json_path.read_text()).get("figures", {})
+        seconds = json.loads(json_path.read_text()).get("seconds", seconds)
+    else:
+        head = [
+            "# What distillation achieves here",
+            "",
+            f"Regenerated by `{command}` in {seconds / 60:.1f} minutes on {os.cpu_count()} CPU cores. Numbers are "
+            "test accuracies (bits per character for the language model), mean ± std over seeds; temperatures "
+            "and weights were chosen on the validation split.",
+            "",
+        ]
+    figures.update(rep.figures)
+    body = [line for name in SECTIONS if sections.get(name) for line in [f"<!-- section: {name} -->", *sections[name]]]
+    page.write_text("\n".join(head + body) + "\n")
+    json_path.write_text(json.dumps({"seconds": seconds, "figures": figures}, indent=2))
+    if everything:  # (a partial rerun is of sections without charts: the figures page stays as it is)
+        (out / "results-figures.html").write_text(rep.figures_html())
+    print(f"wrote {page} and {json_path} in {time.perf_counter() - t_all:.0f} s")
     return 0
+
+
+def split_sections(page: str) -> dict[str, list[str]]:
+    """The page's lines per section (``""``: the head before the first one), by the section markers;
+    a page written before the markers: the head, then its sections by their first heading."""
+    out: dict[str, list[str]] = {"": []}
+    current = ""
+    starts = {"## MNIST-1D": "mnist1d", "## digits with 10%": "digits", "## A language model": "lm"}
+    for line in page.splitlines():
+        if line.startswith("<!-- section: ") and line.endswith(" -->"):
+            current = line[len("<!-- section: ") : -len(" -->")]
+            out[current] = []
+            continue
+        legacy = next((name for head, name in starts.items() if line.startswith(head)), None)
+        if legacy and legacy not in out:
+            current = legacy
+            out[current] = []
+        out[current].append(line)
+    return out
 
 
 if __name__ == "__main__":
