@@ -269,3 +269,58 @@ def test_compare_shows_the_teacher_training(capsys):
     assert rc == 0
     err = capsys.readouterr().err
     assert "teacher: 100%" in err and "sweep: 100%" in err
+
+
+@pytest.fixture
+def small_text(tmp_path):
+    from workbench.data.text import shakespeare_text
+
+    path = tmp_path / "play.txt"
+    path.write_text(shakespeare_text()[:4000], encoding="utf-8")
+    return path
+
+
+TEXT = ["distill", "--block-size", "16", "--teacher", "gpt:1,16", "--student", "gpt:1,8", "--epochs", "1", "--quiet"]
+
+
+@pytest.mark.slow
+def test_distill_text_json_reports_bits_per_character_and_takes_the_text_flags(small_text, capsys):
+    flags = ["--divergence", "jsd", "--beta", "0.3", "--top-k", "full", "--sample-tokens", "12", "--json"]
+    assert cli.main(TEXT + ["--text", str(small_text), *flags]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["dataset"] == "play"
+    cfg = res["config"]
+    assert (cfg["divergence"], cfg["beta"], cfg["teacher_top_k"], cfg["sample_tokens"]) == ("jsd", 0.3, None, 12)
+    assert (cfg["temperature"], cfg["optimizer"], cfg["batch_size"]) == (1.0, "adamw", 32)  # the text defaults
+    runs = {r["role"]: r for r in res["runs"]}
+    assert set(runs) == {"teacher", "student", "baseline"}
+    assert all(r["status"] == "completed" and 0 < r["test_bpc"] < 10 for r in runs.values())
+    s, b = runs["student"]["test_bpc"], runs["baseline"]["test_bpc"]
+    assert res["verdict"].startswith(f"distilled student {s:.4f} bits per character vs scratch {b:.4f}")
+
+
+@pytest.mark.slow
+def test_distill_text_table_shows_bpc_the_cache_and_samples(small_text, capsys):
+    assert cli.main(TEXT + ["--text", str(small_text), "--top-k", "4", "--sample-tokens", "8"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = next(line for line in lines if line.split()[:2] == ["role", "status"])
+    assert header.split()[3:5] == ["val_bpc", "test_bpc"]
+    assert any(line.startswith("play: ") and "divergence topk_kl_tail, T=1" in line for line in lines)
+    assert any(line.startswith("teacher outputs cached: top-4 of ") for line in lines)
+    assert sum(line.startswith("sample (") for line in lines) == 3
+    assert "bits per character vs scratch" in out
+
+
+@pytest.mark.slow
+def test_compare_gpt_student_sizes_reports_bits_per_character(small_text, tmp_path, capsys):
+    argv = ["compare", "--text", str(small_text), "--block-size", "16", "--teacher", "gpt:1,16"]
+    argv += ["--students", "gpt:1,8;gpt:1,16", "--seeds", "2", "--epochs", "1", "--workers", "1"]
+    assert cli.main(argv + ["--runs", str(tmp_path / "runs"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    rows = {(r["student"], r["method"]): r for r in res["summary"]}
+    assert set(rows) == {(s, m) for s in ("gpt:1,8", "gpt:1,16") for m in ("kd", "scratch")}
+    assert all(r["n"] == 2 and 0 < r["test_bpc_mean"] < 10 and r["val_bpc_mean"] > 0 for r in rows.values())
+    assert cli.main(argv + ["--runs", str(tmp_path / "runs"), "--quiet"]) == 0  # resumed from the saved sweep
+    out = capsys.readouterr().out
+    assert "test_bpc_mean" in out and "KD - scratch on test bits per character" in out

@@ -31,6 +31,7 @@ def _files(tmp_path):
     (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 8)
     (tmp_path / "book.csv").write_bytes(b"PK\x03\x04" + b"\x00" * 100)  # an .xlsx renamed
     (tmp_path / "header.csv").write_text("x1,x2,label\n")
+    (tmp_path / "short.txt").write_text("to be or not to be")
     (tmp_path / "folder").mkdir()
     return tmp_path
 
@@ -97,6 +98,34 @@ CASES = [  # (argv with {tmp} for the folder of _files, words the one line must 
     (["distill", "--precision", "fp8"], ["--precision", "fp8"]),
     (["distill", "--epochs"], ["--epochs", "expected one argument"]),
     (["distill", "--no-such-flag"], ["--no-such-flag"]),
+    (["distill", "--divergence", "kll"], ["--divergence", "'kll'", "kl, reverse_kl, jsd, mse, topk_kl, topk_kl_tail"]),
+    (["distill", "--beta", "1.5"], ["--beta", "'1.5'", "[0, 1]"]),
+    (["distill", "--top-k", "0"], ["--top-k", "'0'", "integer k >= 1", "'full'", "'auto'"]),
+    (["distill", "--top-k", "many"], ["--top-k", "'many'"]),
+    (["distill", "--sample-tokens", "-1"], ["--sample-tokens", "'-1'", "integer >= 0"]),
+    (["distill", "--sample-tokens", "5"], ["--sample-tokens", "only used with text"]),
+    (["distill", "--block-size", "32"], ["--block-size", "only used with text"]),
+    (["distill", "--block-size", "1"], ["--block-size", "'1'", "[2, 4096]"]),
+    (["distill", "--text", "{tmp}/no.txt"], ["--text", "no.txt", "no such file"]),
+    (["distill", "--text", "{tmp}/folder"], ["--text", "folder", "is a folder"]),
+    (["distill", "--text", "{tmp}/empty.csv"], ["--text", "empty.csv", "is empty"]),
+    (["distill", "--text", "{tmp}/binary.csv"], ["--text", "binary.csv", "binary file"]),
+    (["distill", "--text", "{tmp}/short.txt"], ["--text", "too short for block_size=64"]),
+    (["distill", "--text", "{tmp}/short.txt", "--dataset", "moons"], ["--dataset", "--text", "one of them"]),
+    (["distill", "--text", "{tmp}/short.txt", "--csv", "{tmp}/header.csv"], ["--text", "--csv", "one of them"]),
+    (["distill", "--dataset", "shakespeare-char", "--mixup"], ["--mixup", "not text"]),
+    (["distill", "--data", "shakespeare-char", "--mixup"], ["--mixup", "not text"]),  # --data: --dataset's prefix
+    (["compare", "--block-size", "16"], ["--block-size", "only used with text"]),
+    (["compare", "--text", "{tmp}/short.txt", "--dataset", "moons"], ["--dataset", "--text", "one of them"]),
+    (["distill", "--dataset", "shakespeare-char", "--extra-unlabeled", "5"], ["--extra-unlabeled", "not text"]),
+    (["distill", "--dataset", "shakespeare-char", "--target", "y"], ["--target", "text has no labels"]),
+    (["distill", "--dataset", "shakespeare-char", "--student", "mlp:16"], ["--student", "'mlp'", "valid", "gpt"]),
+    (["distill", "--dataset", "shakespeare-char", "--top-k", "100"], ["--top-k", "100", "73 classes", "full"]),
+    (
+        ["distill", "--dataset", "shakespeare-char", "--divergence", "topk_kl", "--top-k", "full"],
+        ["--divergence", "'topk_kl'", "--top-k full", "--top-k auto"],
+    ),
+    (["distill", "--divergence", "topk_kl", "--mixup"], ["--divergence", "'topk_kl'", "mixup"]),
     (["app", "--port", "70000"], ["--port", "'70000'"]),
     (["app", "--address", ""], ["--address"]),
     ([], ["command"]),

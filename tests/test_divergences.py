@@ -22,7 +22,7 @@ from workbench.engine.divergences import (
 )
 from workbench.engine.losses import LossWeights, kd_term
 
-NAMES = ("kl", "reverse_kl", "jsd", "mse", "topk_kl")
+NAMES = ("kl", "reverse_kl", "jsd", "mse", "topk_kl", "topk_kl_tail")
 
 
 # ---------------------------------------------------------------- references (numpy, float64)
@@ -35,8 +35,8 @@ def np_softmax(z):
 
 def np_kl(a, b):
     """Per row sum_c a_c log(a_c / b_c), skipping a_c == 0."""
-    safe_a = np.where(a > 0, a, 1.0)
-    return np.where(a > 0, a * np.log(safe_a / b), 0.0).sum(axis=-1)
+    safe_a, safe_b = np.where(a > 0, a, 1.0), np.where(a > 0, b, 1.0)
+    return np.where(a > 0, a * np.log(safe_a / safe_b), 0.0).sum(axis=-1)
 
 
 def np_divergence(name, s, t, T, beta=0.5):
@@ -79,8 +79,8 @@ def logits(*shape, seed=0, scale=2.0, dtype=torch.float32):
 
 
 def call(name, s, t, T, mask=None, beta=0.5, **options):
-    """Call a registry entry; for topk_kl the teacher logits become a full (k = V) record."""
-    teacher = top_k_record(t, t.shape[-1], T) if name == "topk_kl" else t
+    """Call a registry entry; for the top-k ones the teacher logits become a full (k = V) record."""
+    teacher = top_k_record(t, t.shape[-1], T) if name.startswith("topk_") else t
     return get_divergence(name)(s, teacher, T, mask=mask, beta=beta, **options)
 
 
@@ -246,8 +246,9 @@ def test_mask_normalises_per_target_token(name):
     for b in range(B):
         for j in range(L):
             if mask[b, j]:
-                if name == "topk_kl":
-                    total += np_topk_kl(s[b, j][None], t[b, j][None], V, T, "renorm")
+                if name.startswith("topk_"):
+                    mode = "tail" if name == "topk_kl_tail" else "renorm"
+                    total += np_topk_kl(s[b, j][None], t[b, j][None], V, T, mode)
                 else:
                     total += np_divergence(name, s[b, j][None], t[b, j][None], T)
                 count += 1
@@ -313,6 +314,17 @@ def test_topk_with_k_equal_vocab_is_full_forward_kl(mode):
     torch.testing.assert_close(topk_forward_kl(s, record, T, mode=mode), forward_kl(s, t, T))
 
 
+@pytest.mark.parametrize(("vocab", "dtype"), [(7, torch.uint8), (300, torch.int16), (40000, torch.int32)])
+def test_compact_record_keeps_ids_in_a_small_dtype_and_the_same_loss(vocab, dtype):
+    s, t = logits(3, 2, vocab, seed=44), logits(3, 2, vocab, seed=45, scale=3.0)
+    record = top_k_record(t, 5, 1.0)
+    small = record.compact()
+    assert small.indices.dtype == dtype and torch.equal(small.indices.long(), record.indices)
+    assert small.nbytes == 3 * 2 * (5 * 4 + 5 * small.indices.element_size() + 4)
+    for mode in ("renorm", "tail"):
+        assert torch.equal(topk_forward_kl(s, small, 1.0, mode=mode), topk_forward_kl(s, record, 1.0, mode=mode))
+
+
 @pytest.mark.parametrize("mode", ["renorm", "tail"])
 @pytest.mark.parametrize("k", [1, 2, 4])
 def test_topk_matches_bucket_reference(mode, k):
@@ -346,7 +358,7 @@ def test_bf16_and_fp16_inputs_are_upcast():
 
 def test_registry_entries():
     assert tuple(DIVERGENCES) == NAMES
-    assert [DIVERGENCES[n].needs_full_teacher for n in NAMES] == [True, True, True, True, False]
+    assert [DIVERGENCES[n].needs_full_teacher for n in NAMES] == [True, True, True, True, False, False]
     assert [n for n in NAMES if DIVERGENCES[n].takes_beta] == ["jsd"]
     assert all(DIVERGENCES[n].formula for n in NAMES)
     s, t = logits(3, 4, seed=42), logits(3, 4, seed=43)
@@ -356,10 +368,14 @@ def test_registry_entries():
     torch.testing.assert_close(
         get_divergence("topk_kl")(s, record, 2.0, mode="tail"), topk_forward_kl(s, record, 2.0, mode="tail")
     )
+    torch.testing.assert_close(get_divergence("topk_kl")(s, record, 2.0), topk_forward_kl(s, record, 2.0))
+    torch.testing.assert_close(
+        get_divergence("topk_kl_tail")(s, record, 2.0), topk_forward_kl(s, record, 2.0, mode="tail")
+    )
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="'kll'.*kl, reverse_kl, jsd, mse, topk_kl"):
+    with pytest.raises(ValueError, match="'kll'.*kl, reverse_kl, jsd, mse, topk_kl, topk_kl_tail"):
         get_divergence("kll")
 
 
@@ -408,8 +424,10 @@ def test_bad_top_k_inputs():
         topk_forward_kl(logits(2, 6), record, 1.0)
     with pytest.raises(ValueError, match="teacher: expected a TopKRecord"):
         topk_forward_kl(s, t, 1.0)
-    with pytest.raises(ValueError, match="indices: .* expected int64"):
-        TopKRecord(record.values, record.indices.int(), record.logsumexp, 1.0, 5)
+    with pytest.raises(ValueError, match="indices: .* expected an integer tensor"):
+        TopKRecord(record.values, record.indices.float(), record.logsumexp, 1.0, 5)
+    with pytest.raises(ValueError, match="indices: .* expected an integer tensor"):
+        TopKRecord(record.values, record.indices[:, :1], record.logsumexp, 1.0, 5)
     with pytest.raises(ValueError, match="topk_kl: options \\['beta_x'\\] are not valid"):
         get_divergence("topk_kl")(s, record, 1.0, beta_x=1)
 

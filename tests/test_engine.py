@@ -419,3 +419,55 @@ def test_batch_source_gets_the_teacher_outputs_it_needs_explicitly():
     assert len(calls) == 1  # not cached: the loop queries the teacher live
     plain = BatchSource(Split(x, y), cfg, torch.device("cpu"), torch.Generator())
     assert plain.transfer == 0 and all(b[3] is None for b in plain.epoch(torch.device("cpu")))
+
+
+# ----------------------------------------------------------------------------- BatchNorm students
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+
+
+def test_a_batchnorm_student_drops_a_last_batch_of_one_sample_like_a_plain_loop():
+    """650 moons train samples in batches of 649: the 1-sample batch is dropped (BatchNorm cannot
+    train on it), said once in FitStart's message; the weights equal a plain loop's that drops it."""
+    from workbench import load_dataset
+
+    data = load_dataset("moons")
+    x, y = data.train.x, data.train.y
+    assert len(x) == 650
+    net, reference = _bn_net(), _bn_net()
+    rec = Recorder()
+    res = train(net, data, epochs=2, batch_size=649, log_every=1, device="cpu", callbacks=[rec])
+    assert res.status == "completed", res.message
+    (start,) = rec.of("fit_start")
+    assert start.steps_per_epoch == 1 and start.steps_planned == 2
+    assert "a last batch of 1 sample is dropped from each pass (batch_size=649)" in start.message
+    assert "BatchNorm" in start.message
+    assert [p.samples for p in rec.of("step")] == [649, 1298]
+
+    gen = torch.Generator().manual_seed(0)  # the engine's batch order: a seeded permutation per pass
+    opt = torch.optim.Adam(reference.parameters(), lr=3e-3)
+    reference.train()
+    for _ in range(2):
+        order = torch.randperm(650, generator=gen)[:649]
+        opt.zero_grad()
+        F.cross_entropy(reference(x[order]), y[order]).backward()
+        opt.step()
+    for a, b in zip(res.model.state_dict().values(), reference.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_batch_size_one_is_refused_for_a_batchnorm_student_and_other_students_keep_every_batch():
+    from workbench import load_dataset
+
+    data = load_dataset("moons")
+    with pytest.raises(ValueError, match="batch_size: 1 cannot train a student with BatchNorm layers.*>= 2"):
+        Distiller(None, _bn_net(), data, DistillConfig(batch_size=1, device="cpu"))
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+    rec = Recorder()
+    res = train(plain, data, epochs=2, batch_size=649, log_every=1, device="cpu", callbacks=[rec])
+    assert res.status == "completed" and rec.of("fit_start")[0].steps_per_epoch == 2
+    assert rec.of("fit_start")[0].message == "" and rec.of("step")[-1].samples == 1300

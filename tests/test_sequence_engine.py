@@ -234,7 +234,19 @@ def test_controls_validate_divergence_and_beta_and_change_nothing_on_error():
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        ({"divergence": "topk_kl"}, "divergence: 'topk_kl' is invalid; valid: kl, reverse_kl, jsd, mse"),
+        (
+            {"divergence": "topk"},
+            "divergence: 'topk' is invalid; valid: kl, reverse_kl, jsd, mse, topk_kl, topk_kl_tail",
+        ),
+        (
+            {"divergence": "topk_kl", "teacher_top_k": None},
+            "divergence: 'topk_kl' needs the teacher's cached top-k outputs, but teacher_top_k=None caches every",
+        ),
+        ({"divergence": "topk_kl_tail", "cache_teacher": False}, "but cache_teacher=False queries the teacher"),
+        ({"divergence": "topk_kl", "mixup_alpha": 0.2}, "but mixup queries the teacher live"),
+        ({"teacher_top_k": 0}, "teacher_top_k: 0 is invalid; expected an integer k >= 1 .* None .* 'auto'"),
+        ({"teacher_top_k": "all"}, "teacher_top_k: 'all' is invalid"),
+        ({"teacher_top_k": 2.0}, "teacher_top_k: 2.0 is invalid"),
         ({"divergence": None}, "divergence: None is invalid"),
         ({"beta": -0.1}, r"beta: -0.1 is invalid; expected a number in \[0, 1\]"),
         ({"beta": "half"}, "beta: 'half' is invalid"),

@@ -5,6 +5,8 @@
     workbench distill --dataset digits --teacher cnn2d|run:ID|FILE --student mlp:16|run:ID|FILE [--trusted]
                       --temperature 4 --alpha 0.5 --epochs 20 [--labeled-fraction 0.1] [--extra-unlabeled N] [--mixup]
                       [--csv PATH --target COL] [--runs DIR] [--seed S] [--json]
+    workbench distill --dataset shakespeare-char (or --text FILE.txt) --teacher gpt:2,64 --student gpt:1,32
+                      [--divergence topk_kl_tail] [--beta 0.5] [--top-k 16|auto|full] [--sample-tokens 100]
     workbench compare --students mlp:4,mlp:16 --methods scratch,kd [--temperatures 1,2,4,8]
 
 ``demo`` trains a teacher, a scratch student and a distilled student on built-in data and
@@ -35,6 +37,12 @@ MAX_PARAMS = 100_000_000
 MAX_EXTRA_UNLABELED = 1_000_000
 MAX_SEEDS = 1000
 DEMO_TEACHER = "mlp:256,256"
+TABLE_TEACHER, TABLE_STUDENT = "mlp:256,256", "mlp:16"
+TEXT_TEACHER, TEXT_STUDENT = "gpt:2,64", "gpt:1,32"  # text data: causal transformers from the zoo
+# distill's training flags default by the kind of data (None on the command line: not given)
+TABLE_TRAINING = {"epochs": 20, "batch_size": 64, "lr": 3e-3, "temperature": 4.0}
+TABLE_STUDENTS = "mlp:4,mlp:16,mlp:64"
+TEXT_STUDENTS = ["gpt:1,16", "gpt:1,32", "gpt:2,32"]  # compare's default GPT student sizes
 _DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -90,6 +98,8 @@ def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int | No
 _positive = _type(_in_range(0, open_low=True), "a number > 0")
 _alpha = _type(_in_range(0, 1), "a number in [0, 1] (alpha*CE + (1-alpha)*T^2*KL)")
 _fraction = _type(_in_range(0, 1, open_low=True), "a fraction in (0, 1]")
+_beta = _type(_in_range(0, 1), "a number in [0, 1] (JSD's weight of the teacher: 0 forward KL, 1 reverse KL)")
+_block = _type(_int_at_least(2, 4096), "a block size in [2, 4096] (characters per training block)")
 _positive_int = _type(_int_at_least(1), "an integer >= 1")
 _count = _type(_int_at_least(0), "an integer >= 0")
 _seed = _type(_int_at_least(0, 2**32 - 1), "an integer in [0, 2**32 - 1]")
@@ -117,12 +127,36 @@ _temperature_list = _type(_temperatures, "temperatures > 0 separated by commas, 
 def _dataset(text: str) -> str:
     from .data.datasets import list_datasets
 
-    if text not in list_datasets():
+    if text not in list_datasets("all"):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a built-in dataset; valid: {', '.join(list_datasets())} "
-            "(or your own file with --csv PATH --target COL)"
+            f"{text!r} is not a built-in dataset; valid: {', '.join(list_datasets('all'))} "
+            "(or your own file with --csv PATH --target COL, or --text FILE.txt)"
         )
     return text
+
+
+def _divergence(text: str) -> str:
+    from .engine.config import KD_DIVERGENCES
+
+    if text not in KD_DIVERGENCES:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid; expected one of {', '.join(KD_DIVERGENCES)}")
+    return text
+
+
+def _top_k(text: str) -> int | str:
+    """--top-k: an integer k >= 1, 'auto' or 'full' (every class: teacher_top_k=None)."""
+    if text in ("auto", "full"):
+        return text
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is invalid; expected an integer k >= 1 (cache the teacher's k largest logits per "
+            "position), 'full' (every class) or 'auto' (full while it fits 64 MB, else the top 16)"
+        )
+    return k
 
 
 def _model(text: str) -> str:
@@ -321,9 +355,51 @@ def _demo(args: argparse.Namespace) -> int:
     return _status(result)
 
 
+def _is_text(name: str | None) -> bool:
+    from .data.text import TEXT_DATASETS
+
+    return name in TEXT_DATASETS
+
+
+def _check_text_flags(args: argparse.Namespace) -> None:
+    """Flags that have no meaning for text are refused, naming the flag, before anything is built."""
+    if args.csv:
+        raise ValueError(f"--text, --csv: give one of them (--text {args.text} or --csv {args.csv})")
+    if args.text and args.dataset:
+        raise ValueError(f"--dataset, --text: give one of them (--dataset {args.dataset} or --text {args.text})")
+    if args.target:
+        raise ValueError("--target: only used with --csv (the label column of your file); text has no labels")
+    if args.extra_unlabeled:
+        raise ValueError("--extra-unlabeled: generated inputs exist only for mnist1d, moons and spirals, not text")
+    if args.mixup:
+        raise ValueError("--mixup: token ids cannot be mixed; mixup is for tables and images, not text")
+
+
+def _text_data(args: argparse.Namespace) -> Any:
+    """Token data from --dataset shakespeare-char or --text FILE."""
+    from .data.datasets import load_dataset
+    from .data.text import from_text
+
+    _check_text_flags(args)
+    block = args.block_size or 64
+    if not args.text:
+        return load_dataset(args.dataset, seed=args.seed, block_size=block)
+    try:
+        return from_text(Path(args.text), block_size=block, name=Path(args.text).stem or "text")
+    except ValueError as e:
+        message = str(e)
+        if message.startswith("block_size:"):
+            raise ValueError(f"--block-size:{message.removeprefix('block_size:')}") from None
+        raise ValueError(f"--text: {message.removeprefix('path: ').removeprefix('text: ')}") from None
+
+
 def _distill_data(args: argparse.Namespace) -> Any:
     from .data.datasets import from_csv, load_dataset
 
+    if args.text or _is_text(args.dataset):
+        return _text_data(args)
+    if args.block_size is not None:
+        raise ValueError("--block-size: only used with text (--dataset shakespeare-char or --text FILE.txt)")
     if not args.csv:
         if args.target:
             raise ValueError("--target: only used with --csv (the label column of your file)")
@@ -352,20 +428,56 @@ def _distill(args: argparse.Namespace) -> int:
 
     if args.mixup_alpha is not None and not args.mixup:
         raise ValueError("--mixup-alpha: only used with --mixup")
-    cfg = DistillConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
+    text = bool(args.text) or _is_text(args.dataset)
+    if text:
+        _check_text_flags(args)
+    given = {
+        k: v
+        for k, v in dict(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            temperature=args.temperature,
+            divergence=args.divergence,
+            beta=args.beta,
+            teacher_top_k=args.top_k,
+            sample_tokens=args.sample_tokens,
+        ).items()
+        if v is not None
+    }
+    if given.get("teacher_top_k") == "full":
+        given["teacher_top_k"] = None  # every class
+        if given.get("divergence", "").startswith("topk_"):
+            raise ValueError(
+                f"--divergence: {args.divergence!r} needs the teacher's cached top-k outputs, but --top-k full "
+                "caches every class; use --top-k auto or --top-k K"
+            )
+    if not text:
+        for flag, name in (("--sample-tokens", "sample_tokens"),):
+            if name in given:
+                raise ValueError(f"{flag}: only used with text (a generated sample at each evaluation)")
+    settings = dict(
         seed=args.seed,
-        temperature=args.temperature,
         alpha=args.alpha,
         labeled_fraction=args.labeled_fraction,
         mixup_alpha=(args.mixup_alpha or 1.0) if args.mixup else 0.0,
         device=args.device or "auto",
         precision=args.precision or "fp32",
     )
+    cfg = (  # every value is checked here, before any data is read or training starts
+        DistillConfig.for_text(**settings, **given)
+        if text
+        else DistillConfig(**{**TABLE_TRAINING, **settings, **given})
+    )
     teacher_cfg = teacher_config_for(cfg, epochs=args.teacher_epochs, lr=args.teacher_lr)
     data = _distill_data(args)
+    if isinstance(cfg.teacher_top_k, int) and data.num_classes and cfg.teacher_top_k > data.num_classes:
+        raise ValueError(
+            f"--top-k: {cfg.teacher_top_k} is more than the {data.num_classes} classes of {data.name!r}; "
+            f"use at most {data.num_classes}, or full"
+        )
+    args.teacher = args.teacher or (TEXT_TEACHER if text else TABLE_TEACHER)
+    args.student = args.student or (TEXT_STUDENT if text else TABLE_STUDENT)
     _check_sizes(data, args.force, teacher=args.teacher, student=args.student)
     exp = Experiment(
         data,
@@ -383,7 +495,7 @@ def _distill(args: argparse.Namespace) -> int:
     if not distributed.is_main():  # under torchrun only rank 0 reports
         return _status(result)
     table = result.table()
-    verdict = _verdict(result, cfg, args.extra_unlabeled)
+    verdict = _text_verdict(result) if text else _verdict(result, cfg, args.extra_unlabeled)
     if args.json:
         print(
             json.dumps(
@@ -403,10 +515,21 @@ def _distill(args: argparse.Namespace) -> int:
     for note in result.warnings:
         if note not in args.warned:  # the warnings shown as they were raised are not repeated
             print(f"workbench distill: warning: {printable(note)}", file=sys.stderr)
-    print(
-        f"\n{printable(data.name)}: T={cfg.temperature}, w_ce={cfg.w_ce:g}, w_kd={cfg.w_kd:g}, "
-        f"labeled fraction {cfg.labeled_fraction:g}, mixup {cfg.mixup_alpha:g}"
-    )
+    if text:
+        beta = f" (beta {cfg.beta:g})" if cfg.divergence == "jsd" else ""
+        print(
+            f"\n{printable(data.name)}: {len(data.train)} train blocks of {data.train.x.shape[1]} characters, "
+            f"vocabulary {data.num_classes}; divergence {cfg.divergence}{beta}, T={cfg.temperature:g}, "
+            f"w_ce={cfg.w_ce:g}, w_kd={cfg.w_kd:g}, labeled fraction {cfg.labeled_fraction:g}"
+        )
+        note = _outputs_note(result)
+        if note:
+            print(note)
+    else:
+        print(
+            f"\n{printable(data.name)}: T={cfg.temperature}, w_ce={cfg.w_ce:g}, w_kd={cfg.w_kd:g}, "
+            f"labeled fraction {cfg.labeled_fraction:g}, mixup {cfg.mixup_alpha:g}"
+        )
     for role, description in loaded.items():
         val = (
             f", val acc {result.teacher_val_acc:.4f}"
@@ -415,9 +538,52 @@ def _distill(args: argparse.Namespace) -> int:
         )
         print(f"{role}: {printable(description)}{val}{' (fine-tuned)' if role == 'student' else ''}")
     print(table.drop(columns=["run_id"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if text:
+        for role, fit in result.fits.items():
+            sample = _last_sample(fit)
+            if sample:
+                print(f"\nsample ({role}): {printable(sample)}")
     if verdict:
         print(f"\n{verdict}")
     return _status(result)
+
+
+def _bpc(fit: Any) -> float | None:
+    return fit.summary.get("test_bpc") if fit is not None else None
+
+
+def _text_verdict(result: Any) -> str | None:
+    """One line on the distilled student vs the scratch baseline in test bits per character (lower is better)."""
+    student, scratch = _bpc(result.student), _bpc(result.baseline)
+    if student is None or scratch is None:
+        return None
+    gain = scratch - student
+    how = "better than" if gain > 0 else "no better than"
+    return (
+        f"distilled student {student:.4f} bits per character vs scratch {scratch:.4f}: KD is {how} "
+        f"training from scratch here ({gain:+.4f} bpc, one seed; lower is better)"
+    )
+
+
+def _outputs_note(result: Any) -> str | None:
+    """The student fit's note on its cached teacher outputs (kept and size), from its FitStart message."""
+    fit = result.student
+    if fit is None:
+        return None
+    start = fit.recorder.start
+    message = start.message if start is not None else ""
+    return next((part for part in message.split("; ") if part.startswith("teacher outputs")), None)
+
+
+def _last_sample(fit: Any) -> str | None:
+    """The text a fit generated at its last evaluation (None: none was generated)."""
+    if fit is None:
+        return None
+    evals = fit.evals
+    if "sample" not in evals.columns:
+        return None
+    samples = evals["sample"].dropna()
+    return str(samples.iloc[-1]) if len(samples) else None
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -428,24 +594,40 @@ def _compare(args: argparse.Namespace) -> int:
     from .sweeps.sweep import Sweep
     from .ui.settings import DEFAULT_TEACHERS
 
-    cfg = DistillConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        temperature=args.temperature,
-        alpha=args.alpha,
-        labeled_fraction=args.labeled_fraction,
+    text = bool(args.text) or _is_text(args.dataset)
+    if args.block_size is not None and not text:
+        raise ValueError("--block-size: only used with text (--dataset shakespeare-char or --text FILE.txt)")
+    given = {
+        k: v for k, v in dict(epochs=args.epochs, lr=args.lr, temperature=args.temperature).items() if v is not None
+    }
+    settings = dict(alpha=args.alpha, labeled_fraction=args.labeled_fraction)
+    cfg = (
+        DistillConfig.for_text(**settings, **given)
+        if text
+        else DistillConfig(**{**{k: TABLE_TRAINING[k] for k in ("epochs", "lr", "temperature")}, **settings, **given})
     )
-    data = load_dataset(args.dataset)
-    teacher = args.teacher or DEFAULT_TEACHERS.get(args.dataset, "mlp:256,256")
+    if args.text:
+        if args.dataset:
+            raise ValueError(f"--dataset, --text: give one of them (--dataset {args.dataset} or --text {args.text})")
+        data = _text_data(
+            argparse.Namespace(**{**vars(args), "csv": None, "target": None, "mixup": False, "extra_unlabeled": 0})
+        )
+    elif text:
+        data = load_dataset(args.dataset, block_size=args.block_size or 64)
+    else:
+        data = load_dataset(args.dataset or "digits")
+    dataset = args.dataset or ("text" if text else "digits")
+    teacher = args.teacher or (TEXT_TEACHER if text else DEFAULT_TEACHERS.get(dataset, "mlp:256,256"))
+    students = args.students or (TEXT_STUDENTS if text else _students(TABLE_STUDENTS))
     _check_sizes(data, args.force, teacher=teacher)
     if is_source(teacher):  # loaded (and checked against the data) here, so --trusted and --runs reach it
         teacher = load_source(teacher, data, "--teacher", trusted=args.trusted, root=args.runs).module
-    for student in args.students:
+    for student in students:
         _check_sizes(data, args.force, students=student)
     sweep = Sweep(
         data,
         teacher,
-        args.students,
+        students,
         args.methods,
         args.seeds,
         args.temperatures,
@@ -469,9 +651,11 @@ def _compare(args: argparse.Namespace) -> int:
     df = sweep.run(on_progress=progress)
     if bar is not None:
         bar.close()
+    if text:
+        df = _with_bpc(df, args.runs)
     if args.csv:
         df.to_csv(args.csv, index=False)
-    summary = summarize(df)
+    summary = _bpc_summary(summarize(df), df) if text else summarize(df)
     if args.json:
         print(
             json.dumps(
@@ -493,8 +677,10 @@ def _compare(args: argparse.Namespace) -> int:
     print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     methods = set(df["method"])
     if {"kd", "scratch"} <= methods and df["seed"].nunique() > 1:
-        gain = paired_gain(df)
-        print("\nKD - scratch on test accuracy (paired over seeds, 95% interval):")
+        metric = "test_bpc" if text and "test_bpc" in df else "test_acc"
+        gain = paired_gain(df, metric=metric)
+        what = "test bits per character (negative: KD better)" if metric == "test_bpc" else "test accuracy"
+        print(f"\nKD - scratch on {what} (paired over seeds, 95% interval):")
         print(
             gain[["student", "n", "gain", "ci_low", "ci_high"]].to_string(
                 index=False, float_format=lambda v: f"{v:+.4f}"
@@ -502,6 +688,44 @@ def _compare(args: argparse.Namespace) -> int:
         )
     print(f"\nsaved to {sweep.path}")
     return 0 if not sweep.stopped else 1
+
+
+def _with_bpc(df: Any, runs: Any) -> Any:
+    """Sweep rows with ``val_bpc`` / ``test_bpc`` (bits per character), read from each fit's recorded run
+    where the rows do not carry them."""
+    from .store.runs import load_run
+
+    df = df.copy()
+    for col in ("val_bpc", "test_bpc"):
+        if col not in df:
+            df[col] = float("nan")
+    for i, row in df.iterrows():
+        if row.get("status") != "completed" or (
+            row["test_bpc"] == row["test_bpc"] and row["val_bpc"] == row["val_bpc"]
+        ):
+            continue
+        try:
+            summary = load_run(str(row["run_id"]), runs).summary
+        except (ValueError, OSError):
+            continue
+        for col in ("val_bpc", "test_bpc"):
+            if summary.get(col) is not None:
+                df.at[i, col] = summary[col]
+    return df
+
+
+def _bpc_summary(summary: Any, df: Any) -> Any:
+    """``summary`` with the mean and std of bits per character per row group, when it lacks them."""
+    if "test_bpc_mean" in summary or "test_bpc" not in df:
+        return summary
+    keys = [k for k in ("student", "method", "temperature") if k in summary]
+    done = df[df["status"] == "completed"] if "status" in df else df
+    g = done.groupby(keys, dropna=False, sort=False)[["val_bpc", "test_bpc"]].agg(["mean", "std"])
+    g.columns = [f"{m}_{stat}" for m, stat in g.columns]
+    merged = summary.merge(g.reset_index(), on=keys, how="left")
+    first = [c for c in summary.columns if not c.endswith(("_mean", "_std"))]
+    bpc = ["val_bpc_mean", "val_bpc_std", "test_bpc_mean", "test_bpc_std"]
+    return merged[first + bpc + [c for c in summary.columns if c not in first]]
 
 
 def _runs(args: argparse.Namespace) -> int:
@@ -664,10 +888,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset",
         type=_dataset,
         default=None,
-        help="built-in dataset: digits (default), digits-images, mnist1d, moons, spirals",
+        help="built-in dataset: digits (default), digits-images, mnist1d, moons, spirals, or text: shakespeare-char",
     )
     src.add_argument("--csv", metavar="PATH", type=_input_file, help="your own data: a CSV file (use with --target)")
     src.add_argument("--target", metavar="COL", help="the label column of --csv")
+    src.add_argument(
+        "--text", metavar="FILE", type=_input_file, help="your own text: a UTF-8 .txt file (next-character blocks)"
+    )
+    src.add_argument("--block-size", type=_block, default=None, help="text: characters per block (default 64)")
     src.add_argument(
         "--labeled-fraction",
         type=_fraction,
@@ -687,28 +915,48 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--teacher",
         type=_model_or_source,
-        default="mlp:256,256",
+        default=None,
         metavar="SPEC|FILE|run:ID",
-        help="zoo spec (cnn2d, cnn1d:64,64,64, mlp:256,256; trained here) or a trained teacher to load "
-        "and use as is: run:ID, a .pt/.pth/.safetensors file with its spec, a Hugging Face folder",
+        help="zoo spec (cnn2d, cnn1d:64,64,64, mlp:256,256 (default); text: gpt:2,64 (default); trained here) "
+        "or a trained teacher to load and use as is: run:ID, a .pt/.pth/.safetensors file with its spec, "
+        "a Hugging Face folder",
     )
     m.add_argument(
         "--student",
         type=_model_or_source,
-        default="mlp:16",
+        default=None,
         metavar="SPEC|FILE|run:ID",
-        help="zoo spec (mlp:16, mlp:64,32) or a model to load and fine-tune (run:ID, a file; the "
-        "scratch baseline then starts from the same loaded weights)",
+        help="zoo spec (mlp:16 (default), mlp:64,32; text: gpt:1,32 (default)) or a model to load and "
+        "fine-tune (run:ID, a file; the scratch baseline then starts from the same loaded weights)",
     )
     _trusted_flag(m)
     _force_flag(m)
-    t = k.add_argument_group("training")
-    t.add_argument("--temperature", type=_positive, default=4.0)
-    t.add_argument("--alpha", type=_alpha, default=0.5, help="alpha*CE + (1-alpha)*T^2*KL")
-    t.add_argument("--epochs", type=_positive_int, default=20)
+    t = k.add_argument_group("training (defaults: tables / text)")
+    t.add_argument("--temperature", type=_positive, default=None, help="default 4 / 1")
+    t.add_argument("--alpha", type=_alpha, default=0.5, help="alpha*CE + (1-alpha)*KD term (default 0.5)")
+    t.add_argument(
+        "--divergence",
+        type=_divergence,
+        default=None,
+        help="the KD term: kl (default for tables), reverse_kl, jsd, mse, topk_kl, topk_kl_tail (default for "
+        "text: forward KL on the teacher's cached top-k plus one bucket for its tail mass)",
+    )
+    t.add_argument("--beta", type=_beta, default=None, help="jsd: the teacher's weight in the mixture (default 0.5)")
+    t.add_argument(
+        "--top-k",
+        type=_top_k,
+        default=None,
+        metavar="K|auto|full",
+        help="teacher outputs cached on the fixed blocks: the top K logits per position, full (every class) "
+        "or auto (default: full while it fits 64 MB, else the top 16)",
+    )
+    t.add_argument(
+        "--sample-tokens", type=_count, default=None, help="text: characters generated at each evaluation (100)"
+    )
+    t.add_argument("--epochs", type=_positive_int, default=None, help="default 20 / 1")
     t.add_argument("--teacher-epochs", type=_positive_int, default=None, help="default: --epochs")
-    t.add_argument("--batch-size", type=_positive_int, default=64)
-    t.add_argument("--lr", type=_positive, default=3e-3)
+    t.add_argument("--batch-size", type=_positive_int, default=None, help="default 64 / 32")
+    t.add_argument("--lr", type=_positive, default=None, help="default 3e-3 / 2e-3")
     t.add_argument("--teacher-lr", type=_positive, default=None, help="default: --lr")
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--device", type=_device, default=None, help="auto (default), cpu, cuda, cuda:N or mps")
@@ -721,7 +969,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=_distill)
 
     c = sub.add_parser("compare", help="sweep student sizes x methods x seeds sharing one teacher")
-    c.add_argument("--dataset", type=_dataset, default="digits")
+    c.add_argument("--dataset", type=_dataset, default=None, help="a built-in dataset (default: digits)")
+    c.add_argument("--text", metavar="FILE", type=_input_file, help="your own text: a UTF-8 .txt file")
+    c.add_argument("--block-size", type=_block, default=None, help="text: characters per block (default 64)")
     c.add_argument(
         "--teacher",
         type=_model_or_source,
@@ -734,17 +984,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--students",
         type=_students,
-        default="mlp:4,mlp:16,mlp:64",
-        help="zoo specs, e.g. mlp:4,mlp:16,mlp:64 (use ';' between specs with several sizes: mlp:64,32;mlp:8)",
+        default=None,
+        help=f"zoo specs (default {TABLE_STUDENTS}; text: {';'.join(TEXT_STUDENTS)}; use ';' between specs "
+        "with several sizes: mlp:64,32;mlp:8)",
     )
     c.add_argument("--methods", type=_methods, default="scratch,kd", help="scratch, kd, mse (comma-separated)")
     c.add_argument("--seeds", type=_seeds, default=3)
     c.add_argument("--temperatures", type=_temperature_list, default=None, help="e.g. 1,2,4,8 (KD methods)")
-    c.add_argument("--temperature", type=_positive, default=4.0)
+    c.add_argument("--temperature", type=_positive, default=None, help="default 4; text: 1")
     c.add_argument("--alpha", type=_alpha, default=0.5)
     c.add_argument("--labeled-fraction", type=_fraction, default=1.0)
-    c.add_argument("--epochs", type=_positive_int, default=20)
-    c.add_argument("--lr", type=_positive, default=3e-3)
+    c.add_argument("--epochs", type=_positive_int, default=None, help="default 20; text: 1")
+    c.add_argument("--lr", type=_positive, default=None, help="default 3e-3; text: 2e-3")
     c.add_argument("--workers", type=_count, default=None, help="processes (default: CPU count; 0 or 1: in-process)")
     c.add_argument("--name", type=_name, default=None, help="sweep name (resuming uses the same name)")
     _runs_flag(c)
@@ -826,6 +1077,11 @@ _FLAGS = {
     "n_unlabeled": "--extra-unlabeled",
     "teacher": "--teacher",
     "student": "--student",
+    "divergence": "--divergence",
+    "beta": "--beta",
+    "teacher_top_k": "--top-k",
+    "sample_tokens": "--sample-tokens",
+    "block_size": "--block-size",
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..data.values import plain_scalar
-from .divergences import DIVERGENCES, check_beta
+from .divergences import DIVERGENCES, TOPK_DIVERGENCES, check_beta
 from .losses import LossWeights
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -25,8 +25,15 @@ SCHEDULERS = ("constant", "cosine")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 DEFAULT_W_CE = 0.5
 DEFAULT_W_KD = 0.5
-# The KD term's divergence (a live control like T): the registry's entries that take full teacher logits.
-KD_DIVERGENCES = tuple(name for name, d in DIVERGENCES.items() if d.needs_full_teacher)
+# The KD term's divergence (a live control like T): every registry entry. The top-k ones read the
+# teacher's cached top-k record (teacher_top_k); the others its full outputs.
+KD_DIVERGENCES = tuple(DIVERGENCES)
+FULL_DIVERGENCES = tuple(name for name, d in DIVERGENCES.items() if d.needs_full_teacher)
+# Teacher outputs on a fixed transfer set are cached at full vocabulary while they take at most this many
+# bytes (positions * classes * 4); past it "auto" caches the top DEFAULT_TOP_K classes per position.
+# shakespeare-char (~1M positions x 65 characters, 264 MB in float32) is past it: top-16 takes 85 MB.
+FULL_OUTPUTS_BUDGET = 64 * 2**20
+DEFAULT_TOP_K = 16
 # Defaults for token data (next-character prediction with a causal transformer), as nanoGPT and the
 # LM distillation recipes use them (kd-facts.md): AdamW, clipped gradients, T = 1, frequent evaluation.
 TEXT_DEFAULTS: dict[str, Any] = {
@@ -37,6 +44,7 @@ TEXT_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.01,
     "grad_clip": 1.0,
     "temperature": 1.0,
+    "divergence": "topk_kl_tail",  # forward KL on the cached top-k + tail bucket: exact KL's mass, a fraction of its memory
     "eval_every": 100,
     "eval_batch_size": 256,
 }
@@ -91,6 +99,20 @@ def check_divergence(divergence: Any, beta: Any) -> None:
         raise _bad("beta", beta, "expected a number in [0, 1] (the weight of the teacher in JSD's mixture)") from None
 
 
+def check_top_k(teacher_top_k: Any) -> None:
+    """``teacher_top_k`` is "auto", None (full vocabulary) or an integer >= 1."""
+    if teacher_top_k is None or teacher_top_k == "auto":
+        return
+    if isinstance(teacher_top_k, bool) or not isinstance(teacher_top_k, int) or teacher_top_k < 1:
+        raise _bad(
+            "teacher_top_k",
+            teacher_top_k,
+            "expected an integer k >= 1 (cache the teacher's k largest logits per position), None (cache "
+            f"every class) or 'auto' (every class up to {FULL_OUTPUTS_BUDGET // 2**20} MB, else the top "
+            f"{DEFAULT_TOP_K})",
+        )
+
+
 def _parses_as_device(name: str) -> bool:
     """True for ``"auto"`` and CPU / CUDA / MPS device names (whether the device exists is
     checked when a run starts: a config may be written on one machine and run on another)."""
@@ -109,7 +131,13 @@ class DistillConfig:
     Loss: ``w_ce*CE + w_kd*T^2*KL(p_t||p_s) + w_mse*MSE(s,t) + w_hint*MSE(adapter(f_s), f_t)``.
     ``divergence`` picks the KD term: "kl" (the Hinton term above), "reverse_kl" ``T^2 KL(p_s||p_t)``,
     "jsd" (generalized JSD with ``beta``; 0 and 1 are forward and reverse KL) or "mse" (centred logits,
-    no T). On token data (logits (B, L, V)) every term is a mean over the target tokens, and each
+    no T), or "topk_kl" / "topk_kl_tail": forward KL against the teacher's cached top-k logits,
+    renormalised over those k classes / with the rest of the teacher's mass as one tail bucket (the
+    tail needs T to stay at the value the record was made at). ``teacher_top_k`` says how the teacher's
+    outputs on the fixed transfer set are cached: an integer k (its k largest logits per position, their
+    ids and its log-sum-exp), None (every class) or "auto" (every class while they fit
+    :data:`FULL_OUTPUTS_BUDGET`, else the top :data:`DEFAULT_TOP_K`; always top-k for a top-k divergence).
+    A full-teacher divergence or MSE term on a top-k run queries the teacher live. On token data (logits (B, L, V)) every term is a mean over the target tokens, and each
     evaluation carries a generated sample of ``sample_tokens`` tokens (0: none).
     ``alpha`` is a preset of the weights: ``w_ce = alpha, w_kd = 1 - alpha``. A run with no
     teacher (a teacher or a scratch baseline) trains on plain cross-entropy.
@@ -152,6 +180,7 @@ class DistillConfig:
     divergence: str = "kl"
     beta: float = 0.5
     sample_tokens: int = 100
+    teacher_top_k: int | str | None = "auto"
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -165,6 +194,7 @@ class DistillConfig:
             raise _bad("sample_tokens", self.sample_tokens, "expected an integer >= 0 (0: no generated sample)")
         check_divergence(self.divergence, self.beta)
         set_("beta", float(self.beta))
+        check_top_k(self.teacher_top_k)
         if _number("lr", self.lr) <= 0:
             raise _bad("lr", self.lr, "expected a learning rate > 0 (typical: 1e-4 to 1e-1)")
         if _number("weight_decay", self.weight_decay) < 0:
@@ -222,6 +252,22 @@ class DistillConfig:
         if self.w_kd is None:
             set_("w_kd", DEFAULT_W_KD)
         check_weights(self.temperature, self.w_ce, self.w_kd, self.w_mse, self.w_hint)
+        if self.divergence in TOPK_DIVERGENCES:
+            no_record = (
+                "teacher_top_k=None caches every class"
+                if self.teacher_top_k is None
+                else "cache_teacher=False queries the teacher live"
+                if not self.cache_teacher
+                else "mixup queries the teacher live on mixed inputs"
+                if self.mixup_alpha > 0
+                else None
+            )
+            if no_record:
+                raise ValueError(
+                    f"divergence: {self.divergence!r} needs the teacher's cached top-k outputs, but {no_record}; "
+                    f"use teacher_top_k='auto' or an integer (with cache_teacher=True and no mixup), or a "
+                    f"full-teacher divergence ({', '.join(FULL_DIVERGENCES)})"
+                )
         if self.w_hint > 0 and self.hint_student is None:
             raise ValueError(
                 f"w_hint: {self.w_hint!r} needs hint_student and hint_teacher (the layers to match); "

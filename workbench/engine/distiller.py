@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -27,7 +27,15 @@ from ..data.text import IGNORE_INDEX
 from . import distributed
 from .batches import Batch, BatchSource
 from .callbacks import History
-from .config import DistillConfig, check_alpha, check_divergence, check_weights
+from .config import (
+    DEFAULT_TOP_K,
+    FULL_OUTPUTS_BUDGET,
+    DistillConfig,
+    check_alpha,
+    check_divergence,
+    check_weights,
+)
+from .divergences import TOPK_DIVERGENCES, TopKRecord, get_divergence, top_k_record
 from .evaluation import Evaluator, logits_of
 from .events import HOOKS, Dispatcher, EpochEnd, EvalEnd, FitEnd, FitStart, StepEnd, frozen_map
 from .hints import FeatureTap, find_module, make_adapter
@@ -64,10 +72,13 @@ class Controls:
 
     The training thread reads ``current`` (one attribute read) every step; ``update`` validates
     and swaps in a new frozen :class:`LossWeights`, so a change applies from the next step.
+    ``check``: set by the run that reads these controls, it refuses values that run cannot use
+    (a top-k divergence without a cached top-k teacher, another T for the top-k tail's record).
     """
 
     def __init__(self, weights: LossWeights):
         self.current = weights
+        self.check: Callable[[LossWeights], None] | None = None
         self._lock = threading.Lock()
 
     def update(
@@ -100,7 +111,10 @@ class Controls:
             divergence = w.divergence if divergence is None else divergence
             beta = w.beta if beta is None else beta
             check_divergence(divergence, beta)
-            self.current = LossWeights(*(float(v) for v in new.values()), divergence, float(beta))
+            weights = LossWeights(*(float(v) for v in new.values()), divergence, float(beta))
+            if self.check is not None:
+                self.check(weights)
+            self.current = weights
             return self.current
 
 
@@ -257,8 +271,81 @@ class Distiller:
             self._hint_shapes = None
         else:
             self._hint_shapes = check_models(self.config, self.data, teacher, student)
+        self.drop_single = _check_batchnorm(self.config, self.data, student)
+        self.top_k, self._full_note = self._resolve_top_k()  # top-k teacher outputs, or None: every class
+        self._record: TopKRecord | None = None  # the cached top-k teacher, once fit() has built it
+        self._notes: list[str] = []  # said once in FitStart's message
 
     # -- wiring, before fit() ----------------------------------------------------------------
+    def _resolve_top_k(self) -> tuple[int | None, str]:
+        """The k of the cached top-k teacher outputs (None: every class, or no cache), and why so."""
+        cfg, data, teacher = self.config, self.data, self.teacher
+        k = cfg.teacher_top_k
+        if teacher is None:
+            return None, ""
+        train = data.train
+        if not (cfg.cache_teacher and cfg.mixup_alpha == 0 and isinstance(train, Split)):
+            why = (
+                "cache_teacher=False"
+                if not cfg.cache_teacher
+                else "mixup"
+                if cfg.mixup_alpha > 0
+                else "data['train'] is a DataLoader"
+            )
+            if isinstance(k, int) or cfg.divergence in TOPK_DIVERGENCES:
+                what = f"teacher_top_k: {k!r}" if isinstance(k, int) else f"divergence: {cfg.divergence!r}"
+                raise ValueError(
+                    f"{what} needs the teacher's outputs cached on fixed inputs, but with {why} the teacher "
+                    "is queried live at every step; use a full-teacher divergence and teacher_top_k='auto'"
+                )
+            return None, f"the teacher is queried live at every step ({why})"
+        vocab = int(data.num_classes or 0)
+        if isinstance(k, int):
+            if vocab and k > vocab:
+                raise ValueError(
+                    f"teacher_top_k: {k!r} is more than the {vocab} classes; use at most {vocab}, or None for every class"
+                )
+            return k, ""
+        positions = len(train) * (train.x.shape[1] if self.sequence else 1)
+        if not self.sequence and cfg.use_unlabeled and data.unlabeled is not None:
+            positions += len(data.unlabeled)
+        full_bytes = positions * vocab * 4
+        if k is None or not vocab:
+            return None, ""
+        if cfg.divergence in TOPK_DIVERGENCES:  # "auto" with a top-k divergence: a top-k record
+            return min(DEFAULT_TOP_K, vocab), ""
+        if full_bytes <= FULL_OUTPUTS_BUDGET or DEFAULT_TOP_K >= vocab:
+            return None, ""
+        note = (
+            f"divergence {cfg.divergence!r} needs the teacher's full outputs, which would take "
+            f"{full_bytes / 2**20:.0f} MB (over the {FULL_OUTPUTS_BUDGET // 2**20} MB of teacher_top_k='auto', "
+            f"which caches the top {DEFAULT_TOP_K}): the teacher is queried live at each step; set "
+            "teacher_top_k=None to cache every class, or use divergence 'topk_kl_tail' or 'topk_kl'"
+        )
+        warnings.warn(note, stacklevel=3)
+        return DEFAULT_TOP_K, note
+
+    def _check_controls(self, w: LossWeights) -> None:
+        """Refuse live values this run cannot use: a top-k divergence with no top-k record, another T
+        for the tail mode (its record holds the tail mass at one T)."""
+        if w.divergence not in TOPK_DIVERGENCES:
+            return
+        record = self._record
+        if record is None:
+            how = self._full_note or (
+                f"this run caches the teacher's outputs for every class (teacher_top_k={self.config.teacher_top_k!r})"
+            )
+            raise ValueError(
+                f"divergence: {w.divergence!r} needs the teacher's cached top-k outputs, but {how}; "
+                "start the run with a top-k divergence or an integer teacher_top_k to use it"
+            )
+        if w.divergence == "topk_kl_tail" and w.temperature != record.temperature:
+            raise ValueError(
+                f"temperature: {w.temperature!r} cannot be used with divergence 'topk_kl_tail': the teacher's "
+                f"top-k record holds its tail mass at T={record.temperature:g} only; keep "
+                f"T={record.temperature:g}, or use 'topk_kl' (renormalised over the top k, any T)"
+            )
+
     def add_callback(self, callback: Any) -> None:
         """Add one callback (it gets this run's events after those given to the constructor)."""
         if self._started.locked():
@@ -436,7 +523,18 @@ class Distiller:
             data.class_names,
             data.unlabeled,
             self._teacher_outputs if teacher is not None else None,
+            drop_single=self.drop_single,
         )
+        if s.source.drops_single:
+            self._notes.append(
+                f"a last batch of 1 sample is dropped from each pass (batch_size={cfg.batch_size}): the "
+                "student's BatchNorm layers cannot train on one sample"
+            )
+        if self._full_note:
+            self._notes.append(self._full_note)
+        if teacher is not None:
+            self._check_controls(self.controls.current)  # e.g. values set on a live job before this fit
+            self.controls.check = self._check_controls
         s.steps_planned = cfg.epochs * s.source.steps_per_epoch
         if cfg.max_steps is not None:
             s.steps_planned = min(s.steps_planned, cfg.max_steps)
@@ -455,7 +553,9 @@ class Distiller:
         )
 
     def _teardown(self, s: _LoopState) -> None:
-        """Give the teacher back its requires_grad flags and remove the feature taps."""
+        """Give the teacher back its requires_grad flags, remove the feature taps and the controls' check."""
+        if self.controls.check == self._check_controls:
+            self.controls.check = None
         if self.teacher is not None and s.teacher_flags is not None:
             for p, flag in zip(self.teacher.parameters(), s.teacher_flags):
                 p.requires_grad_(flag)
@@ -507,7 +607,11 @@ class Distiller:
             return _StepOutput(loss, {"ce": loss.detach()}, s, y)
         taps = self._taps
         x_teacher = x_ce if x_kd is None else x_kd
-        if t_kd is None:  # not cached (mixup, DataLoader, cache off): query the frozen teacher
+        record = t_kd if isinstance(t_kd, TopKRecord) else None  # the cached top-k teacher: (B[, L], k)
+        if record is not None:
+            needs_full = (w.kd > 0 and get_divergence(w.divergence).needs_full_teacher) or w.mse > 0
+            t_kd = None if needs_full else t_kd
+        if t_kd is None:  # not cached (mixup, DataLoader, cache off; top-k only): query the frozen teacher
             with torch.no_grad():
                 t_kd = logits_of(teacher(x_teacher)).float()
                 tf_kd = taps["teacher"].value if taps else None
@@ -521,13 +625,23 @@ class Distiller:
             s_ce, s_kd = s_all[:n], s_all[n:]
             fs = taps["student"].value[n:] if taps else None
         hint = self.adapter(fs) if (taps and w.hint > 0) else None
+        if record is not None and t_kd is record:
+            t_kd = None  # the record alone: a top-k KD term, no full-teacher term
         if self.sequence:  # (B, L, V) -> rows of the target tokens: every term is a mean per token
             kd_positions = (y_ce != IGNORE_INDEX) if x_kd is None else kd_mask  # (B, L)
-            t_kd = rows(t_kd, kd_positions)  # (N_kd, V)
+            t_kd = None if t_kd is None else rows(t_kd, kd_positions)  # (N_kd, V)
+            record = None if record is None else record.select(kd_positions)  # (N_kd, k)
             s_kd = None if x_kd is None else rows(s_kd, kd_positions)  # one stream: the CE rows below
             s_ce, y_ce = target_rows(s_ce, y_ce)  # (N, V), (N,)
         loss, terms = distill_loss(
-            s_ce, y_ce, t_kd, w, student_feature=hint, teacher_feature=tf_kd, kd_student_logits=s_kd
+            s_ce,
+            y_ce,
+            t_kd,
+            w,
+            student_feature=hint,
+            teacher_feature=tf_kd,
+            kd_student_logits=s_kd,
+            teacher_topk=record,
         )
         return _StepOutput(loss, terms, s_ce, y_ce)
 
@@ -536,26 +650,33 @@ class Distiller:
         return target_rows(logits, labels) if self.sequence else (logits, labels)
 
     @torch.no_grad()
-    def _teacher_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The teacher's logits (and hinted features) on fixed transfer inputs ``x``: read from the
-        ``output_cache`` when it has them, else computed once (and stored there for later runs)."""
+    def _teacher_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor | TopKRecord, torch.Tensor | None]:
+        """The teacher's outputs (and hinted features) on fixed transfer inputs ``x``: its logits, or with
+        ``top_k`` its top-k :class:`TopKRecord` at the current T (built batch by batch: the full logits
+        are never held); read from the ``output_cache`` when it has them, else computed once (and stored
+        there for later runs)."""
+        k, T = self.top_k, self.controls.current.temperature
         cache = self.output_cache if self.teacher_key is not None else None
         key = None
+        outputs = None
         if cache is not None:
-            key = cache.key(self.teacher_key, x, self.config.hint_teacher)
+            key = cache.key(self.teacher_key, x, self.config.hint_teacher, top_k=k, temperature=T if k else None)
             hit = cache.get(key)
             if hit is not None:
-                logits, feats = (None if v is None else v.to(x.device) for v in hit)
-                return logits, feats
-        logits, feats = [], []
-        bs = self.config.eval_batch_size
-        for i in range(0, len(x), bs):
-            logits.append(logits_of(self.teacher(x[i : i + bs])).float())
-            if self._taps:
-                feats.append(self._taps["teacher"].value)
-        outputs = torch.cat(logits), (torch.cat(feats) if feats else None)
-        if key is not None:
-            cache.put(key, *outputs)
+                outputs = _to_device(hit[0], x.device), (None if hit[1] is None else hit[1].to(x.device))
+        if outputs is None:
+            parts, feats = [], []
+            bs = self.config.eval_batch_size
+            for i in range(0, len(x), bs):
+                logits = logits_of(self.teacher(x[i : i + bs])).float()
+                parts.append(logits if k is None else top_k_record(logits, k, T).compact())
+                if self._taps:
+                    feats.append(self._taps["teacher"].value)
+            outputs = _concat(parts), (torch.cat(feats) if feats else None)
+            if key is not None:
+                cache.put(key, *outputs)
+        self._record = outputs[0] if isinstance(outputs[0], TopKRecord) else None
+        self._notes.append(_outputs_note(outputs[0]))
         return outputs
 
     def _wrap(self, s: _LoopState) -> nn.Module:
@@ -612,6 +733,7 @@ class Distiller:
             started_at=time.time(),
             labeled_size=s.source.labeled,
             transfer_size=s.source.transfer,
+            message="; ".join(self._notes),
         )
 
     def _step_end(self, s: _LoopState, out: _StepOutput, w: LossWeights, changed: bool) -> StepEnd:
@@ -729,6 +851,62 @@ class Distiller:
             return self._final_eval(s)
         except Exception:
             return {}
+
+
+def _to_device(t: torch.Tensor | TopKRecord, device: torch.device) -> torch.Tensor | TopKRecord:
+    if isinstance(t, TopKRecord):
+        return TopKRecord(
+            t.values.to(device), t.indices.to(device), t.logsumexp.to(device), t.temperature, t.vocab_size
+        )
+    return t.to(device)
+
+
+def _concat(parts: list[torch.Tensor] | list[TopKRecord]) -> torch.Tensor | TopKRecord:
+    """Batches of logits, or of top-k records, joined along the first dimension."""
+    if not isinstance(parts[0], TopKRecord):
+        return torch.cat(parts)
+    first = parts[0]
+    return TopKRecord(
+        torch.cat([r.values for r in parts]),
+        torch.cat([r.indices for r in parts]),
+        torch.cat([r.logsumexp for r in parts]),
+        first.temperature,
+        first.vocab_size,
+    )
+
+
+def output_nbytes(outputs: torch.Tensor | TopKRecord) -> int:
+    """Bytes held by cached teacher outputs (logits, or a top-k record's tensors)."""
+    return outputs.nbytes if isinstance(outputs, TopKRecord) else outputs.numel() * outputs.element_size()
+
+
+def _outputs_note(outputs: torch.Tensor | TopKRecord) -> str:
+    """One line on the cached teacher outputs: what is kept, for how many positions, and their size."""
+    mb = output_nbytes(outputs) / 2**20
+    if isinstance(outputs, TopKRecord):
+        positions = outputs.logsumexp.numel()
+        full = positions * outputs.vocab_size * 4 / 2**20
+        return (
+            f"teacher outputs cached: top-{outputs.k} of {outputs.vocab_size} classes at T={outputs.temperature:g} "
+            f"for {positions:,} positions, {mb:.1f} MB (every class: {full:.1f} MB)"
+        )
+    positions = outputs.shape[:-1].numel()
+    return f"teacher outputs cached: all {outputs.shape[-1]} classes for {positions:,} positions, {mb:.1f} MB"
+
+
+def _check_batchnorm(cfg: DistillConfig, data: DataSplits, student: nn.Module) -> bool:
+    """Whether batches of one sample must be dropped: the student has BatchNorm layers (which cannot
+    normalise one sample in training mode); a batch size of 1 is refused then."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in student.modules()):
+        return False
+    if cfg.batch_size == 1:
+        raise ValueError(
+            "batch_size: 1 cannot train a student with BatchNorm layers (in training mode they need more "
+            "than one sample per batch); use batch_size >= 2"
+        )
+    if isinstance(data.train, Split) and len(data.train) == 1:
+        raise ValueError("data['train']: has 1 sample; a student with BatchNorm layers needs at least 2 to train")
+    return isinstance(data.train, Split)
 
 
 def _config(config: Any, overrides: Mapping[str, Any]) -> DistillConfig:

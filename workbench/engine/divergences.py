@@ -29,6 +29,14 @@ import torch
 import torch.nn.functional as F
 
 TOPK_MODES = ("renorm", "tail")
+INDEX_DTYPES = (torch.uint8, torch.int16, torch.int32, torch.int64)  # a TopKRecord's class ids
+
+
+def index_dtype(vocab_size: int) -> torch.dtype:
+    """The smallest dtype of :data:`INDEX_DTYPES` that holds class ids ``0 .. vocab_size - 1``."""
+    if vocab_size <= 256:
+        return torch.uint8
+    return torch.int16 if vocab_size <= 2**15 else torch.int32 if vocab_size <= 2**31 else torch.int64
 
 
 # ---------------------------------------------------------------- validation and positions
@@ -217,11 +225,11 @@ class TopKRecord:
                 f"values: shape {tuple(self.values.shape)} dtype {self.values.dtype}"
                 f" is not valid; expected floating (..., k)"
             )
-        if self.indices.shape != self.values.shape or self.indices.dtype != torch.int64:
+        if self.indices.shape != self.values.shape or self.indices.dtype not in INDEX_DTYPES:
             raise ValueError(
                 f"indices: shape {tuple(self.indices.shape)} dtype "
-                f"{self.indices.dtype} is not valid; expected int64 "
-                f"{tuple(self.values.shape)} like values"
+                f"{self.indices.dtype} is not valid; expected an integer tensor (int64, or uint8 / int16 / "
+                f"int32 to save memory) of shape {tuple(self.values.shape)} like values"
             )
         if self.logsumexp.shape != self.values.shape[:-1]:
             raise ValueError(
@@ -235,6 +243,17 @@ class TopKRecord:
     @property
     def k(self) -> int:
         return int(self.values.shape[-1])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the record's tensors."""
+        return sum(t.numel() * t.element_size() for t in (self.values, self.indices, self.logsumexp))
+
+    def compact(self) -> TopKRecord:
+        """The same record with its ids in the smallest integer dtype that holds ``vocab_size``
+        (uint8 up to 256 classes, int16 up to 32768, else int32): what a cache keeps."""
+        dtype = index_dtype(self.vocab_size)
+        return TopKRecord(self.values, self.indices.to(dtype), self.logsumexp, self.temperature, self.vocab_size)
 
     def select(self, index: torch.Tensor | slice) -> TopKRecord:
         """The record of the positions ``index`` picks along the first dimension (batching)."""
@@ -306,7 +325,7 @@ def _topk_rows(
         )
     s, flat_mask = flatten_positions(student_logits, mask)
     values = teacher.values.detach().reshape(-1, teacher.k)
-    indices = teacher.indices.reshape(-1, teacher.k)
+    indices = teacher.indices.reshape(-1, teacher.k).long()  # a cache keeps them compact; gather takes int64
     lse = teacher.logsumexp.detach().reshape(-1)
     if flat_mask is not None:
         s, values, indices, lse = s[flat_mask], values[flat_mask], indices[flat_mask], lse[flat_mask]
@@ -349,6 +368,18 @@ def topk_forward_kl(
         log_q_tail = torch.logsumexp(log_q.scatter(-1, indices, float("-inf")), dim=-1)
         per_position = per_position + _kl_rows(log_p_tail.unsqueeze(-1), log_q_tail.unsqueeze(-1))
     return (T * T) * _mean_over_positions(per_position)
+
+
+def topk_forward_kl_tail(
+    student_logits: torch.Tensor, teacher: TopKRecord, T: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Top-k forward KL with the tail as one bucket: ``T^2 * mean_n KL(p_n || q_n)`` over k + 1 buckets.
+
+    Buckets: the teacher's k ids S, with exact ``p_i = exp(t_i / T - logsumexp)`` and the
+    student's ``q_i``, plus ``p_tail = 1 - sum_S p_i`` against ``q_tail = sum_{c not in S} q_c``.
+    :func:`topk_forward_kl` with ``mode="tail"``; needs ``T == teacher.temperature``.
+    """
+    return topk_forward_kl(student_logits, teacher, T, mask, mode="tail")
 
 
 # ---------------------------------------------------------------- registry
@@ -424,13 +455,23 @@ DIVERGENCES: dict[str, Divergence] = {
         Divergence(
             "topk_kl",
             topk_forward_kl,
-            "T^2 * KL(p || q) over the teacher's top-k classes (renormalised, or + tail bucket)",
+            "T^2 * KL(p || q), p and q renormalised over the teacher's top-k classes "
+            "(option mode='tail': + one tail bucket)",
             needs_full_teacher=False,
             takes_beta=False,
             options=("mode",),
         ),
+        Divergence(
+            "topk_kl_tail",
+            topk_forward_kl_tail,
+            "T^2 * KL(p || q) over the teacher's top-k classes + one bucket for the tail mass "
+            "(p_tail = 1 - sum_topk p); T must be the cached record's",
+            needs_full_teacher=False,
+            takes_beta=False,
+        ),
     )
 }
+TOPK_DIVERGENCES = tuple(name for name, d in DIVERGENCES.items() if not d.needs_full_teacher)
 
 
 def get_divergence(name: str) -> Divergence:

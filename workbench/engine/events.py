@@ -66,6 +66,7 @@ class FitStart(Payload):
     started_at: float  # Unix time
     labeled_size: int = 0  # train samples whose labels the CE term uses
     transfer_size: int = 0  # inputs the teacher labels for the KD terms (0 without a teacher)
+    message: str = ""  # notes on how the run trains: cached teacher outputs and their size, dropped batches
 
 
 @dataclass(frozen=True)

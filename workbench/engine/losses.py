@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .divergences import get_divergence
+from .divergences import TopKRecord, get_divergence
 
 TERMS = ("ce", "kd", "mse", "hint")
 
@@ -100,19 +100,26 @@ class LossWeights:
 
 
 def kd_term(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, weights: LossWeights
+    student_logits: torch.Tensor, teacher: torch.Tensor | TopKRecord, weights: LossWeights
 ) -> tuple[torch.Tensor, float]:
     """The KD term ``D(p_t, p_s)`` of ``weights.divergence`` as ``(value without the T^2, T^2 factor)``.
 
     "kl": ``T^2 * mean_i KL(softmax(t_i/T) || softmax(s_i/T))`` (Hinton, via ``F.kl_div``);
     "reverse_kl": ``T^2 * mean_i KL(q_i || p_i)``; "jsd": ``T^2 * mean_i [beta KL(p_i||M_i) +
     (1-beta) KL(q_i||M_i)]`` with ``M = beta p + (1-beta) q``; "mse": ``mean_i (1/C) sum_c
-    (s'_ic - t'_ic)^2`` on centred logits (no T, factor 1). Rows are samples or target tokens.
+    (s'_ic - t'_ic)^2`` on centred logits (no T, factor 1); "topk_kl" / "topk_kl_tail": ``T^2 *
+    mean_i KL(p_i || q_i)`` over the teacher's top-k ids S, renormalised over S / plus one tail
+    bucket ``1 - sum_S p``. ``teacher`` is full logits, or a :class:`TopKRecord` for the top-k ones.
+    Rows are samples or target tokens.
     """
     T = weights.temperature
+    divergence = get_divergence(weights.divergence)
+    if divergence.needs_full_teacher == isinstance(teacher, TopKRecord):
+        want = "full teacher logits" if divergence.needs_full_teacher else "the teacher's top-k record"
+        raise ValueError(f"divergence: {weights.divergence!r} needs {want}, got {type(teacher).__name__}")
     if weights.divergence == "kl":  # today's Hinton term, bit for bit: T^2 kept apart to fold into the weight
-        return _kl(student_logits, teacher_logits, T), T * T
-    value = get_divergence(weights.divergence)(student_logits, teacher_logits, T, beta=weights.beta)
+        return _kl(student_logits, teacher, T), T * T
+    value = divergence(student_logits, teacher, T, beta=weights.beta)
     return value, 1.0  # the registry's divergences carry their own T^2
 
 
@@ -124,11 +131,14 @@ def distill_loss(
     student_feature: torch.Tensor | None = None,
     teacher_feature: torch.Tensor | None = None,
     kd_student_logits: torch.Tensor | None = None,
+    teacher_topk: TopKRecord | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of the terms with non-zero weight; returns ``(total, {name: term})``.
 
     ``total = w_ce*CE(s, y) + w_kd*T^2*KL(p_t||p_s) + w_mse*MSE(s, t) + w_hint*MSE(a(f_s), f_t)``,
     with the KD term of ``weights.divergence`` (:func:`kd_term`). Rows are samples or target tokens.
+    ``teacher_topk``: the teacher's cached top-k record of the same rows, read by the top-k
+    divergences (the full ``teacher_logits`` may then be None unless the MSE term needs them).
     ``labels`` may be None (no labeled samples in the batch); ``kd_student_logits`` are the
     student's logits on the transfer batch when it differs from the labeled batch.
     Only ``total`` carries gradients; the terms are detached, unweighted values for reporting
@@ -141,12 +151,13 @@ def distill_loss(
         ce = ce_loss(student_logits, labels)
         terms["ce"] = ce.detach()
         parts.append((weights.ce, ce))
-    if teacher_logits is not None:
+    if teacher_logits is not None or teacher_topk is not None:
         if weights.kd > 0:
-            kd, scale = kd_term(s_kd, teacher_logits, weights)
+            topk = not get_divergence(weights.divergence).needs_full_teacher
+            kd, scale = kd_term(s_kd, teacher_topk if topk else teacher_logits, weights)
             terms["kd"] = kd.detach() * scale
             parts.append((weights.kd * scale, kd))  # the T^2 folded into the weight: one op
-        if weights.mse > 0:
+        if weights.mse > 0 and teacher_logits is not None:
             mse = mse_loss(s_kd, teacher_logits)
             terms["mse"] = mse.detach()
             parts.append((weights.mse, mse))

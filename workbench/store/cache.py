@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from ..data.splits import Split
+from ..engine.divergences import TopKRecord
 from .runs import atomic_save, load_checkpoint
 
 # Fields of a config that do not change what a teacher learns: reporting and device, and the
@@ -44,6 +45,7 @@ _NOT_IN_KEY = {
     "hint_teacher",
     "mixup_alpha",
     "use_unlabeled",
+    "teacher_top_k",
 }
 
 
@@ -179,11 +181,29 @@ class TeacherCache:
         return self.root / key
 
 
-class OutputCache:
-    """Teacher logits (and hinted features) on fixed transfer inputs, in memory and on disk,
-    reused across epochs, students and sessions. Keyed by teacher key + input hash + layer."""
+Outputs = torch.Tensor | TopKRecord  # a teacher's cached outputs: full logits, or a top-k record
 
-    _memory: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+def outputs_nbytes(outputs: Outputs | None) -> int:
+    """Bytes held by cached outputs (logits, a top-k record's three tensors, features)."""
+    if outputs is None:
+        return 0
+    if isinstance(outputs, TopKRecord):
+        return outputs.nbytes
+    return outputs.numel() * outputs.element_size()
+
+
+class OutputCache:
+    """Teacher outputs (and hinted features) on fixed transfer inputs, in memory and on disk,
+    reused across epochs, students and sessions. Keyed by teacher key + input hash + layer (+ k
+    and T for a top-k record).
+
+    Outputs are full logits (positions..., V) or a :class:`TopKRecord`: the top-k logits, their
+    class ids (uint8 / int16: compact) and the log-sum-exp over every class at the record's T,
+    which gives the tail mass. :meth:`info` reports what is held and its size.
+    """
+
+    _memory: dict[str, tuple[Outputs, torch.Tensor | None]] = {}
     _lock = threading.Lock()
 
     def __init__(self, root: str | os.PathLike | None = None, disk: bool = True):
@@ -191,10 +211,21 @@ class OutputCache:
         self.disk = disk
 
     @staticmethod
-    def key(teacher: str, inputs: torch.Tensor, layer: str | None) -> str:
-        return digest({"teacher": teacher, "inputs": tensor_digest(inputs), "layer": layer})
+    def key(
+        teacher: str,
+        inputs: torch.Tensor,
+        layer: str | None,
+        top_k: int | None = None,
+        temperature: float | None = None,
+    ) -> str:
+        """The entry's key; full-vocabulary entries keep the keys they had before top-k existed."""
+        parts: dict[str, Any] = {"teacher": teacher, "inputs": tensor_digest(inputs), "layer": layer}
+        if top_k is not None:
+            parts.update(top_k=int(top_k), temperature=float(temperature if temperature is not None else 1.0))
+        return digest(parts)
 
-    def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    def get(self, key: str) -> tuple[Outputs, torch.Tensor | None] | None:
+        """The outputs and features stored under ``key`` (memory first, then disk), or None."""
         with self._lock:
             if key in self._memory:
                 return self._memory[key]
@@ -202,20 +233,36 @@ class OutputCache:
         if self.disk and path.exists():
             try:
                 d = load_checkpoint(path)
-                value = (d["logits"], d.get("features"))
-            except (ValueError, KeyError):
+                outputs = TopKRecord.from_dict(d["topk"]) if "topk" in d else d["logits"]
+                value = (outputs, d.get("features"))
+            except (ValueError, KeyError, TypeError):
                 return None
             with self._lock:
                 self._memory[key] = value
             return value
         return None
 
-    def put(self, key: str, logits: torch.Tensor, features: torch.Tensor | None) -> None:
-        value = (logits.detach(), None if features is None else features.detach())
+    def put(self, key: str, outputs: Outputs, features: torch.Tensor | None) -> None:
+        """Keep ``outputs`` (logits or a top-k record) and ``features`` in memory and, with ``disk``, on disk."""
+        if isinstance(outputs, TopKRecord):
+            outputs = TopKRecord(
+                outputs.values.detach(),
+                outputs.indices,
+                outputs.logsumexp.detach(),
+                outputs.temperature,
+                outputs.vocab_size,
+            )
+        else:
+            outputs = outputs.detach()
+        value = (outputs, None if features is None else features.detach())
         with self._lock:
             self._memory[key] = value
         if self.disk:
-            d = {"logits": value[0].cpu()}
+            if isinstance(outputs, TopKRecord):
+                rec = outputs.as_dict()
+                d: dict[str, Any] = {"topk": {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in rec.items()}}
+            else:
+                d = {"logits": outputs.cpu()}
             if value[1] is not None:
                 d["features"] = value[1].cpu()
             try:
@@ -225,6 +272,33 @@ class OutputCache:
                 warnings.warn(
                     f"teacher output cache: cannot write in {str(self.root)!r} ({e.strerror or e})", stacklevel=2
                 )
+
+    def info(self) -> dict[str, Any]:
+        """What the cache holds: per entry in memory its kind (``"full"`` or ``"top-k"``), k, classes,
+        positions and bytes; totals in memory and on disk (``disk_files``, ``disk_bytes``)."""
+        entries = []
+        with self._lock:
+            items = list(self._memory.items())
+        for key, (outputs, features) in items:
+            top = isinstance(outputs, TopKRecord)
+            entries.append(
+                {
+                    "key": key,
+                    "kind": "top-k" if top else "full",
+                    "k": outputs.k if top else None,
+                    "classes": outputs.vocab_size if top else int(outputs.shape[-1]),
+                    "positions": int(outputs.logsumexp.numel() if top else outputs.shape[:-1].numel()),
+                    "temperature": outputs.temperature if top else None,
+                    "bytes": outputs_nbytes(outputs) + outputs_nbytes(features),
+                }
+            )
+        files = sorted(self.root.glob("*.pt")) if self.root.is_dir() else []
+        return {
+            "entries": entries,
+            "memory_bytes": sum(e["bytes"] for e in entries),
+            "disk_files": len(files),
+            "disk_bytes": sum(f.stat().st_size for f in files),
+        }
 
     @classmethod
     def clear_memory(cls) -> None:
