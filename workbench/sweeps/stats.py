@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pandas is imported where used: sweep workers never load it
     import pandas as pd
 
-METRICS = ("val_acc", "test_acc", "test_agreement", "seconds")
+METRICS = ("val_acc", "test_acc", "test_agreement", "val_bpc", "test_bpc", "seconds")
 # Two-sided 95% t quantiles t_{0.975, dof} for dof = 1..30.
 _T975 = (
     12.7062,
@@ -86,7 +86,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     g = df.groupby(keys, dropna=False, sort=False)
     out = g[[c for c in ("params", "macs", "latency_ms") if c in df]].first()
     out["n"] = g.size()
-    for m in (m for m in METRICS if m in df):
+    for m in (m for m in METRICS if m in df and df[m].notna().any()):
         out[f"{m}_mean"], out[f"{m}_std"] = g[m].mean(), g[m].std()
     out = out.reset_index()
     return out.sort_values([c for c in ("params", "method", "temperature") if c in out], kind="stable").reset_index(

@@ -75,6 +75,8 @@ COLUMNS = (
     "status",
     "message",
     "run_id",
+    "val_bpc",  # token data (bits per character); last, so a results file written before them still reads
+    "test_bpc",
 )
 KEY = ("student", "method", "seed", "temperature")
 _NO_HINTS = {"w_hint": 0.0, "hint_student": None, "hint_teacher": None}
@@ -214,6 +216,8 @@ def _fit_cell(ctx: _Context, cell: Mapping[str, Any]) -> dict[str, Any]:
             val_acc=s.get("val_acc"),
             test_acc=s.get("test_acc"),
             test_agreement=agree,
+            val_bpc=s.get("val_bpc"),
+            test_bpc=s.get("test_bpc"),
             seconds=s.get("seconds"),
             status=res.status,
             message=res.message,
@@ -536,11 +540,15 @@ class Sweep:
             return
         path = path or self.path
         new = not path.exists()
+        fields = COLUMNS
+        if not new:  # a file written by an older version keeps its own columns
+            with open(path, newline="", encoding="utf-8") as f:
+                fields = next(csv.reader(f), None) or COLUMNS
         with open(path, "a", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+            w = csv.DictWriter(f, fields, extrasaction="ignore")
             if new:
                 w.writeheader()
-            w.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+            w.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
 
 
 def _data_id(data: DataSplits) -> str:
