@@ -15,7 +15,7 @@ from helpers import Recorder
 import workbench as wb
 from workbench.data.splits import DataSplits, Split
 from workbench.data.text import IGNORE_INDEX
-from workbench.engine import distiller as distiller_module
+from workbench.engine import teacher_outputs as teacher_outputs_module
 from workbench.engine.divergences import TopKRecord
 from workbench.models.gpt import GPT
 from workbench.store.cache import OutputCache
@@ -297,8 +297,8 @@ def test_auto_caches_every_class_within_the_budget_else_the_top_k(monkeypatch):
     assert full.config.teacher_top_k == "auto" and full.top_k is None
     topk = wb.Distiller(teacher, tiny_gpt(2), data, one_step_config(divergence="topk_kl"))
     assert topk.top_k == VOCAB  # a top-k divergence: min(DEFAULT_TOP_K, V)
-    monkeypatch.setattr(distiller_module, "FULL_OUTPUTS_BUDGET", 100)
-    monkeypatch.setattr(distiller_module, "DEFAULT_TOP_K", 4)
+    monkeypatch.setattr(teacher_outputs_module, "FULL_OUTPUTS_BUDGET", 100)
+    monkeypatch.setattr(teacher_outputs_module, "DEFAULT_TOP_K", 4)
     with pytest.warns(UserWarning, match="divergence 'kl' needs the teacher's full outputs.*queried live"):
         over = wb.Distiller(teacher, tiny_gpt(2), data, one_step_config())
     assert over.top_k == 4

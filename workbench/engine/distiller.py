@@ -27,15 +27,8 @@ from ..data.text import IGNORE_INDEX
 from . import distributed
 from .batches import Batch, BatchSource
 from .callbacks import History
-from .config import (
-    DEFAULT_TOP_K,
-    FULL_OUTPUTS_BUDGET,
-    DistillConfig,
-    check_alpha,
-    check_divergence,
-    check_weights,
-)
-from .divergences import TOPK_DIVERGENCES, TopKRecord, get_divergence, top_k_record
+from .config import DistillConfig, check_alpha, check_divergence, check_weights
+from .divergences import TopKRecord, get_divergence
 from .evaluation import Evaluator, logits_of
 from .events import HOOKS, Dispatcher, EpochEnd, EvalEnd, FitEnd, FitStart, StepEnd, frozen_map
 from .hints import FeatureTap, find_module, make_adapter
@@ -50,6 +43,7 @@ from .sequence import (
     target_rows,
     train_eval_split,
 )
+from .teacher_outputs import check_controls, outputs_note, resolve_top_k, teacher_outputs
 
 ROLES = ("teacher", "student", "baseline")
 # the eval numbers a run's summary keeps per split (the last five: token data only)
@@ -272,79 +266,15 @@ class Distiller:
         else:
             self._hint_shapes = check_models(self.config, self.data, teacher, student)
         self.drop_single = _check_batchnorm(self.config, self.data, student)
-        self.top_k, self._full_note = self._resolve_top_k()  # top-k teacher outputs, or None: every class
+        # top-k teacher outputs (None: every class), and why the teacher is queried live when it is
+        self.top_k, self._full_note = resolve_top_k(self.config, self.data, teacher, self.sequence)
         self._record: TopKRecord | None = None  # the cached top-k teacher, once fit() has built it
         self._notes: list[str] = []  # said once in FitStart's message
 
     # -- wiring, before fit() ----------------------------------------------------------------
-    def _resolve_top_k(self) -> tuple[int | None, str]:
-        """The k of the cached top-k teacher outputs (None: every class, or no cache), and why so."""
-        cfg, data, teacher = self.config, self.data, self.teacher
-        k = cfg.teacher_top_k
-        if teacher is None:
-            return None, ""
-        train = data.train
-        if not (cfg.cache_teacher and cfg.mixup_alpha == 0 and isinstance(train, Split)):
-            why = (
-                "cache_teacher=False"
-                if not cfg.cache_teacher
-                else "mixup"
-                if cfg.mixup_alpha > 0
-                else "data['train'] is a DataLoader"
-            )
-            if isinstance(k, int) or cfg.divergence in TOPK_DIVERGENCES:
-                what = f"teacher_top_k: {k!r}" if isinstance(k, int) else f"divergence: {cfg.divergence!r}"
-                raise ValueError(
-                    f"{what} needs the teacher's outputs cached on fixed inputs, but with {why} the teacher "
-                    "is queried live at every step; use a full-teacher divergence and teacher_top_k='auto'"
-                )
-            return None, f"the teacher is queried live at every step ({why})"
-        vocab = int(data.num_classes or 0)
-        if isinstance(k, int):
-            if vocab and k > vocab:
-                raise ValueError(
-                    f"teacher_top_k: {k!r} is more than the {vocab} classes; use at most {vocab}, or None for every class"
-                )
-            return k, ""
-        positions = len(train) * (train.x.shape[1] if self.sequence else 1)
-        if not self.sequence and cfg.use_unlabeled and data.unlabeled is not None:
-            positions += len(data.unlabeled)
-        full_bytes = positions * vocab * 4
-        if k is None or not vocab:
-            return None, ""
-        if cfg.divergence in TOPK_DIVERGENCES:  # "auto" with a top-k divergence: a top-k record
-            return min(DEFAULT_TOP_K, vocab), ""
-        if full_bytes <= FULL_OUTPUTS_BUDGET or DEFAULT_TOP_K >= vocab:
-            return None, ""
-        note = (
-            f"divergence {cfg.divergence!r} needs the teacher's full outputs, which would take "
-            f"{full_bytes / 2**20:.0f} MB (over the {FULL_OUTPUTS_BUDGET // 2**20} MB of teacher_top_k='auto', "
-            f"which caches the top {DEFAULT_TOP_K}): the teacher is queried live at each step; set "
-            "teacher_top_k=None to cache every class, or use divergence 'topk_kl_tail' or 'topk_kl'"
-        )
-        warnings.warn(note, stacklevel=3)
-        return DEFAULT_TOP_K, note
-
     def _check_controls(self, w: LossWeights) -> None:
-        """Refuse live values this run cannot use: a top-k divergence with no top-k record, another T
-        for the tail mode (its record holds the tail mass at one T)."""
-        if w.divergence not in TOPK_DIVERGENCES:
-            return
-        record = self._record
-        if record is None:
-            how = self._full_note or (
-                f"this run caches the teacher's outputs for every class (teacher_top_k={self.config.teacher_top_k!r})"
-            )
-            raise ValueError(
-                f"divergence: {w.divergence!r} needs the teacher's cached top-k outputs, but {how}; "
-                "start the run with a top-k divergence or an integer teacher_top_k to use it"
-            )
-        if w.divergence == "topk_kl_tail" and w.temperature != record.temperature:
-            raise ValueError(
-                f"temperature: {w.temperature!r} cannot be used with divergence 'topk_kl_tail': the teacher's "
-                f"top-k record holds its tail mass at T={record.temperature:g} only; keep "
-                f"T={record.temperature:g}, or use 'topk_kl' (renormalised over the top k, any T)"
-            )
+        """Refuse live values this run's cached teacher outputs cannot serve (see ``teacher_outputs``)."""
+        check_controls(w, self._record, self._full_note, self.config.teacher_top_k)
 
     def add_callback(self, callback: Any) -> None:
         """Add one callback (it gets this run's events after those given to the constructor)."""
@@ -649,34 +579,22 @@ class Distiller:
         """Classifier logits and labels as they are; token data's as rows of its target tokens."""
         return target_rows(logits, labels) if self.sequence else (logits, labels)
 
-    @torch.no_grad()
     def _teacher_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor | TopKRecord, torch.Tensor | None]:
-        """The teacher's outputs (and hinted features) on fixed transfer inputs ``x``: its logits, or with
-        ``top_k`` its top-k :class:`TopKRecord` at the current T (built batch by batch: the full logits
-        are never held); read from the ``output_cache`` when it has them, else computed once (and stored
-        there for later runs)."""
-        k, T = self.top_k, self.controls.current.temperature
-        cache = self.output_cache if self.teacher_key is not None else None
-        key = None
-        outputs = None
-        if cache is not None:
-            key = cache.key(self.teacher_key, x, self.config.hint_teacher, top_k=k, temperature=T if k else None)
-            hit = cache.get(key)
-            if hit is not None:
-                outputs = _to_device(hit[0], x.device), (None if hit[1] is None else hit[1].to(x.device))
-        if outputs is None:
-            parts, feats = [], []
-            bs = self.config.eval_batch_size
-            for i in range(0, len(x), bs):
-                logits = logits_of(self.teacher(x[i : i + bs])).float()
-                parts.append(logits if k is None else top_k_record(logits, k, T).compact())
-                if self._taps:
-                    feats.append(self._taps["teacher"].value)
-            outputs = _concat(parts), (torch.cat(feats) if feats else None)
-            if key is not None:
-                cache.put(key, *outputs)
+        """The teacher's outputs (and hinted features) on the fixed transfer inputs ``x``, cached (see
+        :func:`teacher_outputs.teacher_outputs`); a top-k record serves the top-k divergences."""
+        outputs = teacher_outputs(
+            self.teacher,
+            x,
+            top_k=self.top_k,
+            temperature=self.controls.current.temperature,
+            batch_size=self.config.eval_batch_size,
+            feature_tap=self._taps["teacher"] if self._taps else None,
+            cache=self.output_cache if self.teacher_key is not None else None,
+            teacher_key=self.teacher_key,
+            hint_teacher=self.config.hint_teacher,
+        )
         self._record = outputs[0] if isinstance(outputs[0], TopKRecord) else None
-        self._notes.append(_outputs_note(outputs[0]))
+        self._notes.append(outputs_note(outputs[0]))
         return outputs
 
     def _wrap(self, s: _LoopState) -> nn.Module:
@@ -851,47 +769,6 @@ class Distiller:
             return self._final_eval(s)
         except Exception:
             return {}
-
-
-def _to_device(t: torch.Tensor | TopKRecord, device: torch.device) -> torch.Tensor | TopKRecord:
-    if isinstance(t, TopKRecord):
-        return TopKRecord(
-            t.values.to(device), t.indices.to(device), t.logsumexp.to(device), t.temperature, t.vocab_size
-        )
-    return t.to(device)
-
-
-def _concat(parts: list[torch.Tensor] | list[TopKRecord]) -> torch.Tensor | TopKRecord:
-    """Batches of logits, or of top-k records, joined along the first dimension."""
-    if not isinstance(parts[0], TopKRecord):
-        return torch.cat(parts)
-    first = parts[0]
-    return TopKRecord(
-        torch.cat([r.values for r in parts]),
-        torch.cat([r.indices for r in parts]),
-        torch.cat([r.logsumexp for r in parts]),
-        first.temperature,
-        first.vocab_size,
-    )
-
-
-def output_nbytes(outputs: torch.Tensor | TopKRecord) -> int:
-    """Bytes held by cached teacher outputs (logits, or a top-k record's tensors)."""
-    return outputs.nbytes if isinstance(outputs, TopKRecord) else outputs.numel() * outputs.element_size()
-
-
-def _outputs_note(outputs: torch.Tensor | TopKRecord) -> str:
-    """One line on the cached teacher outputs: what is kept, for how many positions, and their size."""
-    mb = output_nbytes(outputs) / 2**20
-    if isinstance(outputs, TopKRecord):
-        positions = outputs.logsumexp.numel()
-        full = positions * outputs.vocab_size * 4 / 2**20
-        return (
-            f"teacher outputs cached: top-{outputs.k} of {outputs.vocab_size} classes at T={outputs.temperature:g} "
-            f"for {positions:,} positions, {mb:.1f} MB (every class: {full:.1f} MB)"
-        )
-    positions = outputs.shape[:-1].numel()
-    return f"teacher outputs cached: all {outputs.shape[-1]} classes for {positions:,} positions, {mb:.1f} MB"
 
 
 def _check_batchnorm(cfg: DistillConfig, data: DataSplits, student: nn.Module) -> bool:
