@@ -296,3 +296,110 @@ def test_empty_inputs_give_empty_figures(empty):
 def test_importing_plots_pulls_in_no_torch():
     code = "import sys, workbench.plots; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- text: bits per character, entropies, samples ------------------------------------------------
+def _text_eval(role, step, bpc, run_id=None, split="val", **extra):
+    from workbench.engine.events import EvalEnd
+
+    loss = bpc * np.log(2)
+    return EvalEnd(
+        run_id=run_id or f"{role}-1", role=role, step=step, epoch=1, split=split, acc=0.3, loss=loss,
+        n=640, seconds=0.1, bpc=bpc, **extra,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def text_history():
+    """A text job's payloads: the teacher trains (2 evals), then the student (3) and the baseline (2)."""
+    return [
+        _text_eval("teacher", 10, 4.0, sample="tt1", sample_prompt="To be"),
+        _text_eval("teacher", 20, 3.0, sample="tt2", sample_prompt="To be"),
+        _text_eval("teacher", 20, 3.1, split="test"),
+        *(
+            _text_eval(
+                "student", s, b, teacher_bpc=3.0, entropy=e, teacher_entropy=1.5, sample=f"st{s}", sample_prompt="To be"
+            )
+            for s, b, e in ((5, 5.5, 3.0), (10, 4.5, 2.5), (15, 3.5, 2.0))
+        ),
+        _text_eval("student", 15, 3.6, split="test", teacher_bpc=3.1),  # another split: not on the val curve
+        *(
+            _text_eval("baseline", s, b, entropy=e, sample=f"bl{s}", sample_prompt="To be")
+            for s, b, e in ((5, 5.6, 3.1), (10, 4.9, 2.9))
+        ),
+    ]
+
+
+def test_bpc_traces_against_the_payloads(text_history):
+    t = plots.bpc_traces(text_history)
+    assert t["student"] == ([5, 10, 15], [5.5, 4.5, 3.5])
+    assert t["baseline"] == ([5, 10], [5.6, 4.9])
+    assert t["teacher"] == ([0, 15], [3.0, 3.0])  # the student's teacher_bpc, across the steps drawn
+    assert t["teacher training"] == ([], [])  # students have evals: the teacher's own curve gives way
+    assert plots.teacher_bpc(text_history, "test") == 3.1
+    fig = plots.bpc_figure(text_history)
+    assert [tr.name for tr in fig.data] == list(plots.BPC_TRACES)
+    assert list(_trace(fig, "student").y) == [5.5, 4.5, 3.5] and fig.layout.yaxis.title.text == "bits per character"
+
+
+def test_bpc_while_the_teacher_trains_is_its_own_curve(text_history):
+    teacher_only = text_history[:3]
+    t = plots.bpc_traces(teacher_only)
+    assert t["teacher training"] == ([10, 20], [4.0, 3.0])
+    assert t["teacher"] == ([0, 20], [3.0, 3.0])  # its last val bpc
+    assert t["student"] == ([], [])
+
+
+def test_bpc_marks_live_control_changes(text_history):
+    from workbench.engine.events import StepEnd
+
+    def step(n, changed, divergence):
+        return StepEnd(
+            run_id="student-1", role="student", step=n, epoch=1, seconds=0.1, lr=1e-3, loss=1.0, terms={"ce": 1.0},
+            batch_acc=0.1, temperature=1.0, w_ce=0.5, w_kd=0.5, w_mse=0.0, w_hint=0.0, samples=64,
+            controls_changed=changed, divergence=divergence, beta=0.3,
+        )  # fmt: skip
+
+    history = [*text_history, step(7, False, "kl"), step(8, True, "jsd")]
+    x, y = plots.bpc_traces(history)["controls changed"]
+    assert x == [8, 8, None] and y == [0.0, 5.6, None]  # from 0 to the highest bpc drawn
+    assert "divergence=jsd (beta=0.3)" in plots.controls_markers(history)[2][0]
+
+
+def test_entropy_traces(text_history):
+    t = plots.entropy_traces(text_history)
+    assert t == {
+        "student": ([5, 10, 15], [3.0, 2.5, 2.0]),
+        "baseline": ([5, 10], [3.1, 2.9]),
+        "teacher": ([5, 10, 15], [1.5, 1.5, 1.5]),
+    }
+    assert [tr.name for tr in plots.entropy_figure(text_history).data] == list(plots.ENTROPY_TRACES)
+
+
+def test_latest_samples_take_each_roles_last(text_history):
+    assert plots.latest_samples(text_history) == {
+        "teacher": {"step": 20, "prompt": "To be", "sample": "tt2"},
+        "student": {"step": 15, "prompt": "To be", "sample": "st15"},
+        "baseline": {"step": 10, "prompt": "To be", "sample": "bl10"},
+    }
+    assert plots.latest_samples(text_history[3:]).keys() == {"student", "baseline"}  # no teacher sample
+    assert plots.latest_samples([]) == {}
+    assert plots.latest_samples(plots.as_frame(text_history)) == plots.latest_samples(text_history)
+
+
+def test_text_figures_of_a_real_run():
+    import workbench as wb
+
+    text = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(60))
+    data = wb.from_text(text, block_size=16)
+    cfg = DistillConfig.for_text(max_steps=4, eval_every=2, batch_size=8, sample_tokens=8, log_every=1)
+    torch.manual_seed(0)
+    model = wb.build_model("gpt", data, n_layer=1, n_embd=8, n_head=2)
+    frame = train(model, data, cfg, role="baseline").history
+    evals = frame[(frame.event == "eval") & (frame.split == "val")]
+    x, y = plots.bpc_traces(frame)["baseline"]
+    assert x == evals.step.tolist() and len(x) >= 2
+    assert y == pytest.approx((evals.loss / np.log(2)).tolist())  # bits = nats / ln 2
+    sample = plots.latest_samples(frame)["baseline"]
+    assert sample["step"] == x[-1] and len(sample["sample"]) == 8
+    assert len(sample["prompt"]) == 16 and sample["prompt"] in text  # the first val block

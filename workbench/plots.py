@@ -147,6 +147,8 @@ def controls_markers(history: HistoryLike, role: str = "student") -> tuple[list,
             f"step {int(r['step'])}: T={r['temperature']:g}, w_ce={r['w_ce']:g}, w_kd={r['w_kd']:g}, "
             f"w_mse={r['w_mse']:g}, w_hint={r['w_hint']:g}"
         )
+        if isinstance(r.get("divergence"), str):  # the KD divergence is a live control too
+            label += f", divergence={r['divergence']}" + (f" (beta={r['beta']:g})" if r["divergence"] == "jsd" else "")
         x += [int(r["step"]), int(r["step"]), None]
         y += [0.0, 1.0, None]
         text += [label, label, ""]
@@ -422,3 +424,111 @@ def side_by_side(figs: Sequence[go.Figure], titles: Sequence[str] | None = None)
             if col > 1:  # one legend entry per name
                 out.data[-1].showlegend = False
     return _layout(out, "", "x1", "x2", "side-by-side")
+
+
+# -- text: bits per character, entropies, samples ----------------------------------------------
+BPC_TRACES = ("student", "baseline", "teacher", "teacher training", "controls changed")
+ENTROPY_TRACES = ("student", "baseline", "teacher")
+SAMPLE_ROLES = ("teacher", "student", "baseline")
+
+
+def teacher_bpc(history: HistoryLike, split: str = "val") -> float | None:
+    """The teacher's ``split`` bits per character: the student's ``teacher_bpc``, else the teacher run's last eval."""
+    df = as_frame(history)
+    student = _rows(_last_run(df, "student"), "eval", split)
+    if "teacher_bpc" in student and student["teacher_bpc"].notna().any():
+        return float(student["teacher_bpc"].dropna().iloc[-1])
+    teacher = _rows(_last_run(df, "teacher"), "eval", split)
+    if "bpc" in teacher and teacher["bpc"].notna().any():
+        return float(teacher["bpc"].dropna().iloc[-1])
+    return None
+
+
+def bpc_traces(history: HistoryLike, split: str = "val", max_points: int = 2000) -> Traces:
+    """x/y by trace name for :func:`bpc_figure` (see :data:`BPC_TRACES`): the student's and the
+    baseline's ``split`` bits per character vs step, the teacher's as a flat reference line (its
+    own curve, "teacher training", until a student or baseline has an eval), live control changes."""
+    df = as_frame(history)
+    out = {role: _xy(_rows(_last_run(df, role), "eval", split), "bpc", max_points) for role in ("student", "baseline")}
+    steps = out["student"][0] + out["baseline"][0]
+    teacher_run = _xy(_rows(_last_run(df, "teacher"), "eval", split), "bpc", max_points)
+    out["teacher training"] = ([], []) if steps else teacher_run
+    steps = steps or teacher_run[0]
+    t = teacher_bpc(df, split)
+    out["teacher"] = ([0, max(steps)], [t, t]) if t is not None and steps else ([], [])
+    x, y, _ = controls_markers(df)  # y in [0, 1]: scaled to the highest bpc drawn
+    top = max([v for _, ys in out.values() for v in ys if v is not None] or [1.0])
+    out["controls changed"] = (x, [None if v is None else v * top for v in y])
+    return out
+
+
+def bpc_figure(history: HistoryLike, split: str = "val", max_points: int = 2000) -> go.Figure:
+    """Bits per character vs step: student and baseline, the teacher as a dashed line (lower is better)."""
+    traces = bpc_traces(history, split, max_points)
+    fig = go.Figure(
+        [
+            _line("student", traces["student"], line=dict(color=PALETTE[0])),
+            _line("baseline", traces["baseline"], line=dict(color=PALETTE[2])),
+            _line("teacher", traces["teacher"], "lines", line=dict(color="black", dash="dash")),
+            _line("teacher training", traces["teacher training"], line=dict(color="gray", width=1.5)),
+            _line(
+                "controls changed",
+                traces["controls changed"],
+                "lines",
+                hoverinfo="text",
+                line=dict(color="gray", dash="dot", width=1),
+                hovertext=controls_markers(history)[2],
+            ),
+        ]
+    )
+    fig = _layout(fig, f"{split} bits per character", "step", "bits per character", f"bpc-{split}")
+    return fig.update_yaxes(rangemode="tozero")
+
+
+def entropy_traces(history: HistoryLike, split: str = "val", max_points: int = 2000) -> Traces:
+    """x/y of the mean next-character entropy (nats) vs step: the student's and the baseline's
+    ``entropy`` and the teacher's (``teacher_entropy`` of the student's evals)."""
+    df = as_frame(history)
+    student = _rows(_last_run(df, "student"), "eval", split)
+    return {
+        "student": _xy(student, "entropy", max_points),
+        "baseline": _xy(_rows(_last_run(df, "baseline"), "eval", split), "entropy", max_points),
+        "teacher": _xy(student, "teacher_entropy", max_points),
+    }
+
+
+def entropy_figure(history: HistoryLike, split: str = "val", max_points: int = 2000) -> go.Figure:
+    """Entropy of the next-character distribution vs step for student, baseline and teacher: a
+    student under reverse KL (mode seeking) drops below the teacher, under forward KL it covers it."""
+    traces = entropy_traces(history, split, max_points)
+    fig = go.Figure(
+        [
+            _line("student", traces["student"], line=dict(color=PALETTE[0])),
+            _line("baseline", traces["baseline"], line=dict(color=PALETTE[2])),
+            _line("teacher", traces["teacher"], line=dict(color="black", dash="dash")),
+        ]
+    )
+    fig = _layout(fig, f"{split} entropy of the next character", "step", "entropy (nats)", f"entropy-{split}")
+    return fig.update_yaxes(rangemode="tozero")
+
+
+def latest_samples(history: HistoryLike, roles: Sequence[str] = SAMPLE_ROLES) -> dict[str, dict[str, Any]]:
+    """The last generated sample of each role's last run: ``{role: {"step", "prompt", "sample"}}``
+    (roles without a sample are left out), for a samples panel redrawn at each evaluation."""
+    df = as_frame(history)
+    out = {}
+    for role in roles:
+        evals = _rows(_last_run(df, role), "eval")
+        if "sample" not in evals:
+            continue
+        rows = evals[evals["sample"].notna()]
+        if rows.empty:
+            continue
+        last = rows.iloc[-1]
+        prompt = last.get("sample_prompt")
+        out[role] = {
+            "step": int(last["step"]),
+            "prompt": "" if prompt is None or (isinstance(prompt, float) and math.isnan(prompt)) else str(prompt),
+            "sample": str(last["sample"]),
+        }
+    return out

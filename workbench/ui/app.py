@@ -12,15 +12,17 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+import torch
 
 from .. import plots
 from ..engine.evaluation import predict_logits
-from ..engine.events import FitEnd, FitStart, StepEnd
+from ..engine.events import EvalEnd, FitEnd, FitStart, StepEnd
+from ..models.zoo import is_text
 from ..verdict import README_ANCHOR, kd_verdict
 from . import sidebar
-from .jobs import Job, JobRegistry, TooManyJobs
+from .jobs import Job, JobRegistry, TooManyJobs, job_threads
 from .settings import Settings
-from .sidebar import UPLOAD
+from .sidebar import UPLOAD, UPLOAD_TEXT
 
 TWO_D = ("moons", "spirals")
 ADOPTED = "adopted_job"  # the job whose settings this session's sidebar shows
@@ -29,7 +31,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 @st.cache_resource
 def registry() -> JobRegistry:
-    """One job registry per server: jobs outlive page refreshes and are shared by no one else."""
+    """One job registry per server: jobs outlive page refreshes and are shared by no one else.
+    Its jobs run with :func:`~workbench.ui.jobs.job_threads` torch threads."""
+    torch.set_num_threads(job_threads())
     return JobRegistry()
 
 
@@ -138,7 +142,11 @@ def start_job(reg: JobRegistry, settings: Settings, data: Any) -> Job | None:
             label="distill",
             settings=settings,
             experiment=experiment,
-            dataset_choice=UPLOAD if settings.csv is not None else settings.dataset,
+            dataset_choice=UPLOAD
+            if settings.csv is not None
+            else UPLOAD_TEXT
+            if settings.text_file
+            else settings.dataset,
             model_files=files,
         )
     except TooManyJobs as e:
@@ -156,10 +164,10 @@ def start_job(reg: JobRegistry, settings: Settings, data: Any) -> Job | None:
 
 
 def apply_live_controls(job: Job) -> None:
-    """Send the live widgets' temperature and weights to the running job's next step."""
+    """Send the live widgets' temperature, weights, divergence and beta to the running job's next step."""
     wanted = sidebar.live_weights()
     w = job.run.controls.current if job.run.controls is not None else None
-    if w is not None and (w.temperature, w.ce, w.kd, w.mse) == tuple(wanted.values()):
+    if w is not None and (w.temperature, w.ce, w.kd, w.mse, w.divergence, w.beta) == tuple(wanted.values()):
         return  # moved and moved back: nothing changes, and no "controls changed" mark
     try:
         job.run.set_controls(**wanted)
@@ -189,6 +197,25 @@ def live_ui(job_id: str) -> None:
         if isinstance(p, FitEnd) and p.status in ("diverged", "error"):
             st.error(f"{p.role} {p.status}: {p.message}")
     history = plots.as_frame(events)
+    if is_text_job(job, events):
+        text_charts_ui(job, history)
+    else:
+        classifier_charts_ui(starts, history)
+    if job.run.done and not st.session_state.get(f"shown-{job_id}"):
+        st.session_state[f"shown-{job_id}"] = True
+        st.rerun()  # once: draw the results below the live charts
+
+
+def is_text_job(job: Job, events: list[Any]) -> bool:
+    """Whether a job distills a language model (its settings say text, or its evals carry bpc)."""
+    settings = job.context.get("settings")
+    if isinstance(settings, Settings):
+        return settings.is_text
+    return any(isinstance(p, EvalEnd) and p.bpc is not None for p in events)
+
+
+def classifier_charts_ui(starts: list[FitStart], history: pd.DataFrame) -> None:
+    """Accuracy and loss curves of a classifier job (the teacher's own while it trains)."""
     left, right = st.columns(2)
     if starts and starts[-1].role == "teacher" and starts[-1].steps_planned:  # the teacher trains now
         left.plotly_chart(teacher_figure(history), key="accuracy", width="stretch")
@@ -196,9 +223,60 @@ def live_ui(job_id: str) -> None:
     else:
         left.plotly_chart(plots.accuracy_figure(history), key="accuracy", width="stretch")
         right.plotly_chart(plots.loss_figure(history), key="loss", width="stretch")
-    if job.run.done and not st.session_state.get(f"shown-{job_id}"):
-        st.session_state[f"shown-{job_id}"] = True
-        st.rerun()  # once: draw the results below the live charts
+
+
+def text_charts_ui(job: Job, history: pd.DataFrame) -> None:
+    """A language-model job: bits per character and training loss, entropies, and the samples."""
+    left, right = st.columns(2)
+    left.plotly_chart(plots.bpc_figure(history), key="bpc", width="stretch")
+    right.plotly_chart(plots.loss_figure(history, role=plots.live_role(history)), key="loss", width="stretch")
+    left, right = st.columns(2)
+    left.plotly_chart(plots.entropy_figure(history), key="entropy", width="stretch")
+    with right:
+        samples_ui(job, history)
+
+
+def samples_ui(job: Job, history: pd.DataFrame) -> None:
+    """The prompt and each model's latest continuation of it (same prompt and seed for all)."""
+    samples = plots.latest_samples(history)
+    if "teacher" not in samples and "student" in samples:  # a cached or loaded teacher made none here
+        teacher = teacher_sample(job)
+        if teacher is not None:
+            samples = {"teacher": teacher, **samples}
+    with st.container(key="samples"):
+        st.markdown("**Samples** (the same prompt and seed for every model, redrawn at each evaluation)")
+        if not samples:
+            st.caption("the first evaluation brings the first samples")
+            return
+        st.caption("prompt")
+        st.code(next(iter(samples.values()))["prompt"], language=None, wrap_lines=True)
+        for role, sample in samples.items():
+            when = "once" if sample["step"] < 0 else f"step {sample['step']}"
+            st.caption(f"{role} ({when})")
+            st.code(sample["sample"], language=None, wrap_lines=True)
+
+
+def teacher_sample(job: Job) -> dict[str, Any] | None:
+    """The job's teacher's continuation of the samples' prompt, generated once (its step -1) when
+    it was not trained in this job (cached or loaded); None before the student has started."""
+    if "teacher_sample" in job.context:
+        return job.context["teacher_sample"]
+    experiment = job.context.get("experiment")
+    if experiment is None or getattr(experiment, "teacher", None) is None:
+        return None
+    from ..data.text import tokenizer_of
+    from ..engine.sequence import generate_tokens, sample_prompt
+
+    data = experiment.data
+    prompt = sample_prompt(data)
+    tokens = int(getattr(experiment.config, "sample_tokens", 0) or 0)
+    result = None
+    if prompt is not None and tokens:
+        tokenizer = tokenizer_of(data)
+        ids = generate_tokens(experiment.teacher, prompt, tokens, int(data.input_shape[0]))
+        result = {"step": -1, "prompt": tokenizer.decode(prompt), "sample": tokenizer.decode(ids)}
+    job.context["teacher_sample"] = result
+    return result
 
 
 def loaded_teacher(job: Job) -> str | None:
@@ -279,6 +357,10 @@ def results_ui(job: Job) -> None:
     experiment = job.context.get("experiment")
     if result is None or experiment is None or result.student is None:
         return
+    if is_text_job(job, []):
+        text_results_ui(result)
+        explorer_ui(experiment)
+        return
     cols = st.columns(3)
     for col, (role, fit) in zip(cols, result.fits.items()):
         acc = fit.summary.get("test_acc")
@@ -291,6 +373,29 @@ def results_ui(job: Job) -> None:
     explorer_ui(experiment)
     if experiment.data.input_shape == (2,):
         boundary_ui(experiment, result)
+
+
+def text_results_ui(result: Any) -> None:
+    """Test bits per character of each model, and whether the student beat its scratch baseline."""
+    bpc = {role: fit.summary.get("test_bpc") for role, fit in result.fits.items()}
+    for col, (role, value) in zip(st.columns(3), bpc.items()):
+        col.metric(
+            f"{role} test bits per character",
+            f"{value:.3f}" if value is not None else "n/a",
+            help=f"{result.fits[role].summary.get('student_params')} parameters; lower is better",
+        )
+    student, scratch = bpc.get("student"), bpc.get("baseline")
+    if student is None or scratch is None:
+        return
+    line = f"{student:.3f} vs {scratch:.3f} bits per character for scratch ({student - scratch:+.3f})"
+    if student < scratch:
+        st.success(f"Distillation beat scratch: {line}.")
+    else:
+        st.warning(
+            f"Distillation did not beat scratch: {line}. With every block labelled the student sees the "
+            "same text either way: KD pays most when the teacher covers text the labels do not "
+            "(lower the labeled fraction), or with a longer run."
+        )
 
 
 def verdict_ui(settings: Settings | None, result: Any) -> None:
@@ -337,13 +442,22 @@ def readme_section(anchor: str = README_ANCHOR) -> str | None:
 
 
 def explorer_ui(experiment: Any) -> None:
-    """The teacher's softened distribution for one test input at the sidebar's temperature."""
+    """The teacher's softened distribution for one test input (text: the next character after a
+    test block) at the sidebar's temperature."""
     st.subheader("Temperature explorer")
     data = experiment.data
     split = data.test if data.test is not None else data.train
-    i = st.slider("test input", 0, len(split) - 1, 0, key="explore_input")
+    i = st.slider("test block" if is_text(data) else "test input", 0, len(split) - 1, 0, key="explore_input")
     logits = predict_logits(experiment.teacher, split.x[i : i + 1])[0]  # the teacher's device; its mode restored
     T = st.session_state.get("temperature", 4.0)
+    if is_text(data):  # (L, V): the distribution of the character after the block's last one
+        names = [repr(c)[1:-1] if not c.isprintable() or c == " " else c for c in data.class_names]
+        target = int(split.y[i, -1])
+        fig = plots.softmax_figure(logits[-1], [1.0, float(T)], names)
+        after = repr(data.class_names[target]) if target >= 0 else "the end of the text"
+        fig.update_layout(title=f"teacher's next character at T=1 and T={T} (the text goes on with {after})")
+        st.plotly_chart(fig, key="explorer", width="stretch")
+        return
     fig = plots.softmax_figure(logits, [1.0, float(T)], data.class_names)
     fig.update_layout(title=f"teacher's softmax at T=1 and T={T} (true class {data.class_names[int(split.y[i])]})")
     st.plotly_chart(fig, key="explorer", width="stretch")

@@ -1,8 +1,9 @@
-"""What a user picks in a UI, as one validated object: dataset, teacher, student, loss mix,
-transfer set and optimization. Both UIs (Jupyter and Streamlit) build their runs from it, and
-``to_code()`` gives the Python that reproduces it ("copy as code"). A teacher or student is a zoo
-spec, or a model to load (``"run:ID"``, a file path); :func:`model_runs` lists the store's runs a
-UI can offer, and :func:`save_model_upload` keeps an uploaded model file under the runs root."""
+"""What a user picks in a UI, as one validated object: dataset (a table, images or text),
+teacher, student, loss mix (with the KD divergence), transfer set and optimization. Both UIs
+(Jupyter and Streamlit) build their runs from it, and ``to_code()`` gives the Python that
+reproduces it ("copy as code"). A teacher or student is a zoo spec, or a model to load
+(``"run:ID"``, a file path); :func:`model_runs` lists the store's runs a UI can offer, and
+:func:`save_model_upload` keeps an uploaded model file under the runs root."""
 
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from ..data.splits import DataSplits
-from ..engine.config import DistillConfig
+from ..engine.config import TEXT_DEFAULTS, DistillConfig
 
+TEXT_TEACHER, TEXT_STUDENT = "gpt:2,64", "gpt:1,32"  # next-character models for any text
 DEFAULT_TEACHERS = {
     "digits": "mlp:256,256",
     "digits-images": "cnn2d:32,64",
     "mnist1d": "cnn1d:64,64,64",
     "moons": "mlp:64,64",
     "spirals": "mlp:128,128",
+    "shakespeare-char": TEXT_TEACHER,
 }
 DEFAULT_STUDENTS = {
     "digits": "mlp:16",
@@ -35,14 +38,55 @@ DEFAULT_STUDENTS = {
     "mnist1d": "mlp:128,128",
     "moons": "mlp:4",
     "spirals": "mlp:16",
+    "shakespeare-char": TEXT_STUDENT,
 }
+# Settings.for_dataset's values for text (a built-in corpus or a text file): DistillConfig.for_text's
+# optimization and divergence, one epoch for the teacher and the student, every label.
+TEXT_SETTINGS: dict[str, Any] = {
+    "teacher": TEXT_TEACHER,
+    "student": TEXT_STUDENT,
+    "temperature": TEXT_DEFAULTS["temperature"],
+    "divergence": TEXT_DEFAULTS["divergence"],
+    "epochs": TEXT_DEFAULTS["epochs"],
+    "teacher_epochs": TEXT_DEFAULTS["epochs"],
+    "batch_size": TEXT_DEFAULTS["batch_size"],
+    "lr": TEXT_DEFAULTS["lr"],
+    "optimizer": TEXT_DEFAULTS["optimizer"],
+    "weight_decay": TEXT_DEFAULTS["weight_decay"],
+    "labeled_fraction": 1.0,
+}
+
+
+def text_datasets() -> list[str]:
+    """The built-in text datasets (``list_datasets(kind="text")``)."""
+    from ..data.datasets import list_datasets
+
+    return list_datasets(kind="text")
+
+
+def suggested_model(role: str, dataset: str, text: bool | None = None) -> str:
+    """The zoo spec a ``role`` starts from on ``dataset``; ``text``: whether the data is text (None:
+    only the built-in text datasets are)."""
+    text = dataset in text_datasets() if text is None else text
+    if text:
+        return (
+            DEFAULT_TEACHERS.get(dataset, TEXT_TEACHER)
+            if role == "teacher"
+            else DEFAULT_STUDENTS.get(dataset, TEXT_STUDENT)
+        )
+    return (DEFAULT_TEACHERS if role == "teacher" else DEFAULT_STUDENTS).get(
+        dataset, "mlp:256,256" if role == "teacher" else "mlp:16"
+    )
 
 
 @dataclass(frozen=True)
 class Settings:
     """A run as a UI describes it. ``alpha`` (None to use the four weights) is the usual preset;
-    ``teacher`` / ``student`` are zoo specs, ``"run:ID"`` or a model file's path (``trusted``
-    also allows .pt2 / TorchScript files, which run code when loaded)."""
+    ``divergence`` (and ``beta`` for "jsd") picks the KD term; ``teacher`` / ``student`` are zoo
+    specs, ``"run:ID"`` or a model file's path (``trusted`` also allows .pt2 / TorchScript files,
+    which run code when loaded). Data: the built-in ``dataset`` (tables, images, or text such as
+    "shakespeare-char"), a CSV (``csv`` and ``target``) or a UTF-8 text file (``text_file``; then
+    ``dataset`` is its name). Text trains with :meth:`DistillConfig.for_text`'s other values."""
 
     dataset: str = "digits"
     teacher: str = "mlp:256,256"
@@ -69,23 +113,34 @@ class Settings:
     csv: str | None = None  # a CSV file's name or path: the data, instead of the built-in ``dataset``
     target: str | None = None  # the CSV's label column
     trusted: bool = False  # load .pt2 / TorchScript model files (they run code stored in the file)
+    divergence: str = "kl"  # the KD term: a name of workbench.engine.divergences.DIVERGENCES
+    beta: float = 0.5  # JSD's beta (divergence "jsd")
+    text_file: str | None = None  # a UTF-8 text file's name or path: the data, instead of ``dataset``
+    eval_every: int | None = None  # steps between evaluations (None: the config's default: each epoch, text 100)
 
     def __post_init__(self) -> None:
         from ..data.datasets import list_datasets
         from ..models.zoo import parse_model
 
-        if self.csv is None and self.dataset not in list_datasets():
+        builtin = list_datasets(kind="all")
+        if self.csv is None and self.text_file is None and self.dataset not in builtin:
             raise ValueError(
                 f"dataset: {self.dataset!r} is not a built-in dataset; valid: "
-                f"{', '.join(list_datasets())} (or give csv= and target=)"
+                f"{', '.join(builtin)} (or give csv= and target=, or text_file=)"
             )
-        for name in ("csv", "target"):
+        if not isinstance(self.dataset, str) or not self.dataset.strip():
+            raise ValueError(f"dataset: {self.dataset!r} is invalid; expected a non-empty name")
+        for name in ("csv", "target", "text_file"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ValueError(f"{name}: {value!r} is invalid; expected a non-empty string or None")
         if (self.csv is None) != (self.target is None):
             raise ValueError(
                 f"csv, target: {self.csv!r}, {self.target!r}; give both (a CSV and its label column) or neither"
+            )
+        if self.csv is not None and self.text_file is not None:
+            raise ValueError(
+                f"csv, text_file: {self.csv!r}, {self.text_file!r}; give one data file (a CSV or a text file), not both"
             )
         for name in ("teacher", "student"):
             _check_model(name, getattr(self, name), parse_model)
@@ -102,16 +157,31 @@ class Settings:
             raise ValueError(f"teacher_epochs: {self.teacher_epochs!r} is invalid; expected an integer >= 1 or None")
         if not isinstance(self.mixup, bool):
             raise ValueError(f"mixup: {self.mixup!r} is invalid; expected True or False")
+        if self.is_text and self.extra_unlabeled:
+            raise ValueError(
+                f"extra_unlabeled: {self.extra_unlabeled!r} is invalid with text data; generated "
+                "inputs exist for mnist1d, moons and spirals only (use 0)"
+            )
+        if self.is_text and self.mixup:
+            raise ValueError("mixup: True is invalid with text data (token ids cannot be mixed); use False")
         self.config()  # every training field is checked by DistillConfig
 
     @classmethod
     def for_dataset(cls, dataset: str, **changes: Any) -> Settings:
-        """Settings with the dataset's default teacher and student (``changes`` may replace them)."""
-        defaults = {
-            "teacher": DEFAULT_TEACHERS.get(dataset, "mlp:256,256"),
-            "student": DEFAULT_STUDENTS.get(dataset, "mlp:16"),
-        }
+        """Settings with the dataset's default teacher and student (``changes`` may replace them);
+        for text (a built-in corpus, or ``text_file=``) also :data:`TEXT_SETTINGS`."""
+        text = changes.get("text_file") is not None or dataset in text_datasets()
+        defaults = (
+            dict(TEXT_SETTINGS)
+            if text
+            else {"teacher": suggested_model("teacher", dataset), "student": suggested_model("student", dataset)}
+        )
         return cls(dataset=dataset, **{**defaults, **changes})
+
+    @property
+    def is_text(self) -> bool:
+        """Whether the data is text (next-character blocks for GPT models)."""
+        return self.text_file is not None or (self.csv is None and self.dataset in text_datasets())
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -122,9 +192,10 @@ class Settings:
         return {"w_ce": self.w_ce, "w_kd": self.w_kd, "w_mse": self.w_mse, "w_hint": self.w_hint}
 
     def config(self) -> DistillConfig:
-        """The student's config."""
+        """The student's config (for text, :meth:`DistillConfig.for_text` with these settings' values)."""
         hints = {"hint_student": self.hint_student, "hint_teacher": self.hint_teacher} if self.hint_student else {}
-        return DistillConfig(
+        make = DistillConfig.for_text if self.is_text else DistillConfig
+        return make(
             epochs=self.epochs,
             batch_size=self.batch_size,
             lr=self.lr,
@@ -135,13 +206,17 @@ class Settings:
             labeled_fraction=self.labeled_fraction,
             mixup_alpha=1.0 if self.mixup else 0.0,
             log_every=self.log_every,
+            divergence=self.divergence,
+            beta=self.beta,
+            **self._eval_every(),
             **self.weights(),
             **hints,
         )
 
     def teacher_config(self) -> DistillConfig:
         """The teacher's config: all labels, plain CE, its own epochs."""
-        return DistillConfig(
+        make = DistillConfig.for_text if self.is_text else DistillConfig
+        return make(
             epochs=self.teacher_epochs or self.epochs,
             batch_size=self.batch_size,
             lr=self.lr,
@@ -151,14 +226,21 @@ class Settings:
             log_every=self.log_every,
             w_ce=1.0,
             w_kd=0.0,
+            **self._eval_every(),
         )
 
+    def _eval_every(self) -> dict[str, Any]:
+        return {} if self.eval_every is None else {"eval_every": self.eval_every}
+
     def data(self) -> DataSplits:
-        """The data these settings name: the CSV file when ``csv`` is set, else the built-in dataset."""
+        """The data these settings name: the CSV or text file when one is set, else the built-in dataset."""
         from ..data.datasets import from_csv, load_dataset
+        from ..data.text import from_text
 
         if self.csv is not None:
             return from_csv(self.csv, target=self.target, seed=self.seed)
+        if self.text_file is not None:
+            return from_text(Path(self.text_file), name=self.dataset)
         return load_dataset(self.dataset, seed=self.seed, n_unlabeled=self.extra_unlabeled)
 
     def experiment(
@@ -189,7 +271,8 @@ class Settings:
         named (dataset, file name, target column, model specs) enters through ``repr``, so the
         code is valid Python whatever the text, and text never becomes code."""
         cfg, tcfg = self.config(), self.teacher_config()
-        default = DistillConfig()
+        default = DistillConfig.for_text() if self.is_text else DistillConfig()
+        make = "wb.DistillConfig.for_text" if self.is_text else "wb.DistillConfig"
 
         def args(c: DistillConfig, always: tuple[str, ...]) -> str:
             d = c.to_dict()
@@ -200,6 +283,8 @@ class Settings:
 
         if self.csv is not None:
             data = f"wb.from_csv({self.csv!r}, target={self.target!r}, seed={self.seed!r})"
+        elif self.text_file is not None:
+            data = f"wb.from_text({self.text_file!r}, name={self.dataset!r})"
         else:
             extra = f", n_unlabeled={self.extra_unlabeled!r}" if self.extra_unlabeled else ""
             data = f"wb.load_dataset({self.dataset!r}, seed={self.seed!r}{extra})"
@@ -208,8 +293,8 @@ class Settings:
                 "import workbench as wb",
                 "",
                 f"data = {data}",
-                f"config = wb.DistillConfig({args(cfg, ('epochs', 'temperature'))})",
-                f"teacher_config = wb.DistillConfig({args(tcfg, ('epochs', 'w_ce', 'w_kd'))})",
+                f"config = {make}({args(cfg, ('epochs', 'temperature', 'divergence'))})",
+                f"teacher_config = {make}({args(tcfg, ('epochs', 'w_ce', 'w_kd'))})",
                 f"experiment = wb.Experiment(data, teacher={self.teacher!r}, student={self.student!r},",
                 "                           config=config, teacher_config=teacher_config"
                 + (", trusted=True)" if self.trusted else ")"),
@@ -279,6 +364,8 @@ def _spec_text(spec: Any) -> str | None:
     """'mlp:64,64' for a zoo ``model.spec`` dict; None when it is not one."""
     if not isinstance(spec, dict) or not isinstance(spec.get("family"), str):
         return None
+    if spec["family"] == "gpt" and all(_is_int(spec.get(k)) for k in ("n_layer", "n_embd", "n_head")):
+        return f"gpt:{spec['n_layer']},{spec['n_embd']},{spec['n_head']}"
     sizes = spec.get("hidden", spec.get("channels"))
     if isinstance(sizes, list) and sizes and all(_is_int(v) for v in sizes):
         return f"{spec['family']}:{','.join(map(str, sizes))}"
