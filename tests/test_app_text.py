@@ -119,7 +119,7 @@ def test_the_corpus_brings_gpt_sizes_and_the_text_defaults_and_back(at):
     )
     assert (
         at.sidebar.select_slider(key="temperature").value == 1.0
-        and at.sidebar.selectbox(key="divergence").value == "topk_kl_tail"
+        and at.sidebar.selectbox(key="divergence").value == "topk_kl"
     )
     assert at.sidebar.number_input(key="epochs").value == 1 and at.sidebar.number_input(key="teacher_epochs").value == 1
     assert at.sidebar.selectbox(key="batch").value == 32 and at.sidebar.select_slider(key="lr").value == 2e-3
@@ -202,6 +202,11 @@ def test_the_divergence_beta_and_t_steer_a_running_text_job(at):
     at.button(key="run").click().run()
     job = job_of(at)
     wait_for(lambda: len(student_steps(job)) >= 2, "student steps")
+    assert job.run.controls.current.divergence == "topk_kl"
+    at.sidebar.select_slider(key="temperature").set_value(2.0).run()  # the default: T is live
+    assert not at.error and job.run.controls.current.temperature == 2.0
+    at.sidebar.select_slider(key="temperature").set_value(1.0).run()
+    at.sidebar.selectbox(key="divergence").set_value("topk_kl_tail").run()
     assert job.run.controls.current.divergence == "topk_kl_tail"
     # the tail's record holds T=1 only: the page says so and the job keeps T=1
     at.sidebar.select_slider(key="temperature").set_value(2.0).run()

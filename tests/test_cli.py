@@ -306,7 +306,7 @@ def test_distill_text_table_shows_bpc_the_cache_and_samples(small_text, capsys):
     lines = out.splitlines()
     header = next(line for line in lines if line.split()[:2] == ["role", "status"])
     assert header.split()[3:5] == ["val_bpc", "test_bpc"]
-    assert any(line.startswith("play: ") and "divergence topk_kl_tail, T=1" in line for line in lines)
+    assert any(line.startswith("play: ") and "divergence topk_kl, T=1" in line for line in lines)
     assert any(line.startswith("teacher outputs cached: top-4 of ") for line in lines)
     assert sum(line.startswith("sample (") for line in lines) == 3
     assert "bits per character vs scratch" in out

@@ -305,7 +305,7 @@ def test_auto_caches_every_class_within_the_budget_else_the_top_k(monkeypatch):
     res, rec = run(teacher, tiny_gpt(2), data, one_step_config(divergence="topk_kl_tail"))
     assert "top-4 of 11 classes" in rec.of("fit_start")[0].message
     text = wb.DistillConfig.for_text()
-    assert (text.divergence, text.teacher_top_k, text.temperature) == ("topk_kl_tail", "auto", 1.0)
+    assert (text.divergence, text.teacher_top_k, text.temperature) == ("topk_kl", "auto", 1.0)
 
 
 def test_text_defaults_distill_a_tiny_gpt_with_a_topk_teacher():
@@ -316,5 +316,5 @@ def test_text_defaults_distill_a_tiny_gpt_with_a_topk_teacher():
     student = GPT(text.num_classes, 16, n_layer=1, n_head=2, n_embd=16)
     cfg = wb.DistillConfig.for_text(epochs=2, sample_tokens=0, device="cpu", teacher_top_k=4)
     res, rec = run(teacher, student, text, cfg)
-    assert res.steps.divergence.unique().tolist() == ["topk_kl_tail"]
+    assert res.steps.divergence.unique().tolist() == ["topk_kl"]
     assert np.isfinite(res.summary["val_bpc"]) and "top-4 of" in rec.of("fit_start")[0].message

@@ -6,7 +6,7 @@
                       --temperature 4 --alpha 0.5 --epochs 20 [--labeled-fraction 0.1] [--extra-unlabeled N] [--mixup]
                       [--csv PATH --target COL] [--runs DIR] [--seed S] [--json]
     workbench distill --dataset shakespeare-char (or --text FILE.txt) --teacher gpt:2,64 --student gpt:1,32
-                      [--divergence topk_kl_tail] [--beta 0.5] [--top-k 16|auto|full] [--sample-tokens 100]
+                      [--divergence topk_kl] [--beta 0.5] [--top-k 16|auto|full] [--sample-tokens 100]
     workbench compare --students mlp:4,mlp:16 --methods scratch,kd [--temperatures 1,2,4,8]
 
 ``demo`` trains a teacher, a scratch student and a distilled student on built-in data and
@@ -233,6 +233,16 @@ def _input_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{text!r}: no such file")
+    return path
+
+
+def _output_path(text: str) -> Path:
+    """A file or folder to write (an existing folder is refused later for file formats)."""
+    path = Path(text)
+    if not text:
+        raise argparse.ArgumentTypeError(f"{text!r} is empty; expected a path to write")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: folder {str(path.parent)!r} does not exist")
     return path
 
 
@@ -772,7 +782,10 @@ def _show(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .store.export import export_run
 
-    facts = export_run(args.run, args.format, args.runs, args.out)
+    out = args.out
+    if out is not None and args.format != "hf" and out.is_dir():  # --format hf writes a folder
+        raise ValueError(f"--out: {str(out)!r} is an existing folder; expected a file name to write")
+    facts = export_run(args.run, args.format, args.runs, out)
     print(json.dumps(facts, indent=2, default=str))
     return 0
 
@@ -938,8 +951,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--divergence",
         type=_divergence,
         default=None,
-        help="the KD term: kl (default for tables), reverse_kl, jsd, mse, topk_kl, topk_kl_tail (default for "
-        "text: forward KL on the teacher's cached top-k plus one bucket for its tail mass)",
+        help="the KD term: kl (default for tables), reverse_kl, jsd, mse, topk_kl (default for text: forward KL "
+        "on the teacher's cached top-k logits, renormalised), topk_kl_tail (its tail mass as one more bucket)",
     )
     t.add_argument("--beta", type=_beta, default=None, help="jsd: the teacher's weight in the mixture (default 0.5)")
     t.add_argument(
@@ -1024,10 +1037,19 @@ def build_parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="a run's config and summary")
     sh.add_argument("run")
     sh.set_defaults(func=_show)
-    ex = sub.add_parser("export", help="export a run's model (torch.export .pt2, or state_dict + spec)")
+    ex = sub.add_parser(
+        "export", help="export a run's model (torch.export .pt2, state_dict + spec, or a Hugging Face folder)"
+    )
     ex.add_argument("run")
-    ex.add_argument("--format", choices=["export", "state_dict"], default="export")
-    ex.add_argument("--out", type=_output_file, help="output file (default: inside the run folder)")
+    ex.add_argument(
+        "--format",
+        choices=["export", "state_dict", "hf"],
+        default="export",
+        help="hf: save_pretrained folder, for a model loaded from a Hugging Face folder",
+    )
+    ex.add_argument(
+        "--out", type=_output_path, help="output file, or folder for --format hf (default: inside the run folder)"
+    )
     ex.set_defaults(func=_export)
     rm = sub.add_parser("rm", help="delete runs")
     rm.add_argument("run", nargs="+")

@@ -44,7 +44,9 @@ TEXT_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.01,
     "grad_clip": 1.0,
     "temperature": 1.0,
-    "divergence": "topk_kl_tail",  # forward KL on the cached top-k + tail bucket: exact KL's mass, a fraction of its memory
+    # forward KL on the teacher's cached top-k logits, renormalised: a fraction of full KL's memory, and
+    # (unlike the tail-bucket mode, whose tail mass is known at the cached T only) T stays a live control
+    "divergence": "topk_kl",
     "eval_every": 100,
     "eval_batch_size": 256,
 }
