@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import itertools
 import os
 import threading
 import time
@@ -46,7 +47,9 @@ from .settings import (
 
 REDRAW_SECONDS = 0.5  # at most two redraws a second: drawing shares the GIL with training
 DEAF_SECONDS = 5.0  # a chart whose browser model applied nothing sent this long ago is replaced
-MAX_REVIVALS = 8  # replacements per Dashboard: a browser that never answers is not a reason to loop
+MAX_REVIVALS = 4  # replacements per chart: a browser that never answers is not a reason to loop
+_PROBES = itertools.count(1)  # a new value per probe (a replacement chart copies the last one)
+SETTLING_SECONDS = 3 * DEAF_SECONDS  # how long a new chart may take to load before the next one is replaced
 GIVEN = "(from Python)"  # the family shown for a model given as a module
 ZOO, FROM_RUN, FROM_FILE = "zoo", "from a previous run", "a model file"  # where a picker's model comes from
 SOURCES = (ZOO, FROM_RUN, FROM_FILE)
@@ -89,7 +92,8 @@ class LiveFigure(go.FigureWidget):
     update. Four figures loading at once on a busy 2-core machine miss that deadline often. So
     once a view has answered, a probe (a trace edit it must answer) is sent; :attr:`deaf` tells
     when an update went unanswered for DEAF_SECONDS, and ``on_deaf`` is called then, so the
-    Dashboard replaces the widget with a new one (which opens with the current state).
+    Dashboard replaces the widget with a new one (which opens with the current state), one at a
+    time: a new model loading alone makes the deadline far more often than four at once.
     """
 
     _defer_open = True  # Widget.__init__ would open the comm before plotly has built the figure
@@ -104,6 +108,8 @@ class LiveFigure(go.FigureWidget):
         self._unapplied_since: float | None = None  # when the oldest update not yet applied was sent
         self._on_deaf = on_deaf  # called from a timer thread when the probe went unanswered
         self._timers: list[threading.Timer] = []
+        self._born = time.monotonic()
+        self._revival = 0  # how many widgets this chart had before this one (set by the Dashboard)
         self.observe(self._view_answered, "_js2py_traceDeltas")
 
     def _view_answered(self, change: dict) -> None:
@@ -129,12 +135,18 @@ class LiveFigure(go.FigureWidget):
         if self.comm is None or not self.data:
             return  # closed
         with self.edit():
-            self.data[0].meta = f"probe {self._last_trace_edit_id + 1}"  # meta: free data, not drawn
+            self.data[0].meta = f"probe {next(_PROBES)}"  # meta: free data, not drawn; new each time
         self._later(DEAF_SECONDS + 0.5, self._check_deaf)
 
     def _check_deaf(self) -> None:
         if self.comm is not None and self.deaf and self._on_deaf is not None:
             self._on_deaf(self)
+
+    @property
+    def settling(self) -> bool:
+        """True while it is not known yet whether a view applies this chart's updates: no view has
+        applied the probe, none has been found deaf, and the widget is younger than SETTLING_SECONDS."""
+        return self._applied < 1 and not self.deaf and time.monotonic() - self._born < SETTLING_SECONDS
 
     @property
     def pending(self) -> bool:
@@ -672,7 +684,6 @@ class Dashboard(w.VBox):
             ],
             layout=w.Layout(width="600px"),
         )
-        self._revivals = 0
         super().__init__(
             [buttons, w.HBox([self.status, self.progress]), self.verdict, w.HBox([controls, charts]), self.code]
         )
@@ -900,17 +911,22 @@ class Dashboard(w.VBox):
 
     def _settle(self) -> None:
         """After the last redraw, give each chart's view DEAF_SECONDS to apply it, else replace the
-        chart: the new widget opens with the final state, so the end of a run is always drawn."""
-        deadline = time.monotonic() + DEAF_SECONDS + 1.0
+        chart (one at a time): the new widget opens with the final state, so the end of a run is drawn."""
+        deadline = time.monotonic() + SETTLING_SECONDS + 2 * DEAF_SECONDS
         while not self._next_job.is_set() and time.monotonic() < deadline:
-            if not any(fig.pending for fig in self._figures()):
+            figs = self._figures()
+            if not any(f.pending for f in figs) and not any(f.settling for f in figs if f._revival):
                 return
             self.revive_charts()
             self._next_job.wait(0.2)
 
     def _chart_went_deaf(self, fig: LiveFigure) -> None:
-        """A chart's view ignored the probe sent once it was drawn: replace it now, before a run."""
-        self.revive_charts()
+        """A chart's view ignored the probe sent once it was drawn: replace it now (before a run), or as
+        soon as the chart replaced last has loaded."""
+        if not any(f is fig for f in self._figures()):
+            return  # replaced already
+        if not self.revive_charts() and any(f is fig for f in self._figures()) and fig._revival < MAX_REVIVALS:
+            fig._later(1.0, fig._check_deaf)
 
     def _figures(self) -> list[LiveFigure]:
         return [self.accuracy_fig, self.loss_fig, self.agreement_fig, self.explorer_fig]
@@ -951,22 +967,24 @@ class Dashboard(w.VBox):
             self.revive_charts()
 
     def revive_charts(self) -> list[str]:
-        """Replace each chart whose browser model stopped applying updates (see LiveFigure.deaf)
-        by a new widget with the same figure; returns the names of the charts replaced."""
-        replaced = []
+        """Replace a chart whose browser model stopped applying updates (see LiveFigure.deaf) by a new
+        widget with the same figure; returns the names of the charts replaced (one at most: the next
+        waits until the last new chart has loaded, see LiveFigure.settling)."""
         with self._draw_lock:
+            if any(f.settling for f in self._figures() if f._revival):
+                return []
             for name in ("accuracy_fig", "loss_fig", "agreement_fig", "explorer_fig"):
                 old = getattr(self, name)
-                if not old.deaf or self._revivals >= MAX_REVIVALS:
+                if not old.deaf or old._revival >= MAX_REVIVALS:
                     continue
                 with old._edit_lock:
                     new = LiveFigure(go.Figure(old), self._chart_went_deaf)
+                new._revival = old._revival + 1
                 setattr(self, name, new)
                 self._charts.children = tuple(new if c is old else c for c in self._charts.children)
                 old.close()
-                self._revivals += 1
-                replaced.append(name)
-        return replaced
+                return [name]
+        return []
 
     def _running_status(self, d: _Drawn) -> str:
         """The status line during a fit: which fit, its step and loss, and where the teacher came from."""
