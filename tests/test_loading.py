@@ -309,13 +309,16 @@ def test_hf_causal_lm_returns_per_position_logits_and_checks_the_vocabulary(tmp_
         input_shape=(5,),
     )
     check_compatible(loaded, text, "teacher")
+    assert not loaded.module.training and not loaded.module.hf_model.training  # still eval: no dropout
     bigger = text.with_(num_classes=25)
     with pytest.raises(
         ValueError,
-        match=r"outputs logits of shape \(2, 5, 20\).*needs \(2, 5, 25\) \(one prediction "
-        r"per position over a vocabulary of 25 tokens\)",
+        match=r"^teacher: HF folder '.*gpt2' has vocab_size 20 but the data's vocabulary has 25 tokens; "
+        r"expected a teacher trained on this data$",
     ):
         check_compatible(loaded, bigger, "teacher")
+    with pytest.raises(ValueError, match=r"student: .* e\.g\. GPT2Config\(vocab_size=25, n_positions=5\)"):
+        check_compatible(loaded, bigger, "student")
 
 
 def test_hf_folders_that_need_remote_code_or_unknown_heads_are_refused(tmp_path):

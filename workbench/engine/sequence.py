@@ -82,14 +82,50 @@ def check_sequence_setup(cfg: DistillConfig, data: DataSplits) -> None:
             )
 
 
+def hf_causal_lm_config(model: nn.Module) -> Any | None:
+    """The Hugging Face config of a transformers causal LM (``*ForCausalLM``, ``*LMHeadModel``), or of
+    the loader's wrapper of one (``model.hf_model``); None for other models."""
+    inner = getattr(model, "hf_model", model)
+    config = getattr(inner, "config", None)
+    causal = type(inner).__name__.endswith(("ForCausalLM", "LMHeadModel"))
+    return config if causal and hasattr(config, "vocab_size") and hasattr(config, "to_json_string") else None
+
+
+def _check_hf_config(name: str, config: Any, data: DataSplits) -> None:
+    """A HF model's vocabulary and position embeddings against the token blocks, named by its folder."""
+    folder = getattr(config, "name_or_path", "") or ""
+    what = f"HF folder {folder!r}" if folder else "HF model"
+    k, length = data.num_classes, int(data.train.x.shape[1])
+    units = "characters" if dict(data.spec.get("tokenizer") or {}).get("kind") == "char" else "tokens"
+    if k and int(config.vocab_size) != k:
+        raise ValueError(
+            f"{name}: {what} has vocab_size {config.vocab_size} but the data's vocabulary has {k} {units}; "
+            f"expected a model built with vocab_size={k} on this data's tokenizer"
+        )
+    sizes = [getattr(config, n, None) for n in ("n_positions", "max_position_embeddings")]  # GPT-2, Llama...
+    positions = next((v for v in sizes if isinstance(v, int)), None)
+    if positions is not None and length > positions:
+        raise ValueError(
+            f"{name}: {what} has position embeddings for {positions} tokens, but the data's blocks are "
+            f"{length} tokens long; expected a model built for at least {length} positions, or shorter "
+            f"blocks (block_size={positions})"
+        )
+
+
 def check_sequence_models(data: DataSplits, teacher: nn.Module | None, student: nn.Module) -> None:
-    """Run both models on two training blocks: logits (2, L, V) with V = the vocabulary, finite."""
+    """Run both models on two training blocks: logits (2, L, V) with V = the vocabulary, finite.
+
+    A Hugging Face model (a causal LM called with input ids (B, L), returning ``.logits``) has its
+    vocabulary and position embeddings checked from its config first, with its folder named.
+    """
     x = data.train.x[:2]
     _check_trainable(student)
     vocab = {}
     for name, m in (("student", student), ("teacher", teacher)):
         if m is None:
             continue
+        if (config := hf_causal_lm_config(m)) is not None:
+            _check_hf_config(name, config, data)
         out = _forward(m, name, x, grad=name == "student")
         want = (*x.shape, data.num_classes or out.shape[-1])
         if out.ndim != 3 or tuple(out.shape[:2]) != tuple(x.shape):

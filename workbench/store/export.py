@@ -1,5 +1,7 @@
-"""Export a trained student for deployment: a ``torch.export`` program (``.pt2``) or a
-state_dict + spec; its size, cost and measured CPU latency go into the run summary."""
+"""Export a trained student for deployment: a ``torch.export`` program (``.pt2``), a state_dict +
+spec, or -- for a model loaded from a Hugging Face folder -- a Hugging Face folder again
+(``save_pretrained``); its size (and for zoo models cost and measured CPU latency) go into the run
+summary."""
 
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ import torch.nn as nn
 
 from .runs import RECORD_FILES, RunRecord, atomic_write_json, load_run, read_object, runs_root
 
-FORMATS = ("export", "state_dict")
+FORMATS = ("export", "state_dict")  # what export_model writes
+RUN_FORMATS = (*FORMATS, "hf")  # what export_run writes: also a Hugging Face folder
+HF_FOLDER = "student_hf"  # the default folder of an "hf" export, inside the run's folder
+NOT_HF = "format 'hf' needs a model loaded from a Hugging Face folder; use --format export or state_dict"
 
 
 def export_model(model: nn.Module, input_shape: tuple[int, ...], path: str | os.PathLike, fmt: str = "export") -> Path:
@@ -74,33 +79,108 @@ def _export_path(out: str | os.PathLike | None, rec: RunRecord, suffix: str, roo
     return path
 
 
-def export_run(
-    run_id: str, fmt: str = "export", root: str | os.PathLike | None = None, out: str | os.PathLike | None = None
-) -> dict[str, Any]:
-    """Export a finished run's model and add params, MACs and CPU latency to its summary."""
-    from ..models.zoo import count_macs, count_params, measure_latency
+def _export_folder(out: str | os.PathLike | None, rec: RunRecord, root: str | os.PathLike | None) -> Path:
+    """Where an "hf" export writes: ``out``, else ``student_hf/`` in the run's folder.
 
-    if fmt not in FORMATS:
-        raise ValueError(f"format: {fmt!r} is invalid; valid: {', '.join(FORMATS)}")
-    rec = load_run(run_id, root)
-    if rec.model is None:
-        raise ValueError(f"run: {run_id!r} has no rebuildable model (it is {rec.status}, or not a zoo model)")
-    shape = tuple(rec.model.spec["input_shape"])
-    suffix = ".pt2" if fmt == "export" else ".pt"
-    target = _export_path(out, rec, suffix, root)
+    ``out`` is a new folder, an empty one, or an earlier Hugging Face export (a folder with
+    config.json) to replace; inside the runs folder, only a new entry in this run's own folder.
+    """
+    if out is None:
+        return rec.path / HF_FOLDER
+    if not os.fspath(out) or "\0" in os.fspath(out):
+        raise ValueError(f"out: {os.fspath(out)!r} is not a folder path; expected a folder to write the model to")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"out: {str(path)!r} is a file; format 'hf' writes a folder (config.json, model.safetensors)")
+    if path.is_dir() and any(path.iterdir()) and not (path / "config.json").is_file():
+        raise ValueError(
+            f"out: {str(path)!r} is a folder with other files in it; expected a new or empty folder, or an "
+            "earlier Hugging Face export (with config.json) to replace"
+        )
+    base = runs_root(root)
+    for absolute in (lambda p: Path(os.path.abspath(p)), Path.resolve):  # as written, and behind any link
+        where, own = absolute(path), absolute(rec.path)
+        if where.is_relative_to(absolute(base)) and (where.parent != own or where.name in RECORD_FILES):
+            raise ValueError(
+                f"out: {str(path)!r} is inside the runs folder {str(base)!r} but not a new folder in the "
+                f"run's own folder; expected a path outside the runs folder, or a name other than "
+                f"{', '.join(RECORD_FILES)} in {str(rec.path)!r}"
+            )
+    return path
+
+
+def _export_hf(
+    rec: RunRecord, run_id: str, root: str | os.PathLike | None, out: str | os.PathLike | None
+) -> dict[str, Any]:
+    """Write the run's Hugging Face model with ``save_pretrained``; its facts for the summary."""
+    from ..models.load import hf_from_state, hf_quiet, is_hf_state
+
+    if rec.state_dict is None:
+        raise ValueError(f"run: {run_id!r} has no weights (model.pt) to export: it is {rec.status}")
+    if not is_hf_state(rec.state_dict):
+        what = "a zoo model" if rec.model is not None else "a model of its own class, not from a Hugging Face folder"
+        raise ValueError(f"format: {NOT_HF} (run {run_id!r} holds {what})")
+    module = hf_from_state(rec.state_dict, f"run: {run_id!r}")
+    target = _export_folder(out, rec, root)
     try:
-        path = export_model(rec.model, shape, target, fmt)
+        with hf_quiet():
+            module.hf_model.save_pretrained(str(target))
     except OSError as e:  # e.g. a parent that is a file, or no permission
         raise ValueError(
-            f"out: cannot write {str(target)!r} ({e.strerror or e}); expected a writable file path"
+            f"out: cannot write {str(target)!r} ({e.strerror or e}); expected a writable folder path"
         ) from None
-    facts = {
-        "params": count_params(rec.model),
-        "macs": count_macs(rec.model, shape),
-        "latency_ms_batch1": measure_latency(rec.model, shape, batch_size=1)["median_ms"],
-        "latency_ms_batch256": measure_latency(rec.model, shape, batch_size=256)["median_ms"],
-        f"exported_{fmt}": str(path),
+    return {
+        "params": sum(p.numel() for p in module.parameters()),
+        "hf_task": module.hf_task,
+        "exported_hf": str(target),
     }
+
+
+def export_run(
+    run_id: str,
+    format: str = "export",
+    root: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Export a finished run's model and add what was written (with params, MACs and CPU latency
+    for a zoo model) to its summary.
+
+    ``format``: "export" (a ``.pt2`` program), "state_dict" (``.pt`` + ``.spec.json``), or "hf" for a
+    model loaded from a Hugging Face folder (a folder written by ``save_pretrained``, loadable with
+    ``load_model``). ``out``: the file (folder for "hf"); default: inside the run's folder.
+    """
+    from ..models.load import is_hf_state
+    from ..models.zoo import count_macs, count_params, measure_latency
+
+    if format not in RUN_FORMATS:
+        raise ValueError(f"format: {format!r} is invalid; valid: {', '.join(RUN_FORMATS)}")
+    rec = load_run(run_id, root)
+    if format == "hf":
+        facts = _export_hf(rec, run_id, root, out)
+    else:
+        if rec.model is None and is_hf_state(rec.state_dict):
+            raise ValueError(
+                f"format: {format!r} exports zoo models; run {run_id!r} holds a model loaded from a Hugging "
+                "Face folder: use format 'hf' (--format hf) to save it as a Hugging Face folder"
+            )
+        if rec.model is None:
+            raise ValueError(f"run: {run_id!r} has no rebuildable model (it is {rec.status}, or not a zoo model)")
+        shape = tuple(rec.model.spec["input_shape"])
+        suffix = ".pt2" if format == "export" else ".pt"
+        target = _export_path(out, rec, suffix, root)
+        try:
+            path = export_model(rec.model, shape, target, format)
+        except OSError as e:  # e.g. a parent that is a file, or no permission
+            raise ValueError(
+                f"out: cannot write {str(target)!r} ({e.strerror or e}); expected a writable file path"
+            ) from None
+        facts = {
+            "params": count_params(rec.model),
+            "macs": count_macs(rec.model, shape),
+            "latency_ms_batch1": measure_latency(rec.model, shape, batch_size=1)["median_ms"],
+            "latency_ms_batch256": measure_latency(rec.model, shape, batch_size=256)["median_ms"],
+            f"exported_{format}": str(path),
+        }
     summary = read_object(rec.path / "summary.json")
     summary.update(facts)
     atomic_write_json(rec.path / "summary.json", summary)
