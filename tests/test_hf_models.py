@@ -6,6 +6,7 @@ loads to the same outputs; mismatches name the folder; no network connection is 
 
 import copy
 import json
+import math
 import socket
 
 import pytest
@@ -383,3 +384,24 @@ def test_a_crafted_hf_state_is_refused_with_its_reason(tmp_path, text):
     wider = {**info, "config": {**info["config"], "n_embd": 32}}
     with pytest.raises(ValueError, match=r"its weights do not fit the model of its own config"):
         hf_from_state(with_info(wider), "run: 'x'")
+
+
+def test_an_hf_teachers_outputs_are_cached_by_its_weights(tmp_path, text, no_network):
+    # a teacher from a folder has no zoo spec: its outputs are keyed by its class and weights
+    teacher = gpt2_folder(tmp_path / "hf_teacher", text.num_classes, layers=1, width=16, seed=3)
+    student = gpt2_folder(tmp_path / "hf_student", text.num_classes, seed=4)
+    cfg = text_config()
+
+    def run():
+        exp = wb.Experiment(text, teacher, student, config=cfg, baseline=False, cache_dir=tmp_path / "c")
+        calls = []
+        exp.teacher.register_forward_hook(lambda *a: calls.append(1))
+        assert exp.run().student.status == "completed"
+        return exp.teacher_key, len(calls)
+
+    (key1, first), (key2, second) = run(), run()
+    assert key1 is not None and key2 == key1
+    transfer_batches = math.ceil(len(text.train) / cfg.eval_batch_size)
+    assert first - second == transfer_batches  # the second run read the transfer set's outputs from the cache
+    other = gpt2_folder(tmp_path / "hf_teacher2", text.num_classes, layers=1, width=16, seed=5)
+    assert wb.Experiment(text, other, student, config=cfg, baseline=False).teacher_key != key1

@@ -26,7 +26,7 @@ from .engine.events import Dispatcher, FitEnd, FitStart, frozen_map
 from .engine.sequence import SequenceEvaluator, is_sequence
 from .models.load import LoadedModel, load_model
 from .models.zoo import build_model, count_params, parse_model
-from .store.cache import OutputCache, TeacherCache, check_cache_root, check_folder, digest, teacher_key, tensor_digest
+from .store.cache import OutputCache, TeacherCache, check_cache_root, check_folder, teacher_key
 from .store.runs import RunRecorder, runs_root
 
 ModelArg = nn.Module | str | os.PathLike | Mapping[str, Any]
@@ -282,11 +282,8 @@ class Experiment:
                 runs_root(self.runs),
                 "runs" if self.runs else "WORKBENCH_RUNS" if os.environ.get("WORKBENCH_RUNS") else "runs folder",
             )
-        self.teacher_key = teacher_key(self.teacher, self.teacher_config.to_dict(), self.data)
-        if self.teacher_key is not None and given:
-            # A module given from Python or a file: its weights (trained or initial) are part of what it is.
-            weights = [tensor_digest(v) for v in self.teacher.state_dict().values()]
-            self.teacher_key = digest([self.teacher_key, weights])
+        # A module given from Python or a file: its weights (trained or initial) are part of what it is.
+        self.teacher_key = teacher_key(self.teacher, self.teacher_config.to_dict(), self.data, weights=given)
         self.teacher_result: FitResult | None = None
         # For a loaded student: the loaded weights, so the baseline and the distilled student start alike.
         self._initial_student = copy.deepcopy(self.student) if baseline else None

@@ -97,12 +97,14 @@ def digest(obj: Any) -> str:
 def tensor_digest(t: torch.Tensor) -> str:
     """A short hash of a tensor's shape, dtype and values."""
     h = hashlib.sha256(f"{tuple(t.shape)}{t.dtype}".encode())
-    h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h.update(t.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())  # any dtype (bf16 too)
     return h.hexdigest()[:20]
 
 
-def teacher_key(model: nn.Module, config: Mapping[str, Any], data: Any) -> str | None:
+def teacher_key(model: nn.Module, config: Mapping[str, Any], data: Any, weights: bool = False) -> str | None:
     """The cache key of a zoo teacher trained on reproducible data, else None (not cacheable).
+    ``weights``: the model was given (from Python or a file): its weights are part of the key, and a
+    model without a zoo spec (e.g. a Hugging Face folder) is keyed by its class and weights.
 
     The key holds what changes the trained weights: the model spec, the training config less
     its reporting, device and loss-mix fields (``temperature``, ``alpha``, the weights...), the
@@ -114,6 +116,8 @@ def teacher_key(model: nn.Module, config: Mapping[str, Any], data: Any) -> str |
     trained on) do not split the cache.
     """
     spec = getattr(model, "spec", None)
+    if spec is None and weights:
+        spec = {"module": f"{type(model).__module__}.{type(model).__qualname__}"}
     splits = [getattr(data, name, None) for name in ("train", "val", "test")]
     if spec is None or not getattr(data, "spec", None) or not isinstance(splits[0], Split):
         return None
@@ -121,7 +125,7 @@ def teacher_key(model: nn.Module, config: Mapping[str, Any], data: Any) -> str |
     cfg = {k: v for k, v in dict(config).items() if k not in _NOT_IN_KEY}
     if cfg.get("labeled_fraction", 1.0) >= 1.0:
         cfg.pop("label_seed", None)  # every label is used: the seed that would draw a subset is moot
-    return digest(
+    key = digest(
         {
             "model": spec,
             "config": cfg,
@@ -129,6 +133,10 @@ def teacher_key(model: nn.Module, config: Mapping[str, Any], data: Any) -> str |
             "torch": torch.__version__.split("+")[0],
         }
     )
+    if weights:
+        state = model.state_dict().values()
+        key = digest([key, [tensor_digest(v) if isinstance(v, torch.Tensor) else digest(v) for v in state]])
+    return key
 
 
 class TeacherCache:
