@@ -304,6 +304,10 @@ def test_hf_classifier_mismatches_are_named(tmp_path):
     gpt2 = gpt2_folder(tmp_path / "lm", VOCAB, positions=LENGTH)
     with pytest.raises(ValueError, match=r"^teacher: HF folder '.*lm' is a causal LM .* one label per sample"):
         wb.Experiment(data, gpt2, "mlp:8")
+    with pytest.raises(
+        ValueError, match=r"^mixup_alpha: 0.2 cannot be used with the Hugging Face teacher: .*token ids"
+    ):
+        wb.Experiment(data, teacher, "mlp:8", config=wb.DistillConfig(mixup_alpha=0.2))
 
 
 # ----------------------------------------------------------------------------- saving back as a folder

@@ -270,6 +270,12 @@ class Experiment:
         self.student = self._model(student, "student", self.config.seed, trusted)
         if self.teacher is self.student:
             raise ValueError("teacher, student: the same module was passed as both; pass two models")
+        hf = [role for role, m in self.loaded.items() if m.kind == "hf"]
+        if hf and self.config.mixup_alpha > 0:
+            raise ValueError(
+                f"mixup_alpha: {self.config.mixup_alpha!r} cannot be used with the Hugging Face {' and '.join(hf)}: "
+                "its inputs are token ids, which a mix of two inputs turns into fractions; use 0"
+            )
         given = isinstance(teacher, nn.Module) or "teacher" in self.loaded
         self.train_teacher = (not given) if train_teacher is None else train_teacher
         self.baseline = baseline
