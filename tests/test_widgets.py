@@ -15,7 +15,7 @@ from helpers import mlp, toy_data
 from workbench import DistillConfig, Settings, as_splits, load_dataset, plots, train
 from workbench.engine.events import EvalEnd, FitEnd, FitStart, StepEnd
 from workbench.models.zoo import models_for
-from workbench.ui import widgets
+from workbench.ui import live_figure
 from workbench.ui.widgets import DEFAULT_SETTINGS, GIVEN, Dashboard
 from workbench.verdict import README_ANCHOR, kd_verdict
 
@@ -398,7 +398,7 @@ def answer(fig, edit_id=None):
 def test_a_chart_whose_view_ignores_the_probe_is_replaced_before_any_run(monkeypatch):
     # anywidget gives each browser model 2 s to load plotly's bundle, then drops every message
     # sent to it for good; its view is drawn and answers once. Seen in JupyterLab on a busy machine.
-    monkeypatch.setattr(widgets, "DEAF_SECONDS", 0.2)
+    monkeypatch.setattr(live_figure, "DEAF_SECONDS", 0.2)
     d = Dashboard(Settings(dataset="moons"))
     deaf, alive = d.loss_fig, d.accuracy_fig
     try:
@@ -418,8 +418,8 @@ def test_a_chart_whose_view_ignores_the_probe_is_replaced_before_any_run(monkeyp
 
 def test_deaf_charts_are_replaced_one_at_a_time(monkeypatch):
     # one new model loading alone makes anywidget's 2 s deadline far more often than several at once
-    monkeypatch.setattr(widgets, "DEAF_SECONDS", 0.2)
-    monkeypatch.setattr(widgets, "SETTLING_SECONDS", 600.0)
+    monkeypatch.setattr(live_figure, "DEAF_SECONDS", 0.2)
+    monkeypatch.setattr(live_figure, "SETTLING_SECONDS", 600.0)
     d = Dashboard(Settings(dataset="moons"))
     try:
         old = {"loss_fig": d.loss_fig, "agreement_fig": d.agreement_fig}
@@ -457,7 +457,7 @@ def live_view(fig, alive=lambda: True):
 
 
 def test_a_chart_whose_view_stopped_applying_updates_is_replaced_once_the_run_ends(monkeypatch):
-    monkeypatch.setattr(widgets, "DEAF_SECONDS", 1e9)  # nothing is replaced during the run
+    monkeypatch.setattr(live_figure, "DEAF_SECONDS", 1e9)  # nothing is replaced during the run
     d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=2, teacher_epochs=1, log_every=1))
     for fig in d._figures():  # probes sent and answered: every view is live before the run
         answer(fig)
@@ -467,7 +467,7 @@ def test_a_chart_whose_view_stopped_applying_updates_is_replaced_once_the_run_en
 
     def others_alive():
         if d.job.done:  # the last redraw: now the settle that follows it may replace a chart
-            widgets.DEAF_SECONDS = 0.3  # (monkeypatch restores it)
+            live_figure.DEAF_SECONDS = 0.3  # (monkeypatch restores it)
         return True
 
     for fig in others:

@@ -1,5 +1,7 @@
-"""The Jupyter Dashboard: pick a teacher and a student, tune temperature and loss weights (also
-while a run goes on), and watch the distilled student race a scratch baseline to the teacher.
+"""The Jupyter Dashboard: pick a teacher and a student, tune temperature, divergence and loss
+weights (also while a run goes on), and watch the distilled student race a scratch baseline to the
+teacher. Text (the built-in corpus or a .txt file) distills GPTs: the charts show bits per character
+and entropy, and a samples panel each model's latest continuation.
 
 Training runs on a :class:`~workbench.engine.live.LiveRun` thread. A small drawing thread reads its
 event buffer a few times a second and updates the progress bar, status line and plotly
@@ -10,57 +12,61 @@ which the kernel's own thread applies, never interleave (see there why that matt
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import html
-import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
 import pandas as pd
 import plotly.graph_objects as go
-import torch
 
 from .. import plots
 from ..data.datasets import list_datasets, load_dataset
+from ..data.text import from_text
 from ..engine.callbacks import flat_row
+from ..engine.config import KD_DIVERGENCES
+from ..engine.divergences import DIVERGENCES
 from ..engine.events import FitEnd, FitStart, StepEnd
 from ..engine.hints import find_module
 from ..engine.live import LiveRun
-from ..experiment import load_source
-from ..models.zoo import DEFAULTS, FAMILIES, build_model, models_for, parse_model
-from ..store.runs import runs_root
+from ..models.zoo import FAMILIES, TEXT_FAMILIES, is_text, models_for
 from ..verdict import README_ANCHOR, kd_verdict
-from .settings import (
-    MODEL_FILE_TYPES,
-    SPEC_FILE_TYPES,
-    Settings,
-    file_runs_code,
-    is_model_source,
-    model_runs,
-    save_model_upload,
-)
+from . import live_figure
+from .dashboard_pickers import FROM_FILE, FROM_RUN, GIVEN, SOURCES, STYLE, TRUST, ZOO, ModelPicker, zoo_spec_for
+from .live_figure import DEAF_SECONDS, MAX_REVIVALS, SETTLING_SECONDS, LiveFigure  # (patch them in live_figure)
+from .settings import TEXT_SETTINGS, Settings, suggested_model, text_datasets, uploads_folder
+
+__all__ = [
+    "FROM_FILE",
+    "FROM_RUN",
+    "GIVEN",
+    "SOURCES",
+    "TEXT_FILE",
+    "TRUST",
+    "ZOO",
+    "DEAF_SECONDS",
+    "Dashboard",
+    "LiveFigure",
+    "MAX_REVIVALS",
+    "ModelPicker",
+    "SETTLING_SECONDS",
+    "zoo_spec_for",
+]
 
 REDRAW_SECONDS = 0.5  # at most two redraws a second: drawing shares the GIL with training
-DEAF_SECONDS = 5.0  # a chart whose browser model applied nothing sent this long ago is replaced
-MAX_REVIVALS = 4  # replacements per chart: a browser that never answers is not a reason to loop
-_PROBES = itertools.count(1)  # a new value per probe (a replacement chart copies the last one)
-SETTLING_SECONDS = 3 * DEAF_SECONDS  # how long a new chart may take to load before the next one is replaced
-GIVEN = "(from Python)"  # the family shown for a model given as a module
-ZOO, FROM_RUN, FROM_FILE = "zoo", "from a previous run", "a model file"  # where a picker's model comes from
-SOURCES = (ZOO, FROM_RUN, FROM_FILE)
-TRUST = "trust this file (it runs code)"
-RUN_TOOLTIP = "finished runs on this data in the runs folder, newest first: model · test accuracy · date · run id"
-STYLE = {"description_width": "110px"}
 # The first screen: few labels, where the teacher's soft labels clearly beat scratch (docs/results.md:
 # digits MLP-16 with 10% labels); about a minute on a laptop CPU, the teacher trained once and cached.
 DEFAULT_SETTINGS = Settings.for_dataset(
     "digits-images", labeled_fraction=0.1, temperature=4.0, alpha=0.1, epochs=40, teacher_epochs=15
 )
+TEXT_FILE = "a .txt file"  # the dataset choice that reads the path box or the upload
+# The values a switch between tables and text brings (text: Settings.for_dataset's text values).
+KIND_FIELDS = ("temperature", "divergence", "epochs", "teacher_epochs", "batch_size", "lr", "optimizer")
+KIND_FIELDS += ("weight_decay", "labeled_fraction")
 # Round temperatures only: what the slider shows is what runs and what "copy as code" writes.
 TEMPERATURES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0)
 
@@ -68,121 +74,6 @@ TEMPERATURES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16
 def temperature_options(current: float) -> list[tuple[str, float]]:
     """(label, value) pairs for the temperature slider: the round values and ``current``."""
     return [(f"{t:g}", t) for t in sorted({*TEMPERATURES, float(current)})]
-
-
-class LiveFigure(go.FigureWidget):
-    """A FigureWidget for live charts: the browser gets the whole figure when the widget is
-    created, and a drawing thread may update it while the kernel's thread applies the browser's
-    messages to it (use :meth:`edit`).
-
-    Why, for the first: FigureWidget opens its comm with no traces and sends them in a second
-    message. The browser's model (anywidget) drops every message that arrives before it has
-    loaded plotly's 5 MB bundle, which each figure loads on its own; with a few figures created
-    at once (the Dashboard has four) some views drew an empty figure and never got a trace.
-    Opening the comm once the figure is built puts every trace in the first message.
-
-    Why, for the second: ipywidgets applies a browser message under ``hold_trait_notifications``,
-    which swaps ``notify_change`` for a cache until it is done. plotly sends an update by setting
-    ``_py2js_update = msg`` and then ``= None``; done from another thread in that window, the
-    cache sends the final value, None, and the update is lost. Both sides hold one lock.
-
-    A model that took over 2 s to load that bundle drops every later message, for good: anywidget
-    gives each model 2 s to evaluate its copy of the 5 MB bundle, then rejects the promise every
-    message waits on. Its view still draws the first state, and answers once, but applies no
-    update. Four figures loading at once on a busy 2-core machine miss that deadline often. So
-    once a view has answered, a probe (a trace edit it must answer) is sent; :attr:`deaf` tells
-    when an update went unanswered for DEAF_SECONDS, and ``on_deaf`` is called then, so the
-    Dashboard replaces the widget with a new one (which opens with the current state), one at a
-    time: a new model loading alone makes the deadline far more often than four at once.
-    """
-
-    _defer_open = True  # Widget.__init__ would open the comm before plotly has built the figure
-
-    def __init__(self, figure: go.Figure, on_deaf: Callable[[LiveFigure], None] | None = None):
-        self._edit_lock = threading.RLock()
-        super().__init__(figure)
-        self._defer_open = False
-        self.open()  # the comm's first message carries _widget_data and _widget_layout
-        self._view_seen = False  # a view has answered (it does once drawn, and after each update)
-        self._applied = 0  # the latest edit id a view has applied
-        self._unapplied_since: float | None = None  # when the oldest update not yet applied was sent
-        self._on_deaf = on_deaf  # called from a timer thread when the probe went unanswered
-        self._timers: list[threading.Timer] = []
-        self._born = time.monotonic()
-        self._revival = 0  # how many widgets this chart had before this one (set by the Dashboard)
-        self.observe(self._view_answered, "_js2py_traceDeltas")
-
-    def _view_answered(self, change: dict) -> None:
-        if change["new"]:
-            first = not self._view_seen
-            self._view_seen = True
-            self._applied = max(self._applied, change["new"].get("trace_edit_id", 0))
-            if self._applied >= self._last_trace_edit_id:
-                self._unapplied_since = None
-            if first:
-                # Not from here: this runs while the browser's message is applied, when an update
-                # would be lost (see above); the timer's thread waits for the edit lock.
-                self._later(0.0, self._probe)
-
-    def _later(self, seconds: float, fn: Callable[[], None]) -> None:
-        timer = threading.Timer(seconds, fn)
-        timer.daemon = True
-        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
-        timer.start()
-
-    def _probe(self) -> None:
-        """Send a trace edit the view must answer, and check DEAF_SECONDS later that it did."""
-        if self.comm is None or not self.data:
-            return  # closed
-        with self.edit():
-            self.data[0].meta = f"probe {next(_PROBES)}"  # meta: free data, not drawn; new each time
-        self._later(DEAF_SECONDS + 0.5, self._check_deaf)
-
-    def _check_deaf(self) -> None:
-        if self.comm is not None and self.deaf and self._on_deaf is not None:
-            self._on_deaf(self)
-
-    @property
-    def settling(self) -> bool:
-        """True while it is not known yet whether a view applies this chart's updates: no view has
-        applied the probe, none has been found deaf, and the widget is younger than SETTLING_SECONDS."""
-        return self._applied < 1 and not self.deaf and time.monotonic() - self._born < SETTLING_SECONDS
-
-    @property
-    def pending(self) -> bool:
-        """True when a view has answered and an update sent since is not applied yet."""
-        return self._view_seen and self._unapplied_since is not None
-
-    def close(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        super().close()
-
-    @property
-    def deaf(self) -> bool:
-        """True when a view was drawn but has applied none of the updates sent for DEAF_SECONDS."""
-        return (
-            self._view_seen
-            and self._unapplied_since is not None
-            and time.monotonic() - self._unapplied_since > DEAF_SECONDS
-        )
-
-    def open(self) -> None:
-        if not self._defer_open:
-            super().open()
-
-    def set_state(self, sync_data: dict) -> None:
-        with self._edit_lock:
-            super().set_state(sync_data)
-
-    @contextlib.contextmanager
-    def edit(self) -> Iterator[LiveFigure]:
-        """Update the figure in one message, never while a browser message is being applied."""
-        with self._edit_lock:
-            with self.batch_update():
-                yield self
-            if self._last_trace_edit_id > self._applied and self._unapplied_since is None:
-                self._unapplied_since = time.monotonic()
 
 
 class _Drawn:
@@ -195,294 +86,8 @@ class _Drawn:
         self.start: FitStart | None = None  # the latest fit_start, and its latest step
         self.last_step: StepEnd | None = None
         self.teacher_note = ""  # "teacher loaded from the cache" / "teacher trained and cached"
-
-
-class ModelPicker(w.VBox):
-    """One model: a zoo spec (a family dropdown, only families that fit the data, and its sizes), a
-    run from the store (``run:ID``), or a model file (a path, or an upload kept under the runs root).
-
-    ``spec`` is ``"mlp:64,32"``, ``"mlp"`` when the sizes are empty (the family's default),
-    ``"run:ID"`` or a file's path; it raises ValueError with :attr:`problem` when the pick is not
-    usable (no run to pick, no file, a file that runs code and is not trusted, a model that does not
-    fit the data). Runs and files are loaded and checked against the data when picked.
-    A model given from Python as a module shows as such and cannot be changed here.
-    """
-
-    def __init__(
-        self,
-        role: str,
-        spec: str,
-        fits: list[str],
-        module: Any = None,
-        data: Callable[[], Any] | None = None,
-        root: str | os.PathLike | None = None,
-        trusted: bool = False,
-        on_change: Callable[[], None] | None = None,
-    ):
-        self.role, self._data, self._root = role, data, root
-        self.given, self._spec = module is not None, spec
-        self._on_change = on_change
-        self.problem: str | None = None  # why the pick cannot be used now (None: it can)
-        self.loaded = ""  # the description of a loaded run or file
-        self._model = ""  # the run or file to load: 'run:ID' or a path (an upload's saved path)
-        self._shown: str | None = None  # the name a person gave the file (messages use it, not the saved path)
-        self._runs_code = False  # the file is a program (.pt2, TorchScript)
-        self._upload: tuple[str, bytes] | None = None  # the latest upload: its name and bytes
-        self._quiet = False  # set while the picker itself changes a value (no re-check)
-        source = FROM_RUN if spec.startswith("run:") else FROM_FILE if is_model_source(spec) else ZOO
-        if data is None and source != ZOO and not self.given:
-            raise ValueError(f"{role}: {spec!r} is a model to load; give data= (the data to check it against)")
-        zoo_spec = spec if source == ZOO else ""
-        family, _, sizes = zoo_spec.partition(":")
-        self._sizes_by_family = {family.strip(): sizes.strip()}  # typed sizes, kept across switches
-        self._family = ""
-        self.source = w.Dropdown(
-            options=[GIVEN] if self.given else SOURCES if data is not None else [ZOO],  # (no data: nothing to check)
-            value=GIVEN if self.given else source,
-            description=role,
-            style=STYLE,
-            disabled=self.given,
-            layout=w.Layout(width="330px"),
-        )
-        self.source.add_class(f"kd-{role}-source")  # browser tests find the pickers by these classes
-        self.family = w.Dropdown(
-            options=[GIVEN] if self.given else fits,
-            description="family",
-            style=STYLE,
-            disabled=self.given,
-            layout=w.Layout(width="210px"),
-        )
-        self.sizes = w.Text(
-            disabled=self.given,
-            layout=w.Layout(width="115px"),
-            tooltip="widths (mlp) or channels (cnn), e.g. 64,32; empty: the family's default",
-        )
-        self.run = w.Dropdown(
-            options=[], description="run", style=STYLE, layout=w.Layout(width="330px"), tooltip=RUN_TOOLTIP
-        )
-        self.run.add_class(f"kd-{role}-run")
-        self.path = w.Text(
-            value=spec if source == FROM_FILE else "",
-            description="file",
-            placeholder="path: .pt/.pth/.safetensors, .pt2, .ts",
-            continuous_update=False,
-            style=STYLE,
-            layout=w.Layout(width="330px"),
-        )
-        self.upload = w.FileUpload(
-            accept=",".join(MODEL_FILE_TYPES), multiple=False, description="upload", layout=w.Layout(width="110px")
-        )
-        self.trust = w.Checkbox(value=bool(trusted), description=TRUST, indent=False, layout=w.Layout(width="215px"))
-        self.file_spec = w.Text(
-            description="zoo spec",
-            placeholder="of a weights file, e.g. mlp:64,64",
-            continuous_update=False,
-            style=STYLE,
-            layout=w.Layout(width="330px"),
-            tooltip="the zoo model the weights were saved from (family:sizes); empty: the spec.json beside the file",
-        )
-        self.note = w.HTML(layout=w.Layout(width="330px"))
-        self._zoo_box = w.HBox([self.family, self.sizes], layout=w.Layout(width="330px"))
-        self._file_box = w.VBox([self.path, w.HBox([self.upload, self.trust]), self.file_spec])
-        self.family.observe(lambda _: self._family_changed(), "value")
-        if not self.given:
-            self.family.value = family.strip() if family.strip() in fits else fits[0]
-        self._family_changed()
-        self.source.observe(lambda _: self.refresh(), "value")
-        self.run.observe(lambda _: self._changed(), "value")
-        self.path.observe(lambda _: self._path_typed(), "value")
-        self.upload.observe(lambda _: self._uploaded(), "value")
-        for box in (self.trust, self.file_spec):
-            box.observe(lambda _: self._changed(), "value")
-        super().__init__(
-            [self.source, self._zoo_box, self.run, self._file_box, self.note], layout=w.Layout(width="330px")
-        )
-        self.refresh(notify=False, selected=spec[len("run:") :] if source == FROM_RUN else None)
-
-    @property
-    def zoo(self) -> bool:
-        """Whether the model is built from the zoo here (and so trained here, for a teacher)."""
-        return not self.given and self.source.value == ZOO
-
-    @property
-    def spec(self) -> str:
-        """The zoo spec, ``run:ID`` or file of the current choice (the Settings' spec for a module
-        given from Python); ValueError with :attr:`problem` when the pick cannot be used."""
-        if self.given:
-            return self._spec
-        if self.source.value == ZOO:
-            sizes = self.sizes.value.strip()
-            return f"{self.family.value}:{sizes}" if sizes else self.family.value
-        if self.problem is not None:
-            raise ValueError(self.problem)
-        return self._model
-
-    @property
-    def trusted(self) -> bool:
-        """Whether the pick is a program file (it runs code) that the person said they trust."""
-        return self.source.value == FROM_FILE and self._runs_code and self.trust.value
-
-    def named(self, message: str) -> str:
-        """``message`` with an uploaded file's saved path replaced by the name it was uploaded with."""
-        if self._shown is None or not self._model or self._shown == self._model:
-            return message
-        spec = str(Path(self._model).with_suffix(".spec.json"))  # written from the zoo spec box
-        message = message.replace(repr(spec), "the zoo spec given").replace(spec, "the zoo spec given")
-        message = message.replace(repr(self._model), repr(self._shown)).replace(self._model, self._shown)
-        return message.replace(Path(self._model).name, self._shown)  # descriptions name the file alone
-
-    def set_fits(self, fits: list[str]) -> None:
-        """Offer only ``fits``; keep the current family when it still fits."""
-        if self.given:
-            return
-        keep = self.family.value
-        self.family.options = fits  # resets the value to the first option
-        self.family.value = keep if keep in fits else fits[0]
-
-    def refresh(self, notify: bool = True, selected: str | None = None) -> None:
-        """Show the current source's controls, list the store's runs for the data, and check the pick."""
-        source = self.source.value
-        self._zoo_box.layout.display = None if source in (ZOO, GIVEN) else "none"
-        self.run.layout.display = None if source == FROM_RUN else "none"
-        self._file_box.layout.display = None if source == FROM_FILE else "none"
-        if source == FROM_RUN:
-            self._list_runs(selected)
-        self._changed(notify)
-
-    def _list_runs(self, selected: str | None = None) -> None:
-        """The store's finished runs of this role that fit the data, newest first (keeps the pick)."""
-        data = self._data()
-        runs = model_runs(data.name, self.role, data.input_shape, data.num_classes, root=self._root)
-        options = [(r.label, r.run_id) for r in runs]
-        keep = selected or self.run.value
-        if selected and selected not in {r.run_id for r in runs}:  # a run given in the Settings: loaded and checked
-            options.insert(0, (f"{selected} (not a finished {self.role} run for data {data.name!r})", selected))
-        self._quiet = True
-        try:
-            with self.run.hold_sync():
-                self.run.options = options
-                self.run.value = keep if keep in {v for _, v in options} else (options[0][1] if options else None)
-        finally:
-            self._quiet = False
-
-    def _path_typed(self) -> None:
-        if not self._quiet:
-            self._upload = None  # a typed path replaces an upload
-            self._changed()
-
-    def _uploaded(self) -> None:
-        if self._quiet or not self.upload.value:
-            return
-        file = self.upload.value[0]
-        self._upload = (str(file["name"]), bytes(file["content"]))
-        self._changed()
-
-    def _changed(self, notify: bool = True) -> None:
-        """Resolve and check the pick (the run or file is loaded against the data); tell the Dashboard."""
-        if self._quiet:
-            return
-        self.problem, self.loaded, self._model, self._shown, self._runs_code = None, "", "", None, False
-        source = self.source.value
-        if source in (FROM_RUN, FROM_FILE):
-            data = self._data()
-            needs = ""  # what the data needs, said when a model was loaded and does not fit
-            try:
-                self._model = self._pick_run(data) if source == FROM_RUN else self._pick_file(data)
-                needs = f" (data {data.name!r}: inputs of shape {tuple(data.input_shape)}, {data.num_classes} classes)"
-                loaded = load_source(self._model, data, self.role, trusted=self.trusted, root=self._root)
-                self.loaded = self.named(loaded.description)
-            except (ValueError, ImportError, OSError) as e:
-                text = self.named(str(e))
-                self.problem = (text if text.startswith(self.role) else f"{self.role}: {text}") + needs
-        self.file_spec.layout.display = "none" if self._runs_code else None
-        if self.problem is not None:
-            self.note.value = f"<small style='color:#b00020'>{html.escape(self.problem)}</small>"
-        elif self.loaded:
-            used = "used as is, not trained here" if self.role == "teacher" else "fine-tuned from these weights"
-            self.note.value = f"<small>{html.escape(self.loaded)}: {used}</small>"
-        else:
-            self.note.value = ""
-        if notify and self._on_change is not None:
-            self._on_change()
-
-    def _pick_run(self, data: Any) -> str:
-        if self.run.value is None:
-            what = "teacher" if self.role == "teacher" else "student or baseline"
-            raise ValueError(
-                f"no finished {what} runs for data {data.name!r} in {str(runs_root(self._root))!r} yet; "
-                "run one with a zoo model first (Dashboard(runs=True), the app and the CLI keep every run), "
-                "or pick a model file"
-            )
-        return f"run:{self.run.value}"
-
-    def _pick_file(self, data: Any) -> str:
-        """The path to load: the typed path, or (for a weights file with a zoo spec, and for an
-        upload) a copy kept under the runs root with its spec beside it."""
-        if self._upload is not None:
-            name, content = self._upload
-        elif self.path.value.strip():
-            name = self.path.value.strip()
-            path = Path(name).expanduser()
-            content = path.read_bytes() if path.is_file() else b""
-        else:
-            raise ValueError(
-                f"give a model file's path or upload one: a .pt/.pth/.safetensors state_dict with its zoo "
-                f"spec, or a .pt2 / TorchScript program with '{TRUST}' ticked"
-            )
-        self._shown = name
-        program = file_runs_code(content, name) if content else file_runs_code(b"", name)
-        self._runs_code = program is not None
-        if program is not None and not self.trust.value:
-            raise ValueError(
-                f"{name!r} is {program}: loading it runs code stored in the file; refused. Tick '{TRUST}' "
-                "only for a file you made or whose author you trust, or give a state_dict (.pt/.pth) or "
-                ".safetensors file with its zoo spec instead"
-            )
-        spec = None
-        if program is None and Path(name).suffix.lower() in SPEC_FILE_TYPES:
-            if self.file_spec.value.strip():
-                spec = zoo_spec_for(self.role, self.file_spec.value, data)
-            elif self._upload is not None:
-                raise ValueError(
-                    f"{self.role} file's zoo spec: empty; an uploaded weights file {name!r} needs the zoo spec of "
-                    f"the model that saved it, e.g. mlp:64,64 (families for this data: "
-                    f"{', '.join(models_for(data.input_shape))})"
-                )
-        if self._upload is None and (spec is None or not content):
-            return name  # loaded where it is (its spec.json beside it, a program; or it does not exist)
-        kept = str(save_model_upload(content, name, self.role, spec, root=self._root))
-        if self._upload is not None:
-            self._quiet = True
-            try:
-                self.path.value = kept  # where the upload is kept (what "copy as code" writes)
-            finally:
-                self._quiet = False
-        return kept
-
-    def _family_changed(self) -> None:
-        """Remember the sizes typed for the old family and show those of the new one."""
-        if self.given:
-            self.sizes.placeholder = "a module"
-            return
-        if self._family:
-            self._sizes_by_family[self._family] = self.sizes.value
-        self._family = family = self.family.value
-        self.sizes.value = self._sizes_by_family.get(family, "")
-        default = DEFAULTS[family]["hidden" if family == "mlp" else "channels"]
-        self.sizes.placeholder = "default " + ",".join(map(str, default))
-
-
-def zoo_spec_for(role: str, text: str, data: Any) -> dict[str, Any]:
-    """The ``model.spec`` dict of the zoo model ``text`` (e.g. 'mlp:64,64') built for ``data``:
-    what a weights file needs beside it to be loaded (built on the meta device: no memory)."""
-    field = f"{role} file's zoo spec"
-    compact = "".join(text.split())
-    try:
-        family, size = parse_model(compact)
-        with torch.device("meta"):
-            return dict(build_model(family, data, **size).spec)
-    except ValueError as e:
-        raise ValueError(f"{field}: {e}") from None
+        self.text = False  # the job's data is text: bits per character, entropy and samples are drawn
+        self.samples: dict = {}  # the samples panel's content, as last drawn
 
 
 class Dashboard(w.VBox):
@@ -509,23 +114,40 @@ class Dashboard(w.VBox):
         self._drawer: threading.Thread | None = None
         self._drawn: _Drawn | None = None
         self._draw_lock = threading.RLock()  # one redraw at a time (the drawer's or a caller's)
+        self._root = runs if isinstance(runs, (str, os.PathLike)) else None  # where runs and uploads are kept
+        self._text_shown: str | None = None  # the name an uploaded text file was uploaded with
+        self._quiet_text = False  # set while the Dashboard itself writes the text path (an upload's)
+        self._data_problem: str | None = None  # why the picked data cannot be used (a bad text file)
+        self._refused: str | None = None  # the last live control the run refused (kept in the status line)
         self._next_job = threading.Event()  # set while a new job waits for the last job's drawer
         style = STYLE
 
         def lay() -> w.Layout:  # one Layout per widget: hiding one must not hide the others
             return w.Layout(width="330px")
 
-        names = ["(your data)"] if data is not None else list_datasets()
+        names = ["(your data)"] if data is not None else [*list_datasets(), *text_datasets(), TEXT_FILE]
         self.dataset = w.Dropdown(
             options=names,
-            value=names[0] if data is not None else s.dataset,
+            value=names[0] if data is not None else TEXT_FILE if s.text_file else s.dataset,
             description="dataset",
             style=style,
             layout=lay(),
         )
-        fits = models_for(self._input_shape())
-        root = runs if isinstance(runs, (str, os.PathLike)) else None  # where runs are listed and loaded
-        pick = dict(data=self._shown_data, root=root, trusted=s.trusted, on_change=self._picks_changed)
+        self.dataset.add_class("kd-dataset")
+        self.text_path = w.Text(
+            value=s.text_file or "",
+            description="text file",
+            placeholder="path of a UTF-8 .txt file",
+            continuous_update=False,
+            style=style,
+            layout=lay(),
+        )
+        self.text_upload = w.FileUpload(accept=".txt", multiple=False, description="upload .txt")
+        self._text_box = w.VBox([self.text_path, self.text_upload])
+        self._was_text = self._text_choice()
+        self._check_data()
+        fits = self._fits()
+        pick = dict(data=self._shown_data, root=self._root, trusted=s.trusted, on_change=self._picks_changed)
         self.teacher = ModelPicker("teacher", s.teacher, fits, teacher, **pick)
         self.student = ModelPicker("student", s.student, fits, student, **pick)
         self._pick_problem = False  # the status line shows a pick's problem
@@ -536,6 +158,26 @@ class Dashboard(w.VBox):
             description="temperature",
             style=style,
             layout=lay(),
+        )
+        self.divergence = w.Dropdown(
+            options=list(KD_DIVERGENCES),
+            value=s.divergence,
+            description="divergence",
+            style=style,
+            layout=lay(),
+            tooltip="the KD term, changeable during a run: "
+            + "; ".join(f"{name}: {DIVERGENCES[name].formula}" for name in KD_DIVERGENCES),
+        )
+        self.divergence_formula = w.HTML(layout=lay())
+        self.beta = w.FloatSlider(
+            value=s.beta,
+            min=0,
+            max=1,
+            step=0.05,
+            description="beta (JSD)",
+            style=style,
+            layout=lay(),
+            tooltip="M = beta*p + (1-beta)*q: 0 is forward KL, 1 reverse KL; changeable during a run",
         )
         self.mode = w.ToggleButtons(
             options=["alpha", "weights"],
@@ -627,6 +269,10 @@ class Dashboard(w.VBox):
             plots.agreement_figure(None).update_layout(**{**size, "height": 380}), deaf
         )  # 2 panels
         self.explorer_fig = LiveFigure(plots.softmax_figure([0.0, 0.0], s.temperature).update_layout(**size), deaf)
+        self.bpc_fig: LiveFigure | None = None  # text charts: built when the data is text (see _swap_charts)
+        self.entropy_fig: LiveFigure | None = None
+        self.samples = w.HTML(layout=w.Layout(width="600px"))  # text: prompt and latest samples
+        self.samples.add_class("kd-samples")
 
         self.train_button.on_click(lambda _: self.train_teacher())
         self.distill_button.on_click(lambda _: self.distill())
@@ -634,13 +280,17 @@ class Dashboard(w.VBox):
         self.stop_button.on_click(lambda _: self.stop())
         self.code_button.on_click(lambda _: self.show_code())
         self.dataset.observe(lambda _: self._dataset_changed(), "value")
+        self.text_path.observe(lambda _: self._text_path_typed(), "value")
+        self.text_upload.observe(lambda _: self._text_uploaded(), "value")
+        self.divergence.observe(lambda _: self._show_divergence(), "value")
         self.mode.observe(lambda _: self._show_weights(), "value")
-        for widget in (self.temperature, self.alpha, *self.w.values()):
+        for widget in (self.temperature, self.divergence, self.beta, self.alpha, *self.w.values()):
             widget.observe(self._live_control, "value")
         self.temperature.observe(lambda _: self._draw_explorer(), "value")
         self.sample.observe(lambda _: self._draw_explorer(), "value")
         self._weights_box = w.VBox([self.alpha, *self.w.values(), self.hint_student, self.hint_teacher])
         self._show_weights()
+        self._show_divergence()
         self._update_fits()
         self._picks_changed()
         self._draw_explorer()
@@ -648,11 +298,15 @@ class Dashboard(w.VBox):
             [
                 w.HTML("<b>Data and models</b>"),
                 self.dataset,
+                self._text_box,
                 self.teacher,
                 self.student,
                 self.fits,
                 w.HTML("<b>Loss</b>"),
                 self.temperature,
+                self.divergence,
+                self.divergence_formula,
+                self.beta,
                 self.mode,
                 self._weights_box,
                 w.HTML("<b>Transfer set</b>"),
@@ -673,17 +327,12 @@ class Dashboard(w.VBox):
         buttons = w.HBox(
             [self.train_button, self.distill_button, self.pause_button, self.stop_button, self.code_button]
         )
+        self._explorer_box = w.VBox([w.HTML("<b>Temperature explorer</b>"), self.sample, self.explorer_fig])
         self._charts = charts = w.VBox(
-            [
-                self.accuracy_fig,
-                self.loss_fig,
-                self.agreement_fig,
-                w.HTML("<b>Temperature explorer</b>"),
-                self.sample,
-                self.explorer_fig,
-            ],
+            [self.accuracy_fig, self.loss_fig, self.agreement_fig, self.samples, self._explorer_box],
             layout=w.Layout(width="600px"),
         )
+        self._swap_charts(self._text_choice())
         super().__init__(
             [buttons, w.HBox([self.status, self.progress]), self.verdict, w.HBox([controls, charts]), self.code]
         )
@@ -699,16 +348,25 @@ class Dashboard(w.VBox):
                 "hint_student": self.hint_student.value.strip() or None,
                 "hint_teacher": self.hint_teacher.value.strip() or None,
             }
-        dataset = self.dataset.value if self._data is None else "digits"
+        dataset, text_file = (self.dataset.value if self._data is None else "digits"), None
+        if self._data is None and self.dataset.value == TEXT_FILE:
+            if self._data_problem is not None:
+                raise ValueError(self._data_problem)
+            text_file = self.text_path.value.strip()
+            dataset = Path(self._text_shown or text_file).stem or "text"
+        text = self._text_choice()
         return self._base.replace(
             dataset=dataset,
+            text_file=text_file,
+            divergence=self.divergence.value,
+            beta=float(self.beta.value),
             teacher=self.teacher.spec,
             student=self.student.spec,
             trusted=self.teacher.trusted or self.student.trusted,
             temperature=float(self.temperature.value),
             labeled_fraction=self.labeled_fraction.value,
-            extra_unlabeled=self.extra_unlabeled.value,
-            mixup=self.mixup.value,
+            extra_unlabeled=0 if text else self.extra_unlabeled.value,  # (no generated inputs for text)
+            mixup=False if text else self.mixup.value,
             epochs=self.epochs.value,
             teacher_epochs=self.teacher_epochs.value,
             batch_size=self.batch_size.value,
@@ -736,32 +394,157 @@ class Dashboard(w.VBox):
         for s in (*self.w.values(), self.hint_student, self.hint_teacher):
             s.layout.display = "none" if alpha else None
 
+    def _show_divergence(self) -> None:
+        """The divergence's formula, and the beta slider for 'jsd' only."""
+        name = self.divergence.value
+        self.divergence_formula.value = f"<small>{html.escape(DIVERGENCES[name].formula)}</small>"
+        self.beta.layout.display = None if name == "jsd" else "none"
+
+    def _text_choice(self) -> bool:
+        """Whether the dataset picker's choice is text (a built-in corpus or a .txt file)."""
+        if self._data is not None:
+            return is_text(self._data)
+        return self.dataset.value == TEXT_FILE or self.dataset.value in text_datasets()
+
     def _shown_data(self) -> Any:
-        """The data of the dataset picker (or the data given from Python)."""
+        """The data of the dataset picker (or the data given from Python); ValueError for a bad text file."""
         if self._data is not None:
             return self._data
         name = self.dataset.value
+        if name == TEXT_FILE:
+            return self._text_file_data()
         if name not in self._loaded:
             self._loaded[name] = load_dataset(name)
         return self._loaded[name]
 
-    def _input_shape(self) -> tuple[int, ...]:
-        return tuple(self._shown_data().input_shape)
+    def _text_file_data(self) -> Any:
+        """The path box's text file as next-character blocks (read once per path and content)."""
+        path = self.text_path.value.strip()
+        shown = self._text_shown or path
+        if not path:
+            raise ValueError("text file: none given; type the path of a UTF-8 .txt file or upload one")
+        file = Path(path).expanduser()
+        try:
+            stat = file.stat()
+            key: Any = ("text file", str(file), stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            key = None  # (from_text says what is wrong)
+        if key is None or key not in self._loaded:
+            try:
+                data = from_text(file, name=Path(shown).stem or "text")
+            except ValueError as e:  # named as the person named it, not where an upload is kept
+                raise ValueError(f"text file {shown!r}: " + str(e).replace(f"path: {str(file)!r} ", "")) from None
+            if key is None:
+                return data
+            self._loaded[key] = data
+        return self._loaded[key]
+
+    def _text_path_typed(self) -> None:
+        if not self._quiet_text:
+            self._text_shown = None  # a typed path replaces an upload
+            self._dataset_changed()
+
+    def _text_uploaded(self) -> None:
+        """Keep an uploaded .txt under the runs root (named by its content) and read it from there."""
+        if not self.text_upload.value:
+            return
+        file = self.text_upload.value[0]
+        name, content = str(file["name"]), bytes(file["content"])
+        folder = uploads_folder(self._root)
+        kept = folder / f"text-{hashlib.sha256(content).hexdigest()[:24]}.txt"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not kept.exists():
+                kept.write_bytes(content)
+        except OSError as e:
+            self._data_problem = f"text file {name!r}: cannot be kept in {str(folder)!r} ({e.strerror or e})"
+            self._picks_changed()
+            return
+        self._quiet_text = True
+        try:
+            self.text_path.value = str(kept)  # what Copy as code writes
+        finally:
+            self._quiet_text = False
+        self._text_shown = name
+        self._dataset_changed()
 
     def _dataset_changed(self) -> None:
-        """A new dataset: offer the families that fit it, list its runs, check picked files against it."""
+        """A new dataset: offer the families that fit it, list its runs, check picked files against it;
+        a switch between tables and text also swaps the charts and brings that kind's training values."""
+        text = self._text_choice()
+        self._check_data()
+        if text != self._was_text:
+            self._was_text = text
+            self._kind_values(text)
+            self._swap_charts(text)
         self._update_fits()
         with self.hold_sync():
             for picker in (self.teacher, self.student):
                 picker.refresh(notify=False)
         self._picks_changed()
 
+    def _check_data(self) -> None:
+        """Show the text file's controls for that choice, and read the file: its error is a data problem."""
+        chosen = self._data is None and self.dataset.value == TEXT_FILE
+        self._text_box.layout.display = None if chosen else "none"
+        self._data_problem = None
+        if chosen:
+            try:
+                self._shown_data()
+            except ValueError as e:
+                self._data_problem = str(e)
+
+    def _kind_values(self, text: bool) -> None:
+        """The training values of the new kind of data (text: Settings.for_dataset's text values)."""
+        base = self._base if self._base.is_text == text else DEFAULT_SETTINGS
+        values = {**{k: getattr(base, k) for k in KIND_FIELDS}, **(TEXT_SETTINGS if text and not base.is_text else {})}
+        values["teacher_epochs"] = values["teacher_epochs"] or values["epochs"]
+        with self.hold_sync():
+            self.temperature.options = temperature_options(values["temperature"])
+            self.temperature.value = float(values["temperature"])
+            for k in KIND_FIELDS[1:]:
+                getattr(self, k).value = values[k]
+        for widget in (self.extra_unlabeled, self.mixup):
+            widget.disabled = text  # generated inputs and mixup exist for tables only
+
+    def _swap_charts(self, text: bool) -> None:
+        """Text: bits per character and entropy charts (and the samples panel) in place of accuracy and
+        agreement, and no temperature explorer; tables: the other way round. Each new chart is a new
+        LiveFigure built complete, put where the old one was in the charts box (as revive_charts does)."""
+        size = dict(height=300, margin=dict(l=40, r=10, t=40, b=30))
+        if text:
+            pairs = [
+                ("accuracy_fig", "bpc_fig", plots.bpc_figure(None)),
+                ("agreement_fig", "entropy_fig", plots.entropy_figure(None)),
+            ]
+        else:
+            pairs = [
+                ("bpc_fig", "accuracy_fig", plots.accuracy_figure(None)),
+                ("entropy_fig", "agreement_fig", plots.agreement_figure(None).update_layout(height=380)),
+            ]
+        with self._draw_lock:
+            for old_name, new_name, figure in pairs:
+                old = getattr(self, old_name)
+                if old is None or not any(c is old for c in self._charts.children):
+                    continue
+                new = LiveFigure(
+                    figure.update_layout(**{**size, "height": figure.layout.height or 300}), self._chart_went_deaf
+                )
+                setattr(self, new_name, new)
+                self._charts.children = tuple(new if c is old else c for c in self._charts.children)
+                old.close()
+            self.samples.value = ""
+            self.samples.layout.display = None if text else "none"
+            self._explorer_box.layout.display = "none" if text else None
+
     def _picks_changed(self) -> None:
-        """A model pick changed: Distill (and Train teacher) are enabled only for usable picks, and
-        the status line says why not."""
-        problem = self.teacher.problem or self.student.problem
+        """A model pick (or the text file) changed: Distill (and Train teacher) are enabled only for
+        usable picks, and the status line says why not."""
+        problem = self._data_problem or self.teacher.problem or self.student.problem
         self.distill_button.disabled = problem is not None
-        self.train_button.disabled = not (self.teacher.zoo or self.teacher.given) or self.teacher.problem is not None
+        self.train_button.disabled = (
+            not (self.teacher.zoo or self.teacher.given) or (self._data_problem or self.teacher.problem) is not None
+        )
         self.teacher_epochs.disabled = not (self.teacher.zoo or self.teacher.given)
         self.train_button.tooltip = "" if self.teacher.zoo else "a loaded teacher is used as is, not trained here"
         if self.job is not None and not self.job.done:
@@ -773,12 +556,33 @@ class Dashboard(w.VBox):
             self._pick_problem = False
             self.status.value = "<b>ready</b>"
 
+    def _fits(self) -> list[str]:
+        """The model families that fit the current data (text: GPT only, even before a file is read)."""
+        if self._text_choice() and self._data is None:
+            return list(TEXT_FAMILIES)
+        return models_for(self._shown_data())
+
     def _update_fits(self) -> None:
-        """Offer only the model families that fit the current dataset's input shape."""
-        shape = self._input_shape()
-        fits = models_for(shape)
-        self.teacher.set_fits(fits)
-        self.student.set_fits(fits)
+        """Offer only the model families that fit the current data."""
+        fits = self._fits()
+        if self._text_choice():
+            name = self.dataset.value
+            self.teacher.set_fits(fits, suggested_model("teacher", name, text=True))
+            self.student.set_fits(fits, suggested_model("student", name, text=True))
+            if self._data_problem is None:
+                data = self._shown_data()
+                self.fits.value = (
+                    f"<small>text: blocks of {data.input_shape[0]} characters, a vocabulary of "
+                    f"{data.num_classes}: GPT sizes (layers,width[,heads]) only</small>"
+                )
+            else:
+                self.fits.value = "<small>text: GPT sizes (layers,width[,heads]) only</small>"
+            return
+        name = self.dataset.value if self._data is None else ""
+        for picker in (self.teacher, self.student):  # back from text: the dataset's models, as for_dataset's
+            back = picker.family.value in TEXT_FAMILIES
+            picker.set_fits(fits, suggested_model(picker.role, name, text=False) if back else None)
+        shape = tuple(self._shown_data().input_shape)
         self.fits.value = f"<small>input {shape}: families {', '.join(fits)} fit (of {', '.join(FAMILIES)})</small>"
 
     # -- actions -------------------------------------------------------------------------------
@@ -788,7 +592,9 @@ class Dashboard(w.VBox):
 
     def _build(self, train_teacher: bool | None):
         settings = self.settings()
-        data = self._data if self._data is not None else settings.data()
+        data = self._data if self._data is not None else settings.data() if not settings.text_file else None
+        if data is None:
+            data = self._shown_data()  # the text file as read when picked (the same from_text call)
         try:
             exp = settings.experiment(
                 data=data,
@@ -822,11 +628,13 @@ class Dashboard(w.VBox):
         split = "val" if exp.data.val is not None else "test"  # the split the engine evaluates during a fit
         with self._draw_lock:
             self._drawn = _Drawn(self.job, exp.cache and exp.teacher_key is not None, split)
+            self._drawn.text = is_text(exp.data)
             loaded = exp.loaded.get("teacher")
             if loaded is not None and not exp.train_teacher:
                 self._drawn.teacher_note = f"teacher loaded: {self.teacher.named(loaded.description)}, not trained"
             self._draw_charts(self._drawn, None)
         self.verdict.value = ""
+        self._refused = None
         self.pause_button.disabled = self.stop_button.disabled = False
         self.pause_button.description = "Pause"
         self._pick_problem = False
@@ -892,12 +700,20 @@ class Dashboard(w.VBox):
         try:
             if change["owner"] is self.temperature:
                 self.job.set_controls(temperature=float(self.temperature.value))
+            elif change["owner"] is self.divergence:
+                self.job.set_controls(divergence=self.divergence.value, beta=float(self.beta.value))
+            elif change["owner"] is self.beta:
+                if self.divergence.value == "jsd":
+                    self.job.set_controls(beta=float(self.beta.value))
             elif change["owner"] is self.alpha and self.mode.value == "alpha":
                 self.job.set_controls(alpha=self.alpha.value)
             elif self.mode.value == "weights":
                 self.job.set_controls(**{k: s.value for k, s in self.w.items()})
-        except ValueError as e:
-            self._say(str(e), "error")
+        except ValueError as e:  # the run goes on with the values it had
+            self._refused = str(e)
+            self._say(f"refused (the run goes on): {e}", "error")
+        else:
+            self._refused = None
 
     # -- drawing (its own thread) -------------------------------------------------------------
     def _draw_loop(self, job: LiveRun) -> None:
@@ -912,7 +728,7 @@ class Dashboard(w.VBox):
     def _settle(self) -> None:
         """After the last redraw, give each chart's view DEAF_SECONDS to apply it, else replace the
         chart (one at a time): the new widget opens with the final state, so the end of a run is drawn."""
-        deadline = time.monotonic() + SETTLING_SECONDS + 2 * DEAF_SECONDS
+        deadline = time.monotonic() + live_figure.SETTLING_SECONDS + 2 * live_figure.DEAF_SECONDS
         while not self._next_job.is_set() and time.monotonic() < deadline:
             figs = self._figures()
             if not any(f.pending for f in figs) and not any(f.settling for f in figs if f._revival):
@@ -928,8 +744,14 @@ class Dashboard(w.VBox):
         if not self.revive_charts() and any(f is fig for f in self._figures()) and fig._revival < MAX_REVIVALS:
             fig._later(1.0, fig._check_deaf)
 
+    def _chart_names(self) -> tuple[str, ...]:
+        """The attributes of the curve charts now in the charts box (text or tables), and the explorer."""
+        if self.bpc_fig is not None and any(c is self.bpc_fig for c in self._charts.children):
+            return ("bpc_fig", "loss_fig", "entropy_fig", "explorer_fig")
+        return ("accuracy_fig", "loss_fig", "agreement_fig", "explorer_fig")
+
     def _figures(self) -> list[LiveFigure]:
-        return [self.accuracy_fig, self.loss_fig, self.agreement_fig, self.explorer_fig]
+        return [getattr(self, name) for name in self._chart_names()]
 
     def redraw(self, job: LiveRun | None = None) -> None:
         """Bring progress, status and charts up to date with the job's events."""
@@ -959,7 +781,9 @@ class Dashboard(w.VBox):
             if d.start is not None:
                 self.progress.max = max(d.start.steps_planned, 1)
                 self.progress.value = d.last_step.step if d.last_step else 0
-                if not finished:
+                if not finished and self._refused:
+                    self._say(f"{self._running_status(d)}; refused: {self._refused}", "error")
+                elif not finished:
                     self._say(self._running_status(d))
             self._draw_charts(d, pd.DataFrame(d.rows))
             if finished:
@@ -973,7 +797,7 @@ class Dashboard(w.VBox):
         with self._draw_lock:
             if any(f.settling for f in self._figures() if f._revival):
                 return []
-            for name in ("accuracy_fig", "loss_fig", "agreement_fig", "explorer_fig"):
+            for name in self._chart_names():
                 old = getattr(self, name)
                 if not old.deaf or old._revival >= MAX_REVIVALS:
                     continue
@@ -981,7 +805,8 @@ class Dashboard(w.VBox):
                     new = LiveFigure(go.Figure(old), self._chart_went_deaf)
                 new._revival = old._revival + 1
                 setattr(self, name, new)
-                self._charts.children = tuple(new if c is old else c for c in self._charts.children)
+                box = self._explorer_box if name == "explorer_fig" else self._charts
+                box.children = tuple(new if c is old else c for c in box.children)
                 old.close()
                 return [name]
         return []
@@ -1003,15 +828,44 @@ class Dashboard(w.VBox):
     def _draw_charts(self, d: _Drawn, history: pd.DataFrame | None) -> None:
         """Every curve chart from the job's history (None: empty charts, titled for this job)."""
         role = plots.live_role(history)
-        charts = [
-            (self.accuracy_fig, plots.accuracy_traces(history, d.split), f"{d.split} accuracy"),
-            (self.loss_fig, plots.loss_traces(history, role), f"{role} training loss"),
-            (self.agreement_fig, plots.agreement_traces(history, d.split), f"teacher-student agreement ({d.split})"),
-        ]
+        if d.text and self.bpc_fig is not None and self.entropy_fig is not None:
+            charts = [
+                (self.bpc_fig, plots.bpc_traces(history, d.split), f"{d.split} bits per character"),
+                (self.loss_fig, plots.loss_traces(history, role), f"{role} training loss"),
+                (self.entropy_fig, plots.entropy_traces(history, d.split), f"{d.split} entropy of the next character"),
+            ]
+            self._draw_samples(d, history)
+        else:
+            charts = [
+                (self.accuracy_fig, plots.accuracy_traces(history, d.split), f"{d.split} accuracy"),
+                (self.loss_fig, plots.loss_traces(history, role), f"{role} training loss"),
+                (
+                    self.agreement_fig,
+                    plots.agreement_traces(history, d.split),
+                    f"teacher-student agreement ({d.split})",
+                ),
+            ]
         for fig, traces, title in charts:
             with fig.edit():
                 plots.apply_traces(fig, traces)
                 fig.layout.title.text = title
+
+    def _draw_samples(self, d: _Drawn, history: pd.DataFrame | None) -> None:
+        """The samples panel: the prompt and each model's latest continuation (redrawn when an eval brings one)."""
+        samples = plots.latest_samples(history) if history is not None and not history.empty else {}
+        if samples == d.samples and self.samples.value:
+            return
+        d.samples = samples
+        head = "<b>Samples</b> <small>(the same prompt and seed for every model, redrawn at each evaluation)</small>"
+        if not samples:
+            self.samples.value = f"{head}<br><small>the first evaluation brings the first samples</small>"
+            return
+        pre = "<pre style='white-space:pre-wrap;margin:2px 0 6px 0'>{}</pre>"
+        parts = [head, "<small>prompt</small>", pre.format(html.escape(next(iter(samples.values()))["prompt"]))]
+        for role, sample in samples.items():
+            when = "once" if sample["step"] < 0 else f"step {sample['step']}"
+            parts += [f"<small>{role} ({when})</small>", pre.format(html.escape(sample["sample"]))]
+        self.samples.value = "".join(parts)
 
     def _finish(self, d: _Drawn) -> None:
         """The job ended: say how (and, for a distill run, the verdict); enable the next run."""
@@ -1024,6 +878,10 @@ class Dashboard(w.VBox):
         elif job.status in ("diverged", "stopped"):
             why = next((p.message for p in reversed(ends) if p.status == job.status), "")
             self._say(f"{job.name} {job.status}: {why}", "error" if job.status == "diverged" else "info")
+        elif d.text:
+            parts = [f"{p.role} {p.final.get('test_bpc', float('nan')):.3f}" for p in ends if p.final]
+            self._say(f"{job.name} done; test bits per character: {', '.join(parts)}{note}", "ok")
+            self._show_text_verdict(ends)
         else:
             parts = [f"{p.role} {p.final.get('test_acc', float('nan')):.3f}" for p in ends if p.final]
             self._say(f"{job.name} done; test accuracy: {', '.join(parts)}{note}", "ok")
@@ -1054,9 +912,22 @@ class Dashboard(w.VBox):
             f"{html.escape(line).replace(README_ANCHOR, link)}</span>"
         )
 
+    def _show_text_verdict(self, ends: list[FitEnd]) -> None:
+        """One line under the status for text: the student's test bits per character vs scratch's."""
+        bpc = {p.role: p.final.get("test_bpc") for p in ends if p.status == "completed"}
+        student, scratch = bpc.get("student"), bpc.get("baseline")
+        if student is None or scratch is None:
+            return
+        line = f"{student:.3f} vs {scratch:.3f} bits per character for scratch ({student - scratch:+.3f})"
+        won = student < scratch
+        text = f"Distillation beat scratch: {line}." if won else f"Distillation did not beat scratch: {line}."
+        self.verdict.value = f"<span style='color:{'#1b5e20' if won else '#8a4b00'}'>{html.escape(text)}</span>"
+
     def _draw_explorer(self) -> None:
         """Redraw the teacher's softened distribution for the chosen test input (no training)."""
         exp, teacher = self.experiment, self._teacher
+        if self._text_choice() or (exp is not None and is_text(exp.data)):
+            return  # (hidden for text)
         running = self.job is not None and not self.job.done
         if teacher is None or (running and (teacher.training or (exp is not None and exp.train_teacher))):
             return  # no teacher yet, or one that the run is training (or about to use) right now
