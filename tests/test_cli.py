@@ -296,7 +296,10 @@ def test_distill_text_json_reports_bits_per_character_and_takes_the_text_flags(s
     assert set(runs) == {"teacher", "student", "baseline"}
     assert all(r["status"] == "completed" and 0 < r["test_bpc"] < 10 for r in runs.values())
     s, b = runs["student"]["test_bpc"], runs["baseline"]["test_bpc"]
-    assert res["verdict"].startswith(f"distilled student {s:.4f} bits per character vs scratch {b:.4f}")
+    assert (
+        res["verdict"].startswith("Distillation ")
+        and f"{s:.3f} vs {b:.3f} bits per character for scratch" in res["verdict"]
+    )
 
 
 @pytest.mark.slow
@@ -309,7 +312,7 @@ def test_distill_text_table_shows_bpc_the_cache_and_samples(small_text, capsys):
     assert any(line.startswith("play: ") and "divergence topk_kl, T=1" in line for line in lines)
     assert any(line.startswith("teacher outputs cached: top-4 of ") for line in lines)
     assert sum(line.startswith("sample (") for line in lines) == 3
-    assert "bits per character vs scratch" in out
+    assert "bits per character for scratch" in out
 
 
 @pytest.mark.slow

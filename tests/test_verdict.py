@@ -34,3 +34,18 @@ def test_the_linked_readme_section_exists():
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
     headings = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", readme, re.M)}
     assert README_ANCHOR.split("#", 1)[1] in headings
+
+
+def test_the_text_verdict_is_in_bits_per_character_where_lower_is_better():
+    from workbench.verdict import text_verdict
+
+    assert text_verdict(None, 2.0) is None and text_verdict(2.0, None) is None
+    assert text_verdict(2.10, 2.25) == (
+        "Distillation beat scratch: 2.100 vs 2.250 bits per character for scratch (-0.150; lower is better)."
+    )
+    same = text_verdict(2.30, 2.25, labeled_fraction=1.0)
+    assert same.startswith("Distillation did not beat scratch: 2.300 vs 2.250") and "every block labelled" in same
+    few = text_verdict(2.30, 2.25, labeled_fraction=0.1)
+    assert "every block labelled" not in few and "train the teacher longer" in few
+    weak = text_verdict(2.30, 2.25, labeled_fraction=0.1, teacher_bpc=2.26)
+    assert "the teacher predicts the text no better" in weak

@@ -505,7 +505,7 @@ def _distill(args: argparse.Namespace) -> int:
     if not distributed.is_main():  # under torchrun only rank 0 reports
         return _status(result)
     table = result.table()
-    verdict = _text_verdict(result) if text else _verdict(result, cfg, args.extra_unlabeled)
+    verdict = _text_verdict(result, cfg.labeled_fraction) if text else _verdict(result, cfg, args.extra_unlabeled)
     if args.json:
         print(
             json.dumps(
@@ -562,16 +562,12 @@ def _bpc(fit: Any) -> float | None:
     return fit.summary.get("test_bpc") if fit is not None else None
 
 
-def _text_verdict(result: Any) -> str | None:
+def _text_verdict(result: Any, labeled_fraction: float) -> str | None:
     """One line on the distilled student vs the scratch baseline in test bits per character (lower is better)."""
-    student, scratch = _bpc(result.student), _bpc(result.baseline)
-    if student is None or scratch is None:
-        return None
-    gain = scratch - student
-    how = "better than" if gain > 0 else "no better than"
-    return (
-        f"distilled student {student:.4f} bits per character vs scratch {scratch:.4f}: KD is {how} "
-        f"training from scratch here ({gain:+.4f} bpc, one seed; lower is better)"
+    from .verdict import text_verdict
+
+    return text_verdict(
+        _bpc(result.student), _bpc(result.baseline), labeled_fraction=labeled_fraction, teacher_bpc=_bpc(result.teacher)
     )
 
 

@@ -45,3 +45,34 @@ def kd_verdict(
     else:
         why = "the student may be too small to follow the teacher, or T and the weights need tuning"
     return f"{head}: {why}. See {README_ANCHOR}."
+
+
+def text_verdict(
+    student_bpc: float | None,
+    scratch_bpc: float | None,
+    *,
+    labeled_fraction: float = 1.0,
+    teacher_bpc: float | None = None,
+) -> str | None:
+    """The same verdict for a language model, in test bits per character (lower is better).
+
+    Returns None when either number is missing; when the student is not better, says the likely reason.
+    """
+    if student_bpc is None or scratch_bpc is None:
+        return None
+    line = (
+        f"{student_bpc:.3f} vs {scratch_bpc:.3f} bits per character for scratch "
+        f"({student_bpc - scratch_bpc:+.3f}; lower is better)"
+    )
+    if student_bpc < scratch_bpc:
+        return f"Distillation beat scratch: {line}."
+    if teacher_bpc is not None and teacher_bpc >= scratch_bpc - 0.005:
+        why = "the teacher predicts the text no better than the student learns it from the labels alone"
+    elif labeled_fraction >= 1.0:
+        why = (
+            "with every block labelled the student sees the same text either way; KD pays most when the "
+            "teacher covers text the labels do not (a lower labeled fraction), or over a longer run"
+        )
+    else:
+        why = "a short run or a weak teacher; train the teacher longer, or give the student more steps"
+    return f"Distillation did not beat scratch: {line}: {why}."

@@ -18,7 +18,7 @@ from .. import plots
 from ..engine.evaluation import predict_logits
 from ..engine.events import EvalEnd, FitEnd, FitStart, StepEnd
 from ..models.zoo import is_text
-from ..verdict import README_ANCHOR, kd_verdict
+from ..verdict import README_ANCHOR, kd_verdict, text_verdict
 from . import sidebar
 from .jobs import Job, JobRegistry, TooManyJobs, job_threads
 from .settings import Settings
@@ -358,7 +358,7 @@ def results_ui(job: Job) -> None:
     if result is None or experiment is None or result.student is None:
         return
     if is_text_job(job, []):
-        text_results_ui(result)
+        text_results_ui(result, experiment.config.labeled_fraction)
         explorer_ui(experiment)
         return
     cols = st.columns(3)
@@ -375,7 +375,7 @@ def results_ui(job: Job) -> None:
         boundary_ui(experiment, result)
 
 
-def text_results_ui(result: Any) -> None:
+def text_results_ui(result: Any, labeled_fraction: float = 1.0) -> None:
     """Test bits per character of each model, and whether the student beat its scratch baseline."""
     bpc = {role: fit.summary.get("test_bpc") for role, fit in result.fits.items()}
     for col, (role, value) in zip(st.columns(3), bpc.items()):
@@ -384,18 +384,14 @@ def text_results_ui(result: Any) -> None:
             f"{value:.3f}" if value is not None else "n/a",
             help=f"{result.fits[role].summary.get('student_params')} parameters; lower is better",
         )
-    student, scratch = bpc.get("student"), bpc.get("baseline")
-    if student is None or scratch is None:
-        return
-    line = f"{student:.3f} vs {scratch:.3f} bits per character for scratch ({student - scratch:+.3f})"
-    if student < scratch:
-        st.success(f"Distillation beat scratch: {line}.")
-    else:
-        st.warning(
-            f"Distillation did not beat scratch: {line}. With every block labelled the student sees the "
-            "same text either way: KD pays most when the teacher covers text the labels do not "
-            "(lower the labeled fraction), or with a longer run."
-        )
+    line = text_verdict(
+        bpc.get("student"),
+        bpc.get("baseline"),
+        labeled_fraction=labeled_fraction,
+        teacher_bpc=bpc.get("teacher"),
+    )
+    if line is not None:
+        (st.success if line.startswith("Distillation beat") else st.warning)(line)
 
 
 def verdict_ui(settings: Settings | None, result: Any) -> None:

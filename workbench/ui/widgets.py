@@ -34,7 +34,7 @@ from ..engine.events import FitEnd, FitStart, StepEnd
 from ..engine.hints import find_module
 from ..engine.live import LiveRun
 from ..models.zoo import FAMILIES, TEXT_FAMILIES, is_text, models_for
-from ..verdict import README_ANCHOR, kd_verdict
+from ..verdict import README_ANCHOR, kd_verdict, text_verdict
 from . import live_figure
 from .dashboard_pickers import FROM_FILE, FROM_RUN, GIVEN, SOURCES, STYLE, TRUST, ZOO, ModelPicker, zoo_spec_for
 from .live_figure import DEAF_SECONDS, MAX_REVIVALS, SETTLING_SECONDS, LiveFigure  # (patch them in live_figure)
@@ -915,12 +915,16 @@ class Dashboard(w.VBox):
     def _show_text_verdict(self, ends: list[FitEnd]) -> None:
         """One line under the status for text: the student's test bits per character vs scratch's."""
         bpc = {p.role: p.final.get("test_bpc") for p in ends if p.status == "completed"}
-        student, scratch = bpc.get("student"), bpc.get("baseline")
-        if student is None or scratch is None:
+        exp = self.experiment
+        text = text_verdict(
+            bpc.get("student"),
+            bpc.get("baseline"),
+            labeled_fraction=exp.config.labeled_fraction if exp is not None else 1.0,
+            teacher_bpc=bpc.get("teacher"),
+        )
+        if text is None:
             return
-        line = f"{student:.3f} vs {scratch:.3f} bits per character for scratch ({student - scratch:+.3f})"
-        won = student < scratch
-        text = f"Distillation beat scratch: {line}." if won else f"Distillation did not beat scratch: {line}."
+        won = text.startswith("Distillation beat")
         self.verdict.value = f"<span style='color:{'#1b5e20' if won else '#8a4b00'}'>{html.escape(text)}</span>"
 
     def _draw_explorer(self) -> None:
