@@ -67,6 +67,8 @@ bench: install
 	$(BIN)/python bench/engine_overhead.py
 	$(BIN)/python bench/teacher_cache.py
 	$(BIN)/python bench/dashboard_overhead.py
+	$(BIN)/python bench/text_kd_step.py
+	$(BIN)/python bench/live_views.py --quick  # needs /usr/bin/chromium (make browser)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
