@@ -537,3 +537,21 @@ def test_data_without_a_val_split_is_charted_on_the_split_it_is_evaluated_on():
     assert ev and list(traces(d.accuracy_fig)["student"].x) == [p.step for p in ev]
     assert d.accuracy_fig.layout.title.text == "test accuracy"
     assert list(traces(d.agreement_fig)["agreement"].y) == pytest.approx([p.agreement for p in ev])
+
+
+def test_the_settings_are_the_round_values_a_browser_shows():
+    # In JupyterLab a log slider (0.1 steps) sent lr=10**-2.5 for 3e-3, and the fraction slider 0.09999999999999999
+    d = Dashboard(DEFAULT_SETTINGS)
+    try:
+        assert d.lr.value == DEFAULT_SETTINGS.lr == 3e-3 and d.settings().lr == 3e-3
+        d.lr.index = d.lr.index + 1  # what a browser sends: the index of a labelled option
+        assert d.settings().lr == 1e-2 and d.lr.label == "0.01"
+        d.labeled_fraction.value = 0.09999999999999999
+        assert d.settings().labeled_fraction == 0.1
+        code = d.show_code()
+        assert "lr=0.01," in code and "labeled_fraction=0.1," in code
+        custom = Dashboard(Settings(dataset="moons", lr=0.0042))
+        assert custom.lr.value == 0.0042 and custom.settings().lr == 0.0042  # a value given from Python is kept
+        custom.close()
+    finally:
+        d.close()

@@ -71,9 +71,18 @@ KIND_FIELDS += ("weight_decay", "labeled_fraction")
 TEMPERATURES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0)
 
 
+# Round learning rates, for the same reason: a log slider's 0.1 steps turned lr=3e-3 into 10**-2.5 in the browser.
+LEARNING_RATES = (1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+
+
 def temperature_options(current: float) -> list[tuple[str, float]]:
     """(label, value) pairs for the temperature slider: the round values and ``current``."""
     return [(f"{t:g}", t) for t in sorted({*TEMPERATURES, float(current)})]
+
+
+def lr_options(current: float) -> list[tuple[str, float]]:
+    """(label, value) pairs for the learning-rate slider: the round values and ``current``."""
+    return [(f"{v:g}", v) for v in sorted({*LEARNING_RATES, float(current)})]
 
 
 class _Drawn:
@@ -240,8 +249,8 @@ class Dashboard(w.VBox):
         self.batch_size = w.Dropdown(
             options=[16, 32, 64, 128, 256, 512], value=s.batch_size, description="batch", style=style, layout=lay()
         )
-        self.lr = w.FloatLogSlider(
-            value=s.lr, base=10, min=-5, max=-0.5, step=0.1, description="lr", style=style, layout=lay()
+        self.lr = w.SelectionSlider(
+            options=lr_options(s.lr), value=float(s.lr), description="lr", style=style, layout=lay()
         )
         self.optimizer = w.Dropdown(
             options=["adam", "adamw", "sgd"], value=s.optimizer, description="optimizer", style=style, layout=lay()
@@ -364,7 +373,7 @@ class Dashboard(w.VBox):
             student=self.student.spec,
             trusted=self.teacher.trusted or self.student.trusted,
             temperature=float(self.temperature.value),
-            labeled_fraction=self.labeled_fraction.value,
+            labeled_fraction=round(self.labeled_fraction.value, 4),  # a browser's slider sends 0.09999999999999999
             extra_unlabeled=0 if text else self.extra_unlabeled.value,  # (no generated inputs for text)
             mixup=False if text else self.mixup.value,
             epochs=self.epochs.value,
@@ -502,6 +511,7 @@ class Dashboard(w.VBox):
         with self.hold_sync():
             self.temperature.options = temperature_options(values["temperature"])
             self.temperature.value = float(values["temperature"])
+            self.lr.options = lr_options(values["lr"])
             for k in KIND_FIELDS[1:]:
                 getattr(self, k).value = values[k]
         for widget in (self.extra_unlabeled, self.mixup):
