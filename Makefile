@@ -47,8 +47,12 @@ demo: install
 	$(BIN)/workbench demo
 
 ## Run every test: unit, engine, notebooks and browser tests (a missing browser fails them).
+## Two worker processes (pytest-xdist), each test file on one worker: sized for a 2-core machine, where the
+## browser, notebook and server tests mostly wait; TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: install browser lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 
 ## Lint and format check (ruff, pinned in the dev extra); `make fix` applies both.
 lint: install
@@ -61,7 +65,7 @@ fix: install
 
 ## A quick subset for the edit loop (skips slow and browser tests).
 test-fast: install lint
-	$(BIN)/python -m pytest -m "not slow and not browser" -x -q
+	$(BIN)/python -m pytest -m "not slow and not browser" -x -q $(XDIST)
 
 bench: install
 	$(BIN)/python bench/engine_overhead.py
