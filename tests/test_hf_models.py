@@ -18,7 +18,7 @@ import workbench as wb
 from workbench import cli
 from workbench.data.text import shakespeare_text
 from workbench.engine.sequence import target_rows
-from workbench.models.load import HF_STATE_KEY, HFLogits, hf_from_state
+from workbench.models.hf import HF_STATE_KEY, HFLogits, hf_from_state
 from workbench.store.export import NOT_HF
 
 transformers = pytest.importorskip("transformers")

@@ -113,7 +113,7 @@ def _export_hf(
     rec: RunRecord, run_id: str, root: str | os.PathLike | None, out: str | os.PathLike | None
 ) -> dict[str, Any]:
     """Write the run's Hugging Face model with ``save_pretrained``; its facts for the summary."""
-    from ..models.load import hf_from_state, hf_quiet, is_hf_state
+    from ..models.hf import hf_from_state, hf_quiet, is_hf_state
 
     if rec.state_dict is None:
         raise ValueError(f"run: {run_id!r} has no weights (model.pt) to export: it is {rec.status}")
@@ -149,7 +149,7 @@ def export_run(
     model loaded from a Hugging Face folder (a folder written by ``save_pretrained``, loadable with
     ``load_model``). ``out``: the file (folder for "hf"); default: inside the run's folder.
     """
-    from ..models.load import is_hf_state
+    from ..models.hf import is_hf_state
     from ..models.zoo import count_macs, count_params, measure_latency
 
     if format not in RUN_FORMATS:
