@@ -277,25 +277,12 @@ def data_ui() -> DataChoice:
         return text_ui(name)
     if name != UPLOAD:
         return DataChoice(name)
-    limit, limit_error = upload_limit_mb()
-    if limit_error:
-        sb.error(limit_error)
-    file = sb.file_uploader(
-        "CSV file (one row per sample)",
-        type=["csv"],
-        key="csv",
-        max_upload_size=limit,
-        help=f"at most {limit} MB (WORKBENCH_MAX_UPLOAD_MB)",
+    file, refused = _uploaded(
+        name, "CSV file (one row per sample)", "csv", "", "upload a CSV file to use your own data"
     )
-    if file is None:
-        return DataChoice(name, error="upload a CSV file to use your own data")
+    if refused is not None:
+        return refused
     shown = md(file.name)
-    if file.size > limit * 2**20:
-        return DataChoice(
-            name,
-            error=f"{shown}: {file.size / 2**20:.1f} MB is over the upload limit of {limit} MB; "
-            "use a smaller file, or raise WORKBENCH_MAX_UPLOAD_MB",
-        )
     content = file.getvalue()
     frame, note, error = read_upload(content)
     if error is not None:
@@ -315,29 +302,45 @@ def data_ui() -> DataChoice:
     return DataChoice(name, data, file.name, str(target))
 
 
-def text_ui(name: str) -> DataChoice:
-    """An uploaded UTF-8 text file as next-character blocks; empty, too short or binary files get
-    the reader's message, naming the file."""
+def _uploaded(name: str, label: str, suffix: str, what: str, missing: str) -> tuple[Any, DataChoice | None]:
+    """A sidebar uploader of ``.suffix`` files (its key is the suffix) capped at the upload limit:
+    ``(file, None)``, or ``(None, the DataChoice saying what is missing or too big)``."""
     sb = st.sidebar
     limit, limit_error = upload_limit_mb()
     if limit_error:
         sb.error(limit_error)
     file = sb.file_uploader(
-        "text file (UTF-8)",
-        type=["txt"],
-        key="txt",
+        label,
+        type=[suffix],
+        key=suffix,
         max_upload_size=limit,
-        help=f"plain text to learn to continue, character by character; at most {limit} MB (WORKBENCH_MAX_UPLOAD_MB)",
+        help=f"{what}at most {limit} MB (WORKBENCH_MAX_UPLOAD_MB)",
     )
     if file is None:
-        return DataChoice(name, error="upload a .txt file to distill a language model on your own text")
-    shown = md(file.name)
+        return None, DataChoice(name, error=missing)
     if file.size > limit * 2**20:
-        return DataChoice(
+        return None, DataChoice(
             name,
-            error=f"{shown}: {file.size / 2**20:.1f} MB is over the upload limit of {limit} MB; "
+            error=f"{md(file.name)}: {file.size / 2**20:.1f} MB is over the upload limit of {limit} MB; "
             "use a smaller file, or raise WORKBENCH_MAX_UPLOAD_MB",
         )
+    return file, None
+
+
+def text_ui(name: str) -> DataChoice:
+    """An uploaded UTF-8 text file as next-character blocks; empty, too short or binary files get
+    the reader's message, naming the file."""
+    sb = st.sidebar
+    file, refused = _uploaded(
+        name,
+        "text file (UTF-8)",
+        "txt",
+        "plain text to learn to continue, character by character; ",
+        "upload a .txt file to distill a language model on your own text",
+    )
+    if refused is not None:
+        return refused
+    shown = md(file.name)
     stem = file.name.rsplit(".", 1)[0] or file.name
     data, error = text_upload_splits(file.getvalue(), stem)
     if error is not None:
