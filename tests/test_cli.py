@@ -324,6 +324,55 @@ def test_compare_gpt_student_sizes_reports_bits_per_character(small_text, tmp_pa
     rows = {(r["student"], r["method"]): r for r in res["summary"]}
     assert set(rows) == {(s, m) for s in ("gpt:1,8", "gpt:1,16") for m in ("kd", "scratch")}
     assert all(r["n"] == 2 and 0 < r["test_bpc_mean"] < 10 and r["val_bpc_mean"] > 0 for r in rows.values())
+    # the Pareto front of bits per character, lower is better, checked against the definition by hand
+    want = [
+        key
+        for key, r in rows.items()
+        if not any(
+            o["params"] <= r["params"]
+            and o["test_bpc_mean"] <= r["test_bpc_mean"]
+            and (o["params"] < r["params"] or o["test_bpc_mean"] < r["test_bpc_mean"])
+            for o in rows.values()
+        )
+    ]
+    pareto = res["pareto"]
+    assert (pareto["x"], pareto["y"], pareto["lower_is_better"]) == ("params", "test_bpc", True)
+    assert sorted((r["student"], r["method"]) for r in pareto["front"]) == sorted(want)
     assert cli.main(argv + ["--runs", str(tmp_path / "runs"), "--quiet"]) == 0  # resumed from the saved sweep
     out = capsys.readouterr().out
     assert "test_bpc_mean" in out and "KD - scratch on test bits per character" in out
+    lines = out.splitlines()
+    at = lines.index(
+        "Pareto front (parameters vs test bits per character, lower is better; no smaller student does as well):"
+    )
+    assert lines[at + 1].split() == ["student", "method", "temperature", "params", "test_bpc_mean"]
+    printed = [tuple(line.split()[:2]) for line in lines[at + 2 : at + 2 + len(want)]]
+    assert sorted(printed) == sorted(want) and lines[at + 2 + len(want)] == ""
+
+
+@pytest.mark.slow  # torch.export traces the teacher: several seconds on a busy CPU
+def test_compare_with_a_program_teacher_runs_its_cells_in_process(tmp_path, capsys, monkeypatch):
+    """A .pt2 teacher does not pickle into worker processes: without --workers the sweep runs
+    in-process (it used to end in a traceback from the process pool), and the teacher is not trained."""
+    import torch
+
+    from workbench import load_dataset
+    from workbench.models.zoo import build_model
+    from workbench.store.export import export_model
+
+    roles, real_fit = [], Distiller.fit
+
+    def fit(self):
+        roles.append(self.role)
+        return real_fit(self)
+
+    monkeypatch.setattr(Distiller, "fit", fit)
+    torch.manual_seed(0)
+    export_model(build_model("mlp", load_dataset("moons"), hidden=[8]).eval(), (2,), tmp_path / "t.pt2")
+    argv = ["compare", "--dataset", "moons", "--teacher", str(tmp_path / "t.pt2"), "--trusted"]
+    argv += ["--students", "mlp:2", "--seeds", "1", "--epochs", "1", "--runs", str(tmp_path / "runs"), "--json"]
+    assert cli.main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["rows"] == 2 and {r["method"] for r in res["summary"]} == {"scratch", "kd"}
+    assert sorted(roles) == ["baseline", "student"]  # the cells ran here; no teacher fit
+    assert res["pareto"]["y"] == "test_acc" and res["pareto"]["lower_is_better"] is False

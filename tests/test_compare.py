@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from workbench import DistillConfig, build_model, load_dataset
+from workbench.sweeps import stats
 from workbench.sweeps import sweep as compare
 from workbench.sweeps.sweep import Method, Sweep, best_temperature, paired_gain, pareto_front, summarize, t_quantile
 
@@ -226,6 +227,129 @@ def test_pareto_front_on_a_hand_made_frame():
     by_latency = pareto_front(pd.DataFrame(rows), x="latency_ms")
     assert list(zip(by_latency.student, by_latency.method)) == [("b", "kd")]
     assert pareto_front(summarize(pd.DataFrame(rows))).equals(front)
+
+
+def _cells(points, metric):
+    """Rows of a hand-made sweep: ``points`` maps (student, method) to (params, mean of ``metric``);
+    two seeds per cell at mean -/+ 0.01."""
+    return pd.DataFrame(
+        [
+            dict(student=s, method=m, seed=seed, temperature=np.nan, params=p, **{metric: v + d}, status="completed")
+            for (s, m), (p, v) in points.items()
+            for seed, d in enumerate((-0.01, 0.01))
+        ]
+    )
+
+
+def test_pareto_front_of_bits_per_character_keeps_the_lowest():
+    """bpc is lower-better: a cell is dropped when one no larger has bpc as low or lower (one strictly)."""
+    pts = {
+        ("a", "scratch"): (10, 3.10),
+        ("a", "kd"): (10, 3.00),  # front: the smallest cell's best
+        ("b", "scratch"): (20, 3.05),  # dominated by a/kd (smaller and lower)
+        ("b", "kd"): (20, 2.80),  # front
+        ("c", "scratch"): (40, 2.80),  # ties b/kd with more parameters: dominated
+        ("c", "kd"): (40, 2.50),  # front
+    }
+    df = _cells(pts, "test_bpc")
+    front = pareto_front(df, y="test_bpc")
+    assert list(zip(front.student, front.method)) == [("a", "kd"), ("b", "kd"), ("c", "kd")]
+    assert front.test_bpc_mean.tolist() == pytest.approx([3.00, 2.80, 2.50])
+    # read as higher-better (the old behaviour) the front would be the opposite end: the override shows it
+    high = pareto_front(df, y="test_bpc", higher_is_better=True)
+    assert list(zip(high.student, high.method)) == [("a", "scratch")]
+    assert pareto_front(summarize(df), y="test_bpc").equals(front)
+    assert compare.nondominated([1, 2, 3], [3.0, 2.0, 2.5], higher_is_better=False) == [True, True, False]
+
+
+def test_pareto_front_ties_and_missing_values():
+    """Equal cells beat neither: both stay; a cell without a value (NaN) is never on the front."""
+    pts = {("a", "kd"): (10, 0.80), ("a", "mse"): (10, 0.80), ("b", "kd"): (20, 0.80), ("c", "kd"): (30, 0.90)}
+    front = pareto_front(_cells(pts, "test_acc"))
+    assert list(zip(front.student, front.method)) == [("a", "kd"), ("a", "mse"), ("c", "kd")]
+    assert compare.nondominated([1, 2, 3], [0.5, math.nan, 0.4]) == [True, False, False]
+    assert compare.nondominated([math.nan, 2], [0.9, 0.4]) == [False, True]
+
+
+@pytest.mark.parametrize(
+    "metric, higher",
+    [
+        ("test_acc", True),
+        ("val_acc", True),
+        ("test_agreement", True),
+        ("test_bpc", False),
+        ("val_bpc", False),
+        ("val_loss", False),
+        ("train_loss", False),
+        ("seconds", False),
+    ],
+)
+def test_each_metric_has_its_direction(metric, higher):
+    assert stats.larger_is_better(metric) is higher
+    assert stats.larger_is_better(metric, not higher) is (not higher)  # an explicit argument wins
+
+
+def test_pareto_front_refuses_a_metric_of_unknown_direction():
+    df = _cells({("a", "kd"): (10, 0.8), ("b", "kd"): (20, 0.9)}, "test_acc")
+    summary = summarize(df).assign(my_score_mean=[1.0, 2.0])  # a column of the user's own, averaged by them
+    with pytest.raises(ValueError, match=r"y: 'my_score' has no known direction; expected one of .*test_bpc") as e:
+        pareto_front(summary, y="my_score")
+    assert "higher_is_better=True or False" in str(e.value)
+    low = pareto_front(summary, y="my_score", higher_is_better=False)  # named: any column works
+    assert low.student.tolist() == ["a"] and low.my_score_mean.tolist() == [1.0]
+    assert pareto_front(summary, y="my_score", higher_is_better=True).student.tolist() == ["a", "b"]
+    with pytest.raises(ValueError, match=r"higher_is_better: 'yes' is invalid; expected True, False or None"):
+        pareto_front(df, higher_is_better="yes")
+    with pytest.raises(ValueError, match=r"y: 'test_bpc' has no values in these rows; metrics with values: .*test_acc"):
+        pareto_front(df, y="test_bpc")
+
+
+def test_best_temperature_on_bits_per_character_picks_the_lowest():
+    rows = [
+        dict(
+            student="s",
+            method="kd",
+            seed=seed,
+            temperature=t,
+            params=5,
+            val_bpc=v,
+            test_bpc=v + 0.1,
+            status="completed",
+        )
+        for t, v in ((1.0, 2.4), (2.0, 2.2), (4.0, 2.3))
+        for seed in (0, 1)
+    ]
+    best = best_temperature(pd.DataFrame(rows), metric="val_bpc")
+    assert best.temperature.tolist() == [2.0] and best.val_bpc.tolist() == pytest.approx([2.2])
+    assert best.test_bpc.tolist() == pytest.approx([2.3])
+    with pytest.raises(ValueError, match=r"metric: 'test_bpc' is invalid; expected a validation metric"):
+        best_temperature(pd.DataFrame(rows), metric="test_bpc")
+
+
+def test_sweep_figures_of_a_text_sweep_draw_bits_per_character_lower_better():
+    from workbench.sweeps import plots as sweep_plots
+
+    pts = {("a", "scratch"): (10, 3.1), ("a", "kd"): (10, 3.0), ("b", "scratch"): (20, 3.05), ("b", "kd"): (20, 2.8)}
+    df = _cells(pts, "test_bpc")
+    df["val_bpc"] = df["test_bpc"] + 0.05
+    assert stats.main_metric(df) == "test_bpc" and stats.main_metric(df.drop(columns=["test_bpc"])) == "test_acc"
+    fig = sweep_plots.accuracy_vs_size(summarize(df))  # a text sweep's main metric: test bits per character
+    front = fig.data[-1]
+    assert front.name == "Pareto front" and list(front.x) == [10, 20] and list(front.y) == pytest.approx([3.0, 2.8])
+    assert fig.layout.yaxis.title.text == "test bits per character (lower is better)"
+    assert fig.layout.yaxis.tickformat is None  # not a fraction: no percent ticks
+    gain = sweep_plots.gain_figure(paired_gain(df, metric="test_bpc"))
+    assert list(gain.data[0].y) == pytest.approx([-0.1, -0.25])  # kd - scratch: below 0, KD better
+    assert gain.layout.yaxis.title.text == "KD - scratch (test bits per character)"
+    assert "below 0: KD better" in gain.layout.title.text
+    temps = pd.concat(
+        [df[df.method == "kd"].assign(temperature=t, val_bpc=df.val_bpc + d) for t, d in ((1, 0.2), (2, 0))]
+    )
+    heat = sweep_plots.temperature_heatmap(temps)  # text: val bits per character
+    assert heat.data[0].colorbar.title.text == "validation bits per character"
+    assert heat.data[1].name == "best T (val)" and list(heat.data[1].y) == ["2", "2"]  # the lowest val bpc
+    with pytest.raises(ValueError, match=r"y: 'test_bpc' has no values in these rows; expected a metric"):
+        sweep_plots.accuracy_vs_size(_cells(pts, "test_acc"), y="test_bpc")
 
 
 def test_best_temperature_is_chosen_on_val_not_test():

@@ -16,7 +16,8 @@ def fill(page, label, value):
 
 def test_runs_on_disk_are_redrawn_when_the_sweep_ends(tmp_path):
     """The sweep's live part redraws itself every second; when fits finish it redraws the whole page,
-    so "Runs on disk" lists every fit as completed (it used to show the teacher as running)."""
+    so "Runs on disk" lists every fit as completed (it used to show the teacher as running). The
+    sweep's teacher is then offered as a previous run's teacher."""
     from playwright.sync_api import sync_playwright
 
     env = {"WORKBENCH_CACHE": str(tmp_path / "cache"), "WORKBENCH_RUNS": str(tmp_path / "runs")}
@@ -38,6 +39,14 @@ def test_runs_on_disk_are_redrawn_when_the_sweep_ends(tmp_path):
             page.get_by_text(re.compile(r"^7 runs in .*: 7 completed$")).wait_for(timeout=30_000)
             assert page.get_by_text(re.compile(r"\brunning\b")).count() == 0
             assert page.locator('[data-testid="stException"]').count() == 0
+            page.get_by_text("teacher: mlp:256,256 (zoo: trained once, then cached)").wait_for()
             screenshot(page, "compare_sweep_finished")
+            # the sweep's teacher is now a previous run the page offers as a (frozen) teacher
+            main.get_by_text("from a previous run", exact=True).click()
+            run_list = main.get_by_role("combobox", name="teacher run")
+            run_list.wait_for()
+            shown = run_list.input_value()
+            assert re.match(r"mlp:256,256 · test acc \d+\.\d% · .* · teacher-", shown), shown
+            assert page.locator('[data-testid="stException"]').count() == 0
         finally:
             context.close()

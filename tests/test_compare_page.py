@@ -11,6 +11,7 @@ import threading
 
 import pandas as pd
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from workbench import plots
@@ -21,6 +22,7 @@ from workbench.store.runs import list_runs, read_metrics, runs_root
 from workbench.sweeps import plots as sweep_plots
 from workbench.sweeps import sweep as compare
 from workbench.sweeps.sweep import paired_gain, summarize
+from workbench.ui import compare_page
 
 APP = str(pathlib.Path(__file__).parent.parent / "app.py")
 COMPARE = "workbench/ui/compare_entry.py"
@@ -278,3 +280,209 @@ def test_sweep_figures_name_their_axes_in_words():
     assert heat.data[0].colorbar.title.text == "validation accuracy"
     for fig in (*[sweep_plots.accuracy_vs_size(df, x=x) for x in titles], gain, heat):
         assert "_" not in fig.layout.xaxis.title.text + fig.layout.yaxis.title.text + fig.layout.title.text
+
+
+# -- text: GPT students and bits per character; teachers from runs and files ----------------------
+TEXT_DATASET = "shakespeare-char"
+
+
+@pytest.fixture
+def small_text(monkeypatch):
+    """The page's sweeps run on 4,000 characters of the corpus in blocks of 16 (seconds, not minutes),
+    in-process (cells in order)."""
+    from workbench.data.text import from_text, shakespeare_text
+
+    data = from_text(shakespeare_text()[:4000], block_size=16, name="play")
+    monkeypatch.setattr(compare_page, "load_dataset", lambda name, **kw: data)
+    monkeypatch.setattr(compare_page, "Sweep", functools.partial(compare.Sweep, workers=1))
+    return data
+
+
+@pytest.fixture
+def fitted_roles(monkeypatch):
+    """The role of every fit that trains (a loaded teacher trains nothing), in call order."""
+    from workbench.engine.distiller import Distiller
+
+    roles, real_fit = [], Distiller.fit
+
+    def fit(self):
+        roles.append(self.role)
+        return real_fit(self)
+
+    monkeypatch.setattr(Distiller, "fit", fit)
+    return roles
+
+
+def run_sweep(app: AppTest):
+    """Press Run sweep, wait for the sweep to end, draw the page again; the job."""
+    from workbench.ui.app import registry
+
+    app.button[0].click().run()
+    job = registry().get(app.query_params.get("sweep"))
+    assert job is not None and job.label == "sweep", [e.value for e in app.error]
+    try:
+        assert job.run.join(300) and job.run.status == "completed", job.run.error
+    finally:
+        job.run.stop()
+        job.run.join(120)
+    app.run()
+    assert not app.exception
+    return job
+
+
+def test_the_text_corpus_offers_gpt_students_and_refuses_ones_that_do_not_fit(small_text):
+    app = compare_app()
+    assert TEXT_DATASET in app.selectbox(key="sw_dataset").options
+    app.selectbox(key="sw_dataset").set_value(TEXT_DATASET).run()
+    students = app.multiselect(key="sw_text_students")
+    assert students.options == compare_page.TEXT_STUDENTS
+    assert students.value == ["gpt:1,16", "gpt:1,32", "gpt:2,32"] and all(
+        s.startswith("gpt:") for s in students.options
+    )
+    assert not [w for w in app.multiselect if w.key == "sw_students"]  # no MLP sizes for text
+    assert app.text_input(key="sw_teacher").proto.placeholder == "gpt:2,64"
+    assert app.number_input(key="sw_text_epochs").value == 1
+    for bad, expected in (
+        ("mlp:4", "student sizes: 'mlp:4' is invalid: family: 'mlp' is invalid; does not fit text data 'play'"),
+        (
+            "gpt:1,10",
+            "student sizes: 'gpt:1,10' is invalid: n\\_embd: 10 is invalid; expected a multiple of n\\_head=4",
+        ),
+        ("gpt:64,64", "student sizes: 'gpt:64,64' is too big for this app; expected at most 12 layers"),
+    ):
+        app.multiselect(key="sw_text_students").set_value(["gpt:1,8", bad])
+        app.button[0].click().run()
+        assert not app.exception and app.query_params.get("sweep") is None  # nothing started
+        assert any(e.value.startswith(expected) for e in app.error), [e.value for e in app.error]
+    app.multiselect(key="sw_text_students").set_value(["gpt:1,8"])
+    app.text_input(key="sw_teacher").set_value("mlp:64")
+    app.button[0].click().run()
+    assert app.query_params.get("sweep") is None
+    assert any(
+        e.value.startswith("teacher: 'mlp:64' is invalid: family: 'mlp' is invalid; does not fit text")
+        for e in app.error
+    )
+
+
+def test_a_text_sweep_shows_bits_per_character_and_its_pareto_front(small_text):
+    app = compare_app()
+    app.selectbox(key="sw_dataset").set_value(TEXT_DATASET).run()
+    app.text_input(key="sw_teacher").set_value("gpt:1,16")
+    app.multiselect(key="sw_text_students").set_value(["gpt:1,8", "gpt:1,16"])
+    app.number_input(key="sw_seeds").set_value(2)
+    job = run_sweep(app)
+    rows = job.run.result
+    assert len(rows) == 8 and rows["test_bpc"].between(0, 10).all()
+    specs = chart_specs(app)
+    titles = [(s["layout"]["xaxis"]["title"]["text"], s["layout"]["yaxis"]["title"]["text"]) for s in specs]
+    assert titles == [
+        ("parameters", "test bits per character (lower is better)"),
+        ("student", "KD - scratch (test bits per character)"),
+    ]
+    # the front drawn and named is the lower-better one, checked against the definition by hand
+    summary = summarize(rows)
+    cells = list(zip(summary.student, summary.method, summary.params, summary.test_bpc_mean))
+    front = [
+        (s, m) for s, m, p, b in cells if not any(p2 <= p and b2 <= b and (p2 < p or b2 < b) for _, _, p2, b2 in cells)
+    ]
+    caption = next(c.value for c in app.caption if c.value.startswith("Pareto front"))
+    assert caption == (
+        "Pareto front (parameters vs test bits per character, lower is better): "
+        + ", ".join(
+            f"{s} {m}" for s, m in sorted(front, key=lambda c: dict(zip(summary.student, summary.params))[c[0]])
+        )
+    )
+    drawn = specs[0]["data"][-1]
+    assert drawn["name"] == "Pareto front" and len(drawn["x"]) == len(front)
+    # the summary: bits per character first, as numbers (not percent), three decimals
+    table = table_with(app, "test_bpc_mean")
+    pd.testing.assert_series_equal(table.value["test_bpc_mean"], summary["test_bpc_mean"], check_names=False)
+    columns = list(table.value.columns)
+    assert columns.index("val_bpc_mean") < columns.index("val_acc_mean")
+    assert '"test bits per character (mean)"' in table.proto.columns and "%.3f" in table.proto.columns
+    assert any(c.value == "teacher: gpt:1,16 (zoo: trained once, then cached)" for c in app.caption)
+
+
+def test_a_previous_runs_teacher_is_offered_and_used_without_retraining(store, fitted_roles, monkeypatch):
+    from workbench.store.runs import load_run
+
+    monkeypatch.setattr(compare_page, "Sweep", functools.partial(compare.Sweep, workers=1))
+    teacher_id = store.loc[store["role"] == "teacher", "run_id"].item()
+    app = compare_app()
+    app.selectbox(key="sw_dataset").set_value("moons").run()
+    app.radio(key="sw_teacher_source").set_value("from a previous run").run()
+    assert not app.error, [e.value for e in app.error]
+    pick = app.selectbox(key="sw_teacher_run")
+    assert pick.value == teacher_id and len(pick.options) == 1  # the store's only moons teacher
+    app.multiselect(key="sw_students").set_value(["mlp:2"])
+    app.number_input(key="sw_seeds").set_value(1)
+    app.number_input(key="sw_epochs").set_value(2)
+    fitted_roles.clear()  # only the sweep's fits count
+    job = run_sweep(app)
+    assert sorted(fitted_roles) == ["baseline", "student"]  # the cells; no teacher fit
+    sweep = job.context["sweep"]
+    assert sweep.experiment.train_teacher is False and sweep.teacher_summary == {}
+    want = load_run(teacher_id).model.state_dict()
+    got = sweep.experiment.teacher.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    runs = list_runs()
+    assert (runs["role"] == "teacher").sum() == 1  # still only the stored teacher: none trained on disk
+    assert any(c.value == f"teacher: run:{teacher_id} (a previous run: frozen, not retrained)" for c in app.caption)
+
+
+def test_from_a_previous_run_with_no_teacher_in_the_store_says_so():
+    app = compare_app()
+    app.selectbox(key="sw_dataset").set_value("moons").run()
+    app.radio(key="sw_teacher_source").set_value("from a previous run").run()
+    assert not app.exception
+    assert any("no finished teacher runs for data 'moons'" in i.value for i in app.info)
+    assert app.error[0].value.startswith("teacher: no finished teacher runs for data 'moons'")
+    app.button[0].click().run()
+    assert app.query_params.get("sweep") is None
+
+
+@pytest.mark.slow  # torch.export traces the model: several seconds on a busy CPU
+@pytest.mark.filterwarnings("ignore:teacher. val accuracy")  # the uploaded teacher is a fresh model
+def test_an_uploaded_teacher_file_is_checked_against_the_data_and_used_frozen(tmp_path, fitted_roles, monkeypatch):
+    from workbench.models.zoo import build_model
+    from workbench.store.export import export_model
+
+    monkeypatch.setattr(compare_page, "Sweep", functools.partial(compare.Sweep, workers=2))
+    torch.manual_seed(0)
+    program = export_model(build_model("mlp", load_dataset("moons"), hidden=[8]).eval(), (2,), tmp_path / "t.pt2")
+    app = compare_app()
+    app.radio(key="sw_teacher_source").set_value("upload a model file").run()
+    app.file_uploader(key="sw_teacher_file").set_value(("moons.pt2", program.read_bytes(), "application/octet-stream"))
+    app.run()
+    assert app.error[0].value.startswith("teacher file: 'moons.pt2' is a torch.export program (.pt2)")  # not trusted
+    app.checkbox(key="sw_teacher_trusted").check().run()
+    error = app.error[0].value  # digits: 64 inputs, 10 classes; the program takes 2 inputs
+    assert error.startswith("teacher: 'moons.pt2' (uploaded)") and "(data 'digits'" in error, error
+    app.button[0].click().run()
+    assert app.query_params.get("sweep") is None  # refused before any training
+    app.selectbox(key="sw_dataset").set_value("moons").run()
+    assert not app.error, [e.value for e in app.error]
+    app.multiselect(key="sw_students").set_value(["mlp:2"])
+    app.number_input(key="sw_seeds").set_value(1)
+    app.number_input(key="sw_epochs").set_value(2)
+    job = run_sweep(app)  # workers=2 asked for: a program teacher runs its cells in-process all the same
+    assert sorted(fitted_roles) == ["baseline", "student"]  # fits in this process; no teacher fit
+    assert job.context["sweep"].experiment.train_teacher is False
+    assert not (list_runs()["role"] == "teacher").any()
+    assert any(c.value == "teacher: moons.pt2 (an uploaded file: frozen, not retrained)" for c in app.caption)
+
+
+def test_check_zoo_spec_names_the_field_and_the_spec():
+    from workbench.ui.model_pickers import check_zoo_spec
+
+    moons = load_dataset("moons")
+    assert check_zoo_spec("teacher", " mlp: 8, 4 ", moons) == "mlp:8,4"
+    for spec, expected in (
+        ("resnet:9", "teacher: 'resnet:9' is invalid; expected FAMILY"),
+        ("mlp:0", "teacher: 'mlp:0' is invalid; expected widths of at least 1"),
+        ("mlp:5000", "teacher: 'mlp:5000' is too big for this app; expected at most 16 layers of at most 4096 each"),
+        ("gpt:1,16", "teacher: 'gpt:1,16' is invalid: family: 'gpt' is invalid"),
+    ):
+        with pytest.raises(ValueError) as e:
+            check_zoo_spec("teacher", spec, moons)
+        assert str(e.value).startswith(expected), str(e.value)

@@ -8,12 +8,14 @@
     workbench distill --dataset shakespeare-char (or --text FILE.txt) --teacher gpt:2,64 --student gpt:1,32
                       [--divergence topk_kl] [--beta 0.5] [--top-k 16|auto|full] [--sample-tokens 100]
     workbench compare --students mlp:4,mlp:16 --methods scratch,kd [--temperatures 1,2,4,8]
+    workbench compare --dataset shakespeare-char (or --text FILE.txt) --students "gpt:1,16;gpt:2,32"
 
 ``demo`` trains a teacher, a scratch student and a distilled student on built-in data and
-prints their test accuracies side by side; ``distill`` does the same with every setting open.
-Every flag is checked when it is parsed, and every input error is one line naming the flag or
-file, before any training. Exit codes: 0 all runs completed, 1 a run did not complete,
-2 bad input, 130 interrupted.
+prints their test accuracies side by side; ``distill`` does the same with every setting open;
+``compare`` prints mean ± std per student and method, the paired KD gain and the Pareto front of
+size vs test accuracy (text: bits per character, lower is better). Every flag is checked when
+it is parsed, and every input error is one line naming the flag or file, before any training.
+Exit codes: 0 all runs completed, 1 a run did not complete, 2 bad input, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -626,8 +628,11 @@ def _compare(args: argparse.Namespace) -> int:
     teacher = args.teacher or (TEXT_TEACHER if text else DEFAULT_TEACHERS.get(dataset, "mlp:256,256"))
     students = args.students or (TEXT_STUDENTS if text else _students(TABLE_STUDENTS))
     _check_sizes(data, args.force, teacher=teacher)
+    workers = args.workers
     if is_source(teacher):  # loaded (and checked against the data) here, so --trusted and --runs reach it
         teacher = load_source(teacher, data, "--teacher", trusted=args.trusted, root=args.runs).module
+        if getattr(teacher, "spec", None) is None and workers is None:
+            workers = 1  # a program (.pt2, TorchScript) may not pickle into worker processes: run in-process
     for student in students:
         _check_sizes(data, args.force, students=student)
     sweep = Sweep(
@@ -638,7 +643,7 @@ def _compare(args: argparse.Namespace) -> int:
         args.seeds,
         args.temperatures,
         cfg,
-        workers=args.workers,
+        workers=workers,
         runs=args.runs,
         name=args.name,
     )
@@ -662,6 +667,8 @@ def _compare(args: argparse.Namespace) -> int:
     if args.csv:
         df.to_csv(args.csv, index=False)
     summary = _bpc_summary(summarize(df), df) if text else summarize(df)
+    metric = "test_bpc" if text else "test_acc"
+    front = _pareto(summary, metric)
     if args.json:
         print(
             json.dumps(
@@ -669,6 +676,12 @@ def _compare(args: argparse.Namespace) -> int:
                     "sweep": sweep.name,
                     "saved": str(sweep.path),
                     "summary": json.loads(summary.to_json(orient="records")),
+                    "pareto": {
+                        "x": "params",
+                        "y": metric,
+                        "lower_is_better": text,
+                        "front": json.loads(front.to_json(orient="records")) if front is not None else [],
+                    },
                     "rows": len(df),
                 },
                 indent=2,
@@ -692,8 +705,22 @@ def _compare(args: argparse.Namespace) -> int:
                 index=False, float_format=lambda v: f"{v:+.4f}"
             )
         )
+    if front is not None:
+        what = "test bits per character, lower is better" if text else "test accuracy, higher is better"
+        cols = [c for c in ("student", "method", "temperature", "params", f"{metric}_mean") if c in front]
+        print(f"\nPareto front (parameters vs {what}; no smaller student does as well):")
+        print(front[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"\nsaved to {sweep.path}")
     return 0 if not sweep.stopped else 1
+
+
+def _pareto(summary: Any, metric: str) -> Any:
+    """The sweep's Pareto front of parameters vs ``metric`` (its own direction), or None when no cell has it."""
+    from .sweeps.stats import pareto_front
+
+    if f"{metric}_mean" not in summary or summary[f"{metric}_mean"].isna().all():
+        return None
+    return pareto_front(summary, x="params", y=metric)
 
 
 def _with_bpc(df: Any, runs: Any) -> Any:

@@ -1,5 +1,7 @@
 """Plotly figures of a sweep (:mod:`workbench.sweeps.sweep`): pure functions of its DataFrames.
 
+Each metric is drawn in its own direction: the Pareto front of accuracy keeps the highest, that of
+bits per character (text sweeps) the lowest; ``main_metric(df)`` says which a sweep is judged by.
 Run curves of chosen cells: ``plots.overlay_figure(compare.run_histories(rows))``.
 """
 
@@ -11,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..plots import PALETTE, _layout
-from .stats import best_temperature, nondominated, summarize
+from .stats import best_temperature, larger_is_better, main_metric, nondominated, summarize
 
 X_TITLES = {"params": "parameters", "macs": "multiply-accumulates per sample", "latency_ms": "latency (ms, batch 1)"}
 # Axis titles in words for the metric columns; fractions (accuracies) get percent ticks.
@@ -19,6 +21,8 @@ METRIC_TITLES = {
     "test_acc": "test accuracy",
     "val_acc": "validation accuracy",
     "test_agreement": "agreement with the teacher (test)",
+    "test_bpc": "test bits per character",
+    "val_bpc": "validation bits per character",
     "seconds": "training time (s)",
 }
 FRACTIONS = ("test_acc", "val_acc", "test_agreement")
@@ -49,11 +53,25 @@ def _series(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     ]
 
 
-def accuracy_vs_size(summary_df: pd.DataFrame, x: str = "params", y: str = "test_acc", log_x: bool = True) -> go.Figure:
-    """Mean ``y`` vs student size per method, std error bars, and the Pareto front as a dashed line."""
+def accuracy_vs_size(
+    summary_df: pd.DataFrame,
+    x: str = "params",
+    y: str | None = None,
+    log_x: bool = True,
+    higher_is_better: bool | None = None,
+) -> go.Figure:
+    """Mean ``y`` vs student size per method, std error bars, and the Pareto front as a dashed line
+    (the best ``y`` for the size: highest accuracy, lowest bits per character; see ``pareto_front``).
+    ``y=None``: the sweep's main metric (test accuracy; text: test bits per character)."""
+    y = main_metric(summary_df) if y is None else y
+    higher = larger_is_better(y, higher_is_better)
     s = summary_df if f"{y}_mean" in summary_df else summarize(summary_df)
     if x not in s:
         raise ValueError(f"x: {x!r} is not a column; expected one of {', '.join(X_TITLES)}")
+    if f"{y}_mean" not in s:
+        raise ValueError(
+            f"y: {y!r} has no values in these rows; expected a metric of the sweep, e.g. {main_metric(s)!r}"
+        )
     fig = go.Figure()
     for i, (label, rows) in enumerate(_series(s)):
         rows = rows.sort_values(x)
@@ -73,7 +91,7 @@ def accuracy_vs_size(summary_df: pd.DataFrame, x: str = "params", y: str = "test
                 + "</extra>",
             )
         )
-    front = s[nondominated(s[x].tolist(), s[f"{y}_mean"].tolist())].sort_values(x)
+    front = s[nondominated(s[x].tolist(), s[f"{y}_mean"].tolist(), higher)].sort_values(x)
     fig.add_trace(
         go.Scatter(
             x=front[x].tolist(),
@@ -84,11 +102,12 @@ def accuracy_vs_size(summary_df: pd.DataFrame, x: str = "params", y: str = "test
             hoverinfo="skip",
         )
     )
+    direction = "" if higher else " (lower is better)"
     _layout(
         fig,
         f"{metric_title(y)} vs student size (mean ± std over seeds)",
         X_TITLES.get(x, x),
-        metric_title(y),
+        metric_title(y) + direction,
         f"sweep-size-{x}-{y}",
     )
     if y in FRACTIONS:
@@ -96,6 +115,21 @@ def accuracy_vs_size(summary_df: pd.DataFrame, x: str = "params", y: str = "test
     if log_x:
         fig.update_xaxes(type="log")
     return fig
+
+
+def _has_direction(metric: str) -> bool:
+    """Whether ``stats.larger_is_better`` knows which way ``metric`` improves."""
+    try:
+        larger_is_better(metric)
+    except ValueError:
+        return False
+    return True
+
+
+def _lower_is_better(metric: str) -> bool:
+    """True for quality metrics that improve downwards (bits per character, loss, KL); a time or a
+    column of the user's own is drawn as a gain."""
+    return metric != "seconds" and _has_direction(metric) and not larger_is_better(metric)
 
 
 def gain_figure(gain_df: pd.DataFrame) -> go.Figure:
@@ -128,23 +162,27 @@ def gain_figure(gain_df: pd.DataFrame) -> go.Figure:
             )
         )
     fig.add_hline(y=0, line=dict(color="gray", width=1))
-    gain = "KD gain" if method == "kd" else f"{method} gain"
+    baseline = first.get("baseline", "scratch")
     unit = ", points" if fraction else ""  # a difference of two fractions: percentage points
-    _layout(
-        fig,
-        f"{gain} over {first.get('baseline', 'scratch')} in {metric_title(metric)} (mean, 95% CI over seeds)",
-        "student",
-        f"{gain} ({metric_title(metric)}{unit})",
-        "sweep-gain",
-    )
+    if _lower_is_better(metric):  # bits per character: a gain is a drop, so the bars show the difference
+        name = "KD" if method == "kd" else str(method)
+        title = f"{name} - {baseline} in {metric_title(metric)} (mean, 95% CI over seeds; below 0: {name} better)"
+        y_title = f"{name} - {baseline} ({metric_title(metric)})"
+    else:
+        gain = "KD gain" if method == "kd" else f"{method} gain"
+        title = f"{gain} over {baseline} in {metric_title(metric)} (mean, 95% CI over seeds)"
+        y_title = f"{gain} ({metric_title(metric)}{unit})"
+    _layout(fig, title, "student", y_title, "sweep-gain")
     fig.update_layout(barmode="group")
     if fraction:
         fig.update_yaxes(tickformat="+.1%")
     return fig
 
 
-def temperature_heatmap(df: pd.DataFrame, method: str | None = None, metric: str = "val_acc") -> go.Figure:
-    """Mean ``metric`` (val by default) per temperature x student; the best T per student is marked."""
+def temperature_heatmap(df: pd.DataFrame, method: str | None = None, metric: str | None = None) -> go.Figure:
+    """Mean ``metric`` per temperature x student (None: val_acc; text: val_bpc); with a validation
+    metric the best T per student is marked (highest accuracy, lowest bits per character)."""
+    metric = metric or ("val_bpc" if main_metric(df) == "test_bpc" else "val_acc")
     d = df[df["temperature"].notna()]
     d = d[d["status"] == "completed"] if "status" in d else d
     methods = list(dict.fromkeys(d["method"]))
@@ -165,8 +203,8 @@ def temperature_heatmap(df: pd.DataFrame, method: str | None = None, metric: str
             hovertemplate="%{x}, T=%{y}: %{z:" + hover + "}<extra></extra>",
         )
     )
-    if metric == "val_acc":
-        best = best_temperature(d, method)
+    if metric.startswith("val_") and _has_direction(metric):
+        best = best_temperature(d, method, metric)
         star = dict(symbol="star", size=14, color="white", line=dict(color="black", width=1))
         fig.add_trace(
             go.Scatter(

@@ -1,7 +1,8 @@
 """Statistics of a sweep's results frame: pure functions of the rows (completed cells only).
 
 Means and spreads per cell, the seed-paired gain of a method over its baseline with a 95%
-t-interval, Pareto fronts, and the temperature chosen on validation accuracy.
+t-interval, Pareto fronts (each metric in its own direction: accuracy up, bits per character
+down), and the temperature chosen on a validation metric.
 """
 
 from __future__ import annotations
@@ -137,33 +138,96 @@ def paired_gain(
     return out.sort_values(["params", "temperature"], kind="stable").reset_index(drop=True)
 
 
-def nondominated(xs: Sequence[float], ys: Sequence[float]) -> list[bool]:
-    """True for each point no other beats: x as small or smaller and y as large or larger, one strictly."""
-    pts = list(zip(xs, ys))
-    return [not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for x2, y2 in pts) for x, y in pts]
+# Which way each metric improves: the part after a split prefix (train_, val_, test_) decides.
+HIGHER_IS_BETTER = {"acc": True, "agreement": True, "bpc": False, "loss": False, "kl": False, "seconds": False}
+_SPLITS = ("train_", "val_", "test_")
 
 
-def pareto_front(df: pd.DataFrame, x: str = "params", y: str = "test_acc") -> pd.DataFrame:
-    """The per-cell means (from rows or a ``summarize`` frame) that none beats on lower ``x`` and higher ``y``."""
+def larger_is_better(metric: str, override: bool | None = None, field: str = "y") -> bool:
+    """Whether larger values of ``metric`` are better (accuracy, agreement) or smaller (bits per
+    character, loss, KL, seconds); ``override`` (True/False) decides for any other column. Errors
+    name ``field``, the argument that gave the metric."""
+    if override is not None:
+        if not isinstance(override, bool):
+            raise ValueError(f"higher_is_better: {override!r} is invalid; expected True, False or None")
+        return override
+    base = metric
+    for prefix in _SPLITS:
+        if isinstance(metric, str) and metric.startswith(prefix):
+            base = metric[len(prefix) :]
+    if base not in HIGHER_IS_BETTER:
+        known = [f"{p}{b}" for b in HIGHER_IS_BETTER for p in (("",) if b == "seconds" else ("val_", "test_"))]
+        raise ValueError(
+            f"{field}: {metric!r} has no known direction; expected one of {', '.join(known)} "
+            "(any split prefix train_/val_/test_), or pass higher_is_better=True or False"
+        )
+    return HIGHER_IS_BETTER[base]
+
+
+def nondominated(xs: Sequence[float], ys: Sequence[float], higher_is_better: bool = True) -> list[bool]:
+    """True for each point no other beats: x as small or smaller and y as good or better, one strictly.
+
+    "Better" y is larger when ``higher_is_better`` (accuracy), smaller otherwise (bits per character).
+    Equal points do not beat each other (both stay); a point with a NaN coordinate is never on the front.
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    pts = [(float(x), sign * float(y)) for x, y in zip(xs, ys)]
+    ok = [not (math.isnan(x) or math.isnan(y)) for x, y in pts]
+    valid = [p for p, good in zip(pts, ok) if good]
+    return [
+        good and not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for x2, y2 in valid)
+        for (x, y), good in zip(pts, ok)
+    ]
+
+
+def pareto_front(
+    df: pd.DataFrame, x: str = "params", y: str = "test_acc", higher_is_better: bool | None = None
+) -> pd.DataFrame:
+    """The per-cell means (from rows or a ``summarize`` frame) that none beats on lower ``x`` and a
+    better ``y``: higher for accuracy and agreement, lower for bits per character, loss and seconds
+    (``higher_is_better`` overrides the direction, and is needed for other columns)."""
+    higher = larger_is_better(y, higher_is_better)
     summary = df if f"{y}_mean" in df else summarize(df)
     if x not in summary:
         raise ValueError(f"x: {x!r} is not a column; expected 'params', 'macs' or 'latency_ms'")
-    keep = nondominated(summary[x].tolist(), summary[f"{y}_mean"].tolist())
+    if f"{y}_mean" not in summary:
+        have = [c[: -len("_mean")] for c in summary.columns if c.endswith("_mean")]
+        raise ValueError(f"y: {y!r} has no values in these rows; metrics with values: {', '.join(have) or 'none'}")
+    keep = nondominated(summary[x].tolist(), summary[f"{y}_mean"].tolist(), higher)
     return summary[keep].sort_values(x, kind="stable").reset_index(drop=True)
 
 
-def best_temperature(df: pd.DataFrame, method: str | None = None) -> pd.DataFrame:
-    """Per student (and method) the temperature with the best mean val_acc: chosen on val, never test."""
+def main_metric(df: pd.DataFrame) -> str:
+    """The metric a sweep is judged by: test bits per character for text, else test accuracy."""
+    for col in ("test_bpc", "test_bpc_mean"):
+        if col in df and df[col].notna().any():
+            return "test_bpc"
+    return "test_acc"
+
+
+def best_temperature(df: pd.DataFrame, method: str | None = None, metric: str = "val_acc") -> pd.DataFrame:
+    """Per student (and method) the temperature with the best mean ``metric`` (highest val_acc, or
+    lowest val_bpc for text): chosen on a validation metric, never on test."""
+    if not (isinstance(metric, str) and metric.startswith("val_")):
+        raise ValueError(f"metric: {metric!r} is invalid; expected a validation metric such as 'val_acc' or 'val_bpc'")
+    higher = larger_is_better(metric, field="metric")
     df = _completed(df)
     df = df[df["temperature"].notna() & ((df["method"] == method) if method else True)]
     if df.empty:
         raise ValueError(
             "temperature: no completed rows with a temperature" + (f" for method {method!r}" if method else "")
         )
+    if metric not in df or df[metric].isna().all():
+        raise ValueError(f"metric: {metric!r} has no values in these rows")
+    test = "test" + metric[len("val") :]
+    values = {metric: (metric, "mean")}
+    if test in df and test != metric:
+        values[test] = (test, "mean")
     m = (
         df.groupby(["student", "method", "temperature"])
-        .agg(params=("params", "first"), n=("seed", "size"), val_acc=("val_acc", "mean"), test_acc=("test_acc", "mean"))
+        .agg(params=("params", "first"), n=("seed", "size"), **values)
         .reset_index()
     )
-    best = m.loc[m.groupby(["student", "method"])["val_acc"].idxmax()]
+    pick = m.groupby(["student", "method"])[metric]
+    best = m.loc[pick.idxmax() if higher else pick.idxmin()]
     return best.sort_values(["params", "method"], kind="stable").reset_index(drop=True)

@@ -1,9 +1,11 @@
-"""The sidebar's model pickers: a role's model from the zoo, from a previous run in the store, or
-from an uploaded model file, each checked against the data before any training.
+"""The model pickers: a role's model from the zoo, from a previous run in the store, or from an
+uploaded model file, each checked against the data before any training.
 
 A picker keeps its values in ``st.session_state`` under ``<role>_...`` keys (see
 :mod:`workbench.ui.sidebar`, which seeds and restores them); problems come back in
-:attr:`ModelPick.error`, never raised, so the rest of the sidebar is still drawn.
+:attr:`ModelPick.error`, never raised, so the rest of the sidebar is still drawn. The Explore
+page draws them in the sidebar; the Compare page draws :func:`run_ui` and :func:`file_ui` in its
+main area (``container``) under keys of its own (``key_prefix``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from ..data.datasets import load_dataset
 from ..data.splits import DataSplits
+from ..engine.sequence import is_sequence
 from ..experiment import load_source
 from ..models.zoo import ALL_FAMILIES, TEXT_FAMILIES, build_model, parse_model
 from ..store.runs import runs_root
@@ -136,28 +139,48 @@ def zoo_spec(role: str, family: str, sizes: str) -> str:
     """``family:sizes`` checked: widths of at least 1, and not too big for a shared server."""
     spec = f"{family}:{sizes.strip()}" if sizes.strip() else family
     _, size = parse_model(spec) if sizes.strip() else (family, {})
+    problem = _size_problem(family, size)
+    if problem is not None:
+        raise ValueError(f"{role} sizes: {sizes!r} {problem}")
+    return spec
+
+
+def _size_problem(family: str, size: dict[str, Any]) -> str | None:
+    """What is wrong with a zoo model's parsed sizes on a shared server (below 1, too big), or None."""
     if family in TEXT_FAMILIES:
         values = [int(v) for v in size.values()]
         layers, width = size.get("n_layer", 1), size.get("n_embd", 1)
         if any(v < 1 for v in values):
-            raise ValueError(
-                f"{role} sizes: {sizes!r} is invalid; expected LAYERS,WIDTH[,HEADS] of at least 1, e.g. 2,64"
-            )
+            return "is invalid; expected LAYERS,WIDTH[,HEADS] of at least 1, e.g. 2,64"
         if layers > MAX_GPT_LAYERS or width > MAX_GPT_WIDTH:
-            raise ValueError(
-                f"{role} sizes: {sizes!r} is too big for this app; expected at most {MAX_GPT_LAYERS} "
-                f"layers of width at most {MAX_GPT_WIDTH}"
-            )
-        return spec
+            return f"is too big for this app; expected at most {MAX_GPT_LAYERS} layers of width at most {MAX_GPT_WIDTH}"
+        return None
     widths = next(iter(size.values()), ())
     if any(w < 1 for w in widths):
-        raise ValueError(f"{role} sizes: {sizes!r} is invalid; expected widths of at least 1, e.g. 64,32")
+        return "is invalid; expected widths of at least 1, e.g. 64,32"
     if len(widths) > MAX_LAYERS or any(w > MAX_WIDTH for w in widths):
-        raise ValueError(
-            f"{role} sizes: {sizes!r} is too big for this app; expected at most {MAX_LAYERS} "
-            f"layers of at most {MAX_WIDTH} each"
-        )
-    return spec
+        return f"is too big for this app; expected at most {MAX_LAYERS} layers of at most {MAX_WIDTH} each"
+    return None
+
+
+def check_zoo_spec(field: str, spec: str, data: DataSplits) -> str:
+    """A typed zoo spec (e.g. 'gpt:2,64') checked for ``data``: it parses, its family fits the data
+    (gpt for text, the others for tables and images), it is not too big for a shared server, and it
+    builds (a GPT's heads divide its width). Returns it without spaces; errors name ``field`` and the spec."""
+    compact = "".join(str(spec).split())
+    try:
+        family, size = parse_model(compact)
+    except ValueError as e:
+        raise ValueError(f"{field}: {str(e).removeprefix('model: ')}") from None
+    problem = _size_problem(family, size)
+    if problem is not None:
+        raise ValueError(f"{field}: {compact!r} {problem}")
+    try:
+        with torch.device("meta"):  # only the check is wanted: no memory for the weights
+            build_model(family, data, **size)
+    except ValueError as e:
+        raise ValueError(f"{field}: {compact!r} is invalid: {e}") from None
+    return compact
 
 
 # -- a role's model: the zoo, a previous run, a file ------------------------------------------------
@@ -178,8 +201,10 @@ def model_ui(role: str, dataset: str, data: DataSplits | None, fits: list[str]) 
     return pick
 
 
-def run_ui(role: str, data: DataSplits) -> ModelPick:
-    """A selectbox of the store's finished runs of this role for this data, newest first."""
+def run_ui(role: str, data: DataSplits, *, container: Any = None, key_prefix: str | None = None) -> ModelPick:
+    """A selectbox of the store's finished runs of this role for this data, newest first; drawn in
+    ``container`` (default: the sidebar) under the key ``<key_prefix or role>_run``."""
+    where = st.sidebar if container is None else container
     runs = model_runs(data.name, role, data.input_shape, data.num_classes)
     what = "teacher" if role == "teacher" else "student or baseline"
     if not runs:
@@ -187,13 +212,13 @@ def run_ui(role: str, data: DataSplits) -> ModelPick:
             f"no finished {what} runs for data {data.name!r} in {str(runs_root())!r} yet; run one with a "
             "zoo model first (every run is kept), or upload a model file"
         )
-        st.sidebar.info(md(note))
+        where.info(md(note))
         return ModelPick("", FROM_RUN, error=f"{role}: {note}")
     labels = {r.run_id: r.label for r in runs}
-    key = f"{role}_run"
+    key = f"{key_prefix or role}_run"
     if st.session_state.get(key) not in labels:
         st.session_state[key] = runs[0].run_id
-    run_id = st.sidebar.selectbox(
+    run_id = where.selectbox(
         f"{role} run",
         list(labels),
         key=key,
@@ -204,27 +229,29 @@ def run_ui(role: str, data: DataSplits) -> ModelPick:
     return ModelPick(f"run:{run_id}", FROM_RUN)
 
 
-def file_ui(role: str, data: DataSplits) -> ModelPick:
+def file_ui(role: str, data: DataSplits, *, container: Any = None, key_prefix: str | None = None) -> ModelPick:
     """An uploaded model file, kept under the runs root (a generated name); weights files also
-    need the zoo spec of their model, and files that run code need the trust checkbox."""
-    sb, state = st.sidebar, st.session_state
+    need the zoo spec of their model, and files that run code need the trust checkbox. Drawn in
+    ``container`` (default: the sidebar) under keys ``<key_prefix or role>_file``, ``..._trusted``..."""
+    sb, state = (st.sidebar if container is None else container), st.session_state
+    prefix = key_prefix or role
     limit, _ = upload_limit_mb()
     file = sb.file_uploader(
         f"{role} model file",
         type=[t.lstrip(".") for t in MODEL_FILE_TYPES],
-        key=f"{role}_file",
+        key=f"{prefix}_file",
         max_upload_size=limit,
         help="a state_dict (.pt/.pth) or .safetensors file with the zoo spec of its model, or a "
         f".pt2 / TorchScript program (runs code: needs the trust box); at most {limit} MB",
     )
     trusted = sb.checkbox(
         TRUST,
-        key=f"{role}_trusted",
+        key=f"{prefix}_trusted",
         help=".pt2 (torch.export) and TorchScript files run code stored in them when loaded: tick "
         "this only for a file you made or whose author you trust",
     )
     if file is None:
-        kept = state.get(f"{role}_kept")  # the file of a job whose settings the sidebar shows
+        kept = state.get(f"{prefix}_kept")  # the file of a job whose settings the sidebar shows
         if kept:
             sb.caption(f"{role}: {md(kept[1])} (the job's file)")
             runs_code = Path(kept[0]).is_file() and file_runs_code(Path(kept[0]), kept[0]) is not None
@@ -235,7 +262,7 @@ def file_ui(role: str, data: DataSplits) -> ModelPick:
             error=f"{role}: upload a model file: a .pt/.pth/.safetensors state_dict with its zoo spec, "
             f"or a .pt2 / TorchScript program with '{TRUST}' ticked",
         )
-    state[f"{role}_kept"] = None  # a new upload replaces the job's file
+    state[f"{prefix}_kept"] = None  # a new upload replaces the job's file
     shown = file.name
     if file.size > limit * 2**20:
         raise ValueError(
@@ -248,8 +275,8 @@ def file_ui(role: str, data: DataSplits) -> ModelPick:
     if program is None and Path(shown).suffix.lower() in SPEC_FILE_TYPES:
         text = sb.text_input(
             f"{role} file's zoo spec",
-            key=f"{role}_file_spec",
-            placeholder="e.g. mlp:64,64",
+            key=f"{prefix}_file_spec",
+            placeholder="e.g. gpt:2,64" if is_sequence(data) else "e.g. mlp:64,64",
             help="the zoo model the weights were saved from (family:sizes), built for this data",
         )
         spec = _file_spec(role, text, data)
