@@ -501,6 +501,29 @@ def test_parallel_sweeps_follow_the_callers_environment(tmp_path, monkeypatch):
         assert (tmp_path / f"cache{i}" / "teachers").is_dir()
 
 
+class _Unpicklable(nn.Module):
+    """A teacher with no zoo spec that cannot be pickled (like a loaded torch.export program)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.hook = inner, lambda x: x  # a lambda: pickle refuses it
+
+    def forward(self, x):
+        return self.hook(self.inner(x))
+
+
+def test_a_teacher_that_cannot_be_pickled_runs_its_cells_in_process(monkeypatch):
+    data = load_dataset("moons")
+    teacher = _Unpicklable(build_model("mlp", data, hidden=(8,)))
+    with pytest.raises(Exception):
+        pickle.dumps(teacher)
+    counted = CountFits(monkeypatch)  # cells fitted in this process, not in workers
+    with pytest.warns(UserWarning, match=r"in-process; teacher: it cannot be sent to worker processes"):
+        df = _sweep(data=data, teacher=teacher, students=["mlp:2"], methods=["scratch"], seeds=2, workers=2).run()
+    assert (df.status == "completed").all() and len(df) == 2
+    assert counted.n == 2
+
+
 @pytest.mark.slow
 def test_parallel_with_stop_and_resume_equals_serial():
     serial = _sweep(name="serial").run()

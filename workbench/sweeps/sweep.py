@@ -17,6 +17,7 @@ import csv
 import json
 import math
 import os
+import pickle
 import re
 import secrets
 import threading
@@ -497,6 +498,8 @@ class Sweep:
             if not self.data.in_memory
             else "teacher: its class is defined in __main__, which spawned workers cannot import"
             if getattr(teacher, "spec", None) is None and type(teacher).__module__ == "__main__"
+            else _unpicklable(teacher)
+            if getattr(teacher, "spec", None) is None
             else None
         )
         if why:
@@ -549,6 +552,16 @@ class Sweep:
             if new:
                 w.writeheader()
             w.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
+
+
+def _unpicklable(teacher: nn.Module) -> str | None:
+    """Why a teacher without a zoo spec cannot be sent to worker processes (e.g. a loaded
+    ``torch.export`` program), or None when it pickles."""
+    try:
+        pickle.dumps(teacher)
+    except Exception as e:
+        return f"teacher: it cannot be sent to worker processes ({type(e).__name__}: {str(e)[:120]})"
+    return None
 
 
 def _data_id(data: DataSplits) -> str:
