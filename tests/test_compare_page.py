@@ -193,12 +193,12 @@ def test_compare_page_keeps_working_with_a_broken_run_on_disk(store):
 
 def test_compare_page_with_an_unreadable_runs_folder(monkeypatch):
     """A runs folder that cannot be listed (permissions, a network share gone): an error names it."""
-    from workbench.ui import compare_page
+    from workbench.ui import runs_table
 
     def unreadable(root=None):
         raise PermissionError(13, "Permission denied", str(runs_root()))
 
-    monkeypatch.setattr(compare_page, "list_runs", unreadable)
+    monkeypatch.setattr(runs_table, "list_runs", unreadable)
     app = compare_app()
     assert not app.exception
     assert app.error[0].value.startswith(f"runs folder {str(runs_root())!r} could not be read (PermissionError")
