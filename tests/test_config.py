@@ -56,3 +56,18 @@ def test_round_trip_and_unknown_fields():
     assert DistillConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['temp'\]"):
         DistillConfig.from_dict({"temp": 4})
+
+
+def test_text_transfer_fields_default_off_validate_and_round_trip():
+    c = DistillConfig()
+    assert (c.generated_blocks, c.generate_temperature, c.on_policy) == (0, 1.0, 0.0)
+    d = DistillConfig(generated_blocks=500, generate_temperature=0.8, on_policy=1)
+    assert d.on_policy == 1.0 and isinstance(d.on_policy, float)
+    assert DistillConfig.from_dict(d.to_dict()) == d
+    for field, value, valid in (
+        ("generated_blocks", -3, r"an integer >= 0"),
+        ("generate_temperature", -1.0, r"a number > 0"),
+        ("on_policy", 2, r"a share in \[0, 1\]"),
+    ):
+        with pytest.raises(ValueError, match=rf"^{field}: {value!r} is invalid; expected {valid}"):
+            DistillConfig(**{field: value})

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from helpers import Recorder
 
-from workbench import DistillConfig, from_dataframe, load_dataset
+from workbench import DistillConfig, build_model, from_dataframe, from_text, load_dataset
 from workbench.engine.live import LiveRun
 from workbench.experiment import Experiment
 
@@ -157,6 +157,23 @@ def test_one_teacher_key_for_any_loss_mix_and_another_for_other_training():
     ):
         assert key(cfg) != base, cfg
     assert key(DistillConfig(epochs=2), DistillConfig(epochs=2, labeled_fraction=0.5)) != base
+
+
+def test_text_transfer_settings_keep_the_teachers_key():
+    """Teacher-generated blocks and on-policy KD are the student's transfer set: the same teacher is
+    reused, and a cache written before these settings existed keeps its keys."""
+    from workbench.experiment import teacher_config_for
+    from workbench.store.cache import teacher_key
+
+    data = from_text("to be or not to be, that is the question. " * 40, block_size=16)
+    student = DistillConfig.for_text(epochs=1, generated_blocks=8, generate_temperature=0.7, on_policy=0.5)
+    plain = DistillConfig.for_text(epochs=1)
+    assert teacher_config_for(student) == teacher_config_for(plain)
+    model = build_model("gpt", data, n_layer=1, n_embd=16, n_head=2)
+    before = {
+        k: v for k, v in plain.to_dict().items() if k not in ("generated_blocks", "generate_temperature", "on_policy")
+    }
+    assert teacher_key(model, student.to_dict(), data) == teacher_key(model, before, data) is not None
 
 
 def test_estimate_params_counts_without_building():

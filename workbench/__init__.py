@@ -36,6 +36,7 @@ _EXPORTS = {
     "from_csv": "data.datasets",
     "from_text": "data.text",
     "load_text_dataset": "data.text",
+    "teacher_text": "engine.teacher_outputs",
     "build_model": "models.zoo",
     "build_model_from_spec": "models.zoo",
     "models_for": "models.zoo",

@@ -45,7 +45,8 @@ def teacher_config_for(
     The one place the CLI, the app (through :class:`Experiment`) and Python derive it, so the
     same teacher is cached once for all of them: it keeps what changes what a teacher learns
     (optimization, seed, epochs, batch size, precision) and resets the student's loss settings
-    (temperature, weights, divergence, hints, mixup), which a fit without a teacher never uses.
+    (temperature, weights, divergence, hints, mixup, text transfer sets), which a fit without a
+    teacher never uses.
     ``epochs`` / ``lr``: the teacher's own (None keeps the config's); ``labeled_fraction``: the
     share of train labels it trains on (all of them unless asked).
     """
@@ -57,6 +58,9 @@ def teacher_config_for(
         labeled_fraction=labeled_fraction,
         divergence=DEFAULT_DIVERGENCE,
         beta=DEFAULT_BETA,
+        generated_blocks=0,  # text transfer sets: a teacher trains on the text itself
+        generate_temperature=1.0,
+        on_policy=0.0,
     )
     if labeled_fraction >= 1.0:
         changes["label_seed"] = None  # every label: which subset would be drawn does not matter

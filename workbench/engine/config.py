@@ -148,6 +148,11 @@ class DistillConfig:
     students, the very same labeled subset); the teacher
     labels every train input, plus the data's extra unlabeled inputs (``use_unlabeled``), mixed
     with ``mixup_alpha`` > 0. Hints match ``hint_student`` to ``hint_teacher`` (module paths).
+    Token data only: ``generated_blocks`` blocks sampled from the teacher at ``generate_temperature``
+    (seeded by ``seed``, from prompts of the train text) join the KD stream, every position a KD target
+    and none a CE target (sequence-level KD; see :func:`workbench.engine.teacher_outputs.teacher_text`);
+    ``on_policy`` (GKD's lambda) is the share of each KD batch's blocks whose second half the student
+    samples itself at that step, scored by the teacher live on the student-generated positions.
     """
 
     epochs: int = 20
@@ -183,6 +188,9 @@ class DistillConfig:
     beta: float = 0.5
     sample_tokens: int = 100
     teacher_top_k: int | str | None = "auto"
+    generated_blocks: int = 0
+    generate_temperature: float = 1.0
+    on_policy: float = 0.0
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -196,6 +204,7 @@ class DistillConfig:
             raise _bad("sample_tokens", self.sample_tokens, "expected an integer >= 0 (0: no generated sample)")
         check_divergence(self.divergence, self.beta)
         set_("beta", float(self.beta))
+        self._check_text_transfer()
         check_top_k(self.teacher_top_k)
         if _number("lr", self.lr) <= 0:
             raise _bad("lr", self.lr, "expected a learning rate > 0 (typical: 1e-4 to 1e-1)")
@@ -275,6 +284,26 @@ class DistillConfig:
                 f"w_hint: {self.w_hint!r} needs hint_student and hint_teacher (the layers to match); "
                 "set them or use w_hint=0"
             )
+
+    def _check_text_transfer(self) -> None:
+        """``generated_blocks``, ``generate_temperature`` and ``on_policy`` (token data's transfer set)."""
+        n = self.generated_blocks
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise _bad("generated_blocks", n, "expected an integer >= 0 (teacher-generated blocks; 0: none)")
+        if _number("generate_temperature", self.generate_temperature) <= 0:
+            raise _bad(
+                "generate_temperature",
+                self.generate_temperature,
+                "expected a number > 0 (the teacher samples from softmax(logits / T); typical 0.5 to 1.5)",
+            )
+        if not 0 <= _number("on_policy", self.on_policy) <= 1:
+            raise _bad(
+                "on_policy",
+                self.on_policy,
+                "expected a share in [0, 1] of each KD batch's blocks continued by the student (0: off)",
+            )
+        object.__setattr__(self, "generate_temperature", float(self.generate_temperature))
+        object.__setattr__(self, "on_policy", float(self.on_policy))
 
     @property
     def weights(self) -> LossWeights:

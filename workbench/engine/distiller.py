@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..data.splits import DataSplits, Split, as_splits
 from ..data.text import IGNORE_INDEX
 from . import distributed
-from .batches import Batch, BatchSource
+from .batches import Batch, BatchSource, on_policy_batch, policy_generator, policy_prompt_tokens
 from .callbacks import History
 from .config import DistillConfig, check_alpha, check_divergence, check_weights
 from .divergences import TopKRecord, get_divergence
@@ -43,7 +43,14 @@ from .sequence import (
     target_rows,
     train_eval_split,
 )
-from .teacher_outputs import check_controls, outputs_note, resolve_top_k, teacher_outputs
+from .teacher_outputs import (
+    GENERATED_PROMPT_TOKENS,
+    check_controls,
+    generate_blocks,
+    outputs_note,
+    resolve_top_k,
+    teacher_outputs,
+)
 
 ROLES = ("teacher", "student", "baseline")
 # the eval numbers a run's summary keeps per split (the last five: token data only)
@@ -191,6 +198,7 @@ class _LoopState:
     sched: torch.optim.lr_scheduler.LambdaLR | None = field(init=False)
     scaler: torch.amp.GradScaler = field(init=False)  # a passthrough unless fp16
     autocast: Any = field(init=False)  # a context manager: torch.autocast or nullcontext
+    policy: torch.Generator | None = None  # on-policy KD: draws the student's samples
     # advanced by the loop
     step: int = 0
     epoch: int = 0
@@ -208,7 +216,9 @@ class Distiller:
     Classifier data gives logits (B, K) and labels (B,); token data (blocks (N, L) with targets
     (N, L), e.g. ``load_dataset("shakespeare-char")``) gives logits (B, L, V), flattened to the rows
     of the target tokens so that the same loss terms average over tokens, and evaluations report
-    bits per character and a generated sample (:mod:`.sequence`).
+    bits per character and a generated sample (:mod:`.sequence`). Token data's transfer set may add blocks
+    the teacher wrote (``generated_blocks``) and the student's own continuations (``on_policy``), both
+    seen by the KD term only (:mod:`.batches`, :mod:`.teacher_outputs`).
 
     ``stop()``, ``pause()``, ``resume()`` and ``set_controls()`` may be called from any thread
     and take effect before the next step. With ``teacher_key`` and an ``output_cache``
@@ -259,6 +269,7 @@ class Distiller:
         self._pause_lock = threading.Lock()  # orders entering the pause wait against resume / stop
         self._started = threading.Lock()  # held from the first fit() on: a Distiller runs once
         check_transfer(self.config, self.data, teacher)
+        _check_text_only(self.config, self.sequence)
         if self.sequence:
             check_sequence_setup(self.config, self.data)
             check_sequence_models(self.data, teacher, student)
@@ -454,7 +465,14 @@ class Distiller:
             data.unlabeled,
             self._teacher_outputs if teacher is not None else None,
             drop_single=self.drop_single,
+            generated=self._generated_blocks(s.train) if (teacher is not None and cfg.generated_blocks) else None,
         )
+        if teacher is not None and self.sequence and cfg.on_policy > 0:
+            s.policy = policy_generator(cfg.seed, distributed.rank())
+            self._notes.append(
+                f"on-policy KD: {cfg.on_policy:g} of each KD batch's blocks continued by the student's own samples "
+                f"after {policy_prompt_tokens(s.train.x.shape[1])} prompt tokens, scored by the teacher live"
+            )
         if s.source.drops_single:
             self._notes.append(
                 f"a last batch of 1 sample is dropped from each pass (batch_size={cfg.batch_size}): the "
@@ -513,8 +531,11 @@ class Distiller:
 
     # -- pieces of the loop ------------------------------------------------------------------
     def _train_step(self, s: _LoopState, batch: Batch, w: LossWeights) -> _StepOutput:
-        """One optimizer step on ``batch`` under loss weights ``w``."""
+        """One optimizer step on ``batch`` under loss weights ``w`` (on-policy KD: after the student
+        has continued its share of the KD blocks)."""
         with s.autocast:
+            if s.policy is not None:
+                batch = self._on_policy(s, batch, w)
             out = self._loss(batch, w)
         s.opt.zero_grad(set_to_none=True)
         s.scaler.scale(out.loss).backward()
@@ -539,8 +560,7 @@ class Distiller:
         x_teacher = x_ce if x_kd is None else x_kd
         record = t_kd if isinstance(t_kd, TopKRecord) else None  # the cached top-k teacher: (B[, L], k)
         if record is not None:
-            needs_full = (w.kd > 0 and get_divergence(w.divergence).needs_full_teacher) or w.mse > 0
-            t_kd = None if needs_full else t_kd
+            t_kd = None if self._needs_full_teacher(w) else t_kd
         if t_kd is None:  # not cached (mixup, DataLoader, cache off; top-k only): query the frozen teacher
             with torch.no_grad():
                 t_kd = logits_of(teacher(x_teacher)).float()
@@ -575,6 +595,19 @@ class Distiller:
         )
         return _StepOutput(loss, terms, s_ce, y_ce)
 
+    def _on_policy(self, s: _LoopState, batch: Batch, w: LossWeights) -> Batch:
+        """``batch`` with ``on_policy`` of its KD blocks continued by the student and scored by the teacher
+        (:func:`.batches.on_policy_batch`); a cached top-k record that this step cannot use is dropped first,
+        so the teacher is not asked for it on the samples (``_loss`` queries it live on the whole batch)."""
+        if isinstance(batch.t_kd, TopKRecord) and self._needs_full_teacher(w):
+            batch = batch._replace(t_kd=None)
+        return on_policy_batch(batch, self.config.on_policy, self.student, self.teacher, s.policy)
+
+    @staticmethod
+    def _needs_full_teacher(w: LossWeights) -> bool:
+        """Whether the step's terms read the teacher's full logits (a top-k record cannot serve them)."""
+        return (w.kd > 0 and get_divergence(w.divergence).needs_full_teacher) or w.mse > 0
+
     def _rows(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Classifier logits and labels as they are; token data's as rows of its target tokens."""
         return target_rows(logits, labels) if self.sequence else (logits, labels)
@@ -596,6 +629,27 @@ class Distiller:
         self._record = outputs[0] if isinstance(outputs[0], TopKRecord) else None
         self._notes.append(outputs_note(outputs[0]))
         return outputs
+
+    def _generated_blocks(self, train: Split) -> torch.Tensor:
+        """The teacher's own blocks for the KD stream (``generated_blocks``), made once per teacher: read
+        from the output cache when this teacher's were stored there, else sampled (and stored)."""
+        cfg, t0 = self.config, time.perf_counter()
+        blocks = generate_blocks(
+            self.teacher,
+            train.x,
+            blocks=cfg.generated_blocks,
+            temperature=cfg.generate_temperature,
+            seed=cfg.seed,
+            batch_size=cfg.eval_batch_size,
+            cache=self.output_cache if self.teacher_key is not None else None,
+            teacher_key=self.teacher_key,
+        )
+        prompt = min(GENERATED_PROMPT_TOKENS, blocks.shape[1] - 1)
+        self._notes.append(
+            f"{len(blocks)} teacher-generated blocks (T={cfg.generate_temperature:g}, seed {cfg.seed}, prompts of "
+            f"{prompt} train tokens) join the KD stream only, ready in {time.perf_counter() - t0:.1f} s"
+        )
+        return blocks
 
     def _wrap(self, s: _LoopState) -> nn.Module:
         """The module the loop calls: the student, wrapped in DDP and/or torch.compile."""
@@ -769,6 +823,16 @@ class Distiller:
             return self._final_eval(s)
         except Exception:
             return {}
+
+
+def _check_text_only(cfg: DistillConfig, sequence: bool) -> None:
+    """Teacher-generated blocks and on-policy samples are token blocks: classifier data refuses them."""
+    for name in ("generated_blocks", "on_policy"):
+        if getattr(cfg, name) > 0 and not sequence:
+            raise ValueError(
+                f"{name}: {getattr(cfg, name)!r} needs token data (text blocks, e.g. from_text or "
+                "load_dataset('shakespeare-char')): a classifier's inputs are not sequences; use 0"
+            )
 
 
 def _check_batchnorm(cfg: DistillConfig, data: DataSplits, student: nn.Module) -> bool:

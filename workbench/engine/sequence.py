@@ -80,6 +80,31 @@ def check_sequence_setup(cfg: DistillConfig, data: DataSplits) -> None:
                 f"data[{name!r}]: expected token blocks like the train split's (tokens (N, L) and targets "
                 "(N, L)), in memory; a DataLoader of token data is not supported yet"
             )
+    length = int(data.train.x.shape[1])
+    for name in ("generated_blocks", "on_policy"):
+        if getattr(cfg, name) > 0 and length < 2:
+            raise ValueError(
+                f"{name}: {getattr(cfg, name)!r} needs blocks of at least 2 tokens (a prompt and a sampled "
+                f"token), but the data's blocks have {length}; use a larger block_size or {name}=0"
+            )
+    _check_unlabeled_blocks(data)
+
+
+def _check_unlabeled_blocks(data: DataSplits) -> None:
+    """Token data's extra unlabeled inputs are blocks (M, L) of whole token ids below the vocabulary."""
+    extra = data.unlabeled
+    if extra is None:
+        return
+    length, vocab = int(data.train.x.shape[1]), int(data.num_classes)
+    if extra.ndim != 2 or extra.shape[1] != length:
+        raise ValueError(
+            f"unlabeled: shape {tuple(extra.shape)} does not fit; expected token blocks (M, {length}) like the "
+            "train blocks (e.g. from workbench.teacher_text)"
+        )
+    if extra.numel() and (
+        not torch.equal(extra, extra.round()) or extra.min().item() < 0 or extra.max().item() >= vocab
+    ):
+        raise ValueError(f"unlabeled: expected whole token ids 0..{vocab - 1} (the data's vocabulary)")
 
 
 def hf_causal_lm_config(model: nn.Module) -> Any | None:

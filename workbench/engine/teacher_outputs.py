@@ -2,10 +2,15 @@
 every class, or (for token data with a large vocabulary, or a top-k divergence) a top-k record that
 keeps the k largest logits per position and the log-sum-exp that gives the tail mass. Which one a run
 uses, and which live controls that choice rules out, are decided here too.
+
+For token data the teacher also writes transfer inputs of its own: blocks it samples from prompts of
+the train text (sequence-level KD, Kim & Rush 2016; :func:`teacher_text`, or ``generated_blocks`` in
+the config), generated once per teacher and cached beside its outputs.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -13,10 +18,13 @@ import torch
 import torch.nn as nn
 
 from ..data.splits import DataSplits, Split
+from .batches import continue_blocks
 from .config import DEFAULT_TOP_K, FULL_OUTPUTS_BUDGET, DistillConfig
 from .divergences import TOPK_DIVERGENCES, TopKRecord, top_k_record
 from .evaluation import logits_of
 from .losses import LossWeights
+
+GENERATED_PROMPT_TOKENS = 8  # a teacher-generated block starts from this many tokens of the train text
 
 
 def resolve_top_k(
@@ -49,9 +57,13 @@ def resolve_top_k(
                 f"teacher_top_k: {k!r} is more than the {vocab} classes; use at most {vocab}, or None for every class"
             )
         return k, ""
-    positions = len(train) * (train.x.shape[1] if sequence else 1)
-    if not sequence and cfg.use_unlabeled and data.unlabeled is not None:
-        positions += len(data.unlabeled)
+    if sequence:  # the train blocks, the unlabeled ones, the teacher-generated ones: every position
+        extra = len(data.unlabeled) if (cfg.use_unlabeled and data.unlabeled is not None) else 0
+        positions = (len(train) + extra + cfg.generated_blocks) * train.x.shape[1]
+    else:
+        positions = len(train)
+        if cfg.use_unlabeled and data.unlabeled is not None:
+            positions += len(data.unlabeled)
     full_bytes = positions * vocab * 4
     if k is None or not vocab:
         return None, ""
@@ -162,3 +174,99 @@ def outputs_note(outputs: torch.Tensor | TopKRecord) -> str:
         )
     positions = outputs.shape[:-1].numel()
     return f"teacher outputs cached: all {outputs.shape[-1]} classes for {positions:,} positions, {mb:.1f} MB"
+
+
+# ----------------------------------------------------------------------------- teacher-generated text
+
+
+def generation_prompts(
+    train_x: torch.Tensor, blocks: int, prompt_tokens: int, generator: torch.Generator
+) -> torch.Tensor:
+    """(blocks, P) prompts: P consecutive tokens at a random block and offset of ``train_x`` (N, L), seeded."""
+    n, length = train_x.shape
+    rows = torch.randint(0, n, (blocks,), generator=generator)
+    starts = torch.randint(0, length - prompt_tokens + 1, (blocks,), generator=generator)
+    return train_x.cpu()[rows[:, None], starts[:, None] + torch.arange(prompt_tokens)]
+
+
+def generate_blocks(
+    teacher: nn.Module,
+    train_x: torch.Tensor,
+    *,
+    blocks: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    prompt_tokens: int = GENERATED_PROMPT_TOKENS,
+    batch_size: int = 256,
+    cache: Any = None,
+    teacher_key: str | None = None,
+) -> torch.Tensor:
+    """``blocks`` token blocks (blocks, L) int64 sampled from ``teacher``: a prompt of ``min(prompt_tokens,
+    L - 1)`` train tokens (:func:`generation_prompts`), continued from ``softmax(logits / temperature)``
+    (:func:`~workbench.engine.sequence.continue_blocks`); one CPU generator seeded with ``seed`` draws
+    the prompts and the tokens, so a seed gives the same blocks on any device. On the device of
+    ``train_x``. With ``cache`` and ``teacher_key``, read from / stored in the teacher output cache."""
+    length = int(train_x.shape[1])
+    prompt = min(prompt_tokens, length - 1)
+    key = None
+    if cache is not None and teacher_key is not None:
+        key = cache.key(teacher_key, train_x, f"generated-blocks:{blocks}:{float(temperature)!r}:{seed}:{prompt}")
+        hit = cache.get(key)
+        if hit is not None:
+            return hit[0].to(train_x.device)
+    g = torch.Generator().manual_seed(seed)
+    device = next((q.device for q in teacher.parameters()), train_x.device)
+    prompts = generation_prompts(train_x, blocks, prompt, g).to(device)  # (blocks, P)
+    out = continue_blocks(teacher, prompts, length, temperature, g, batch_size).to(train_x.device)  # (blocks, L)
+    if key is not None:
+        cache.put(key, out, None)
+    return out
+
+
+def teacher_text(
+    data: DataSplits,
+    teacher: nn.Module,
+    blocks: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    prompt_tokens: int = GENERATED_PROMPT_TOKENS,
+    batch_size: int = 256,
+) -> DataSplits:
+    """``data`` with ``blocks`` teacher-generated blocks added to its unlabeled blocks (sequence-level KD).
+
+    Each block is ``min(prompt_tokens, L - 1)`` tokens of the train text continued by the teacher at
+    ``temperature`` (:func:`generate_blocks`, seeded by ``seed``). A run distils on them as on any
+    unlabeled input: in the KD stream only (never CE, never val or test), every position a KD target,
+    the teacher's outputs on them cached with the train blocks' (same top-k rules). This function lets
+    a notebook read the text (``tokenizer_of(data).decode(block)``) and reuse one set across students;
+    ``DistillConfig(generated_blocks=N, generate_temperature=T)`` does the same inside a run (seeded by
+    its ``seed``, cached per teacher), which the CLI and the apps use: the teacher they distil may be
+    trained in the same call.
+    """
+    if not isinstance(data, DataSplits) or not isinstance(data.train, Split) or data.train.y.ndim != 2:
+        raise ValueError(
+            f"data: {type(data).__name__} is invalid; expected token data (e.g. workbench.from_text or "
+            "load_dataset('shakespeare-char'))"
+        )
+    if not isinstance(teacher, nn.Module):
+        raise ValueError(f"teacher: expected a torch.nn.Module, got {type(teacher).__name__}")
+    for name, value, low in (("blocks", blocks, 1), ("seed", seed, 0), ("prompt_tokens", prompt_tokens, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}: {value!r} is invalid; expected an integer >= {low}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        raise ValueError(f"temperature: {temperature!r} is invalid; expected a number > 0 (typical 0.5 to 1.5)")
+    if data.train.x.shape[1] < 2:
+        raise ValueError(f"data: blocks of {data.train.x.shape[1]} token cannot hold a prompt and a sampled token")
+    generated = generate_blocks(
+        teacher,
+        data.train.x,
+        blocks=blocks,
+        temperature=temperature,
+        seed=seed,
+        prompt_tokens=prompt_tokens,
+        batch_size=batch_size,
+    ).cpu()
+    old = data.unlabeled
+    unlabeled = generated if old is None else torch.cat([old.to(torch.int64), generated])
+    made = {"blocks": blocks, "temperature": float(temperature), "seed": seed, "prompt_tokens": prompt_tokens}
+    return data.with_(unlabeled=unlabeled, spec={**data.spec, "teacher_text": made})

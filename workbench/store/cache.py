@@ -46,6 +46,9 @@ _NOT_IN_KEY = {
     "mixup_alpha",
     "use_unlabeled",
     "teacher_top_k",
+    "generated_blocks",  # token data's transfer set: the student's, not what a teacher learns
+    "generate_temperature",
+    "on_policy",
 }
 
 
