@@ -274,11 +274,6 @@ def dashboard_redraws(settings: Any, synthetic: Callable[[], SyntheticFit], size
     from workbench.engine.live import LiveRun
     from workbench.ui import widgets
 
-    if not hasattr(widgets, "_Drawn"):
-        raise RuntimeError(
-            "workbench.ui.widgets._Drawn is gone: the Dashboard needs a public way to draw a given "
-            "LiveRun (e.g. Dashboard.watch(run, split)) for this benchmark to time its redraw"
-        )
     out = {}
     for n in sizes:
         dash = widgets.Dashboard(settings)
@@ -288,8 +283,7 @@ def dashboard_redraws(settings: Any, synthetic: Callable[[], SyntheticFit], size
         fit = synthetic()
         run = idle_job(lambda target: LiveRun(target, name="bench-redraw").start())
         try:
-            dash.job = run
-            dash._drawn = widgets._Drawn(run, False, "val")  # what Dashboard._start sets up for a job
+            dash.watch(run, split="val", follow=False)  # drawn only when redraw() is called (timed here)
             for p in fit.head() + fit.logged(n):
                 run.buffer.append(p)
             dash.redraw(run)  # catches up with the whole history
@@ -474,9 +468,10 @@ def in_browsers(settings: Any, runs: dict[str, RunsFolder], lab: Path, plan: Pla
             import torch
 
             threads = dash.kernel("import torch; print(torch.get_num_threads())").strip()
+            dash_threads = dash.kernel("from workbench.ui import jobs; print(getattr(jobs, 'job_threads', str)())")
             log(
                 f"servers up, Dashboard shown; torch threads: this process {torch.get_num_threads()}, "
-                f"app jobs {app_threads()}, kernel {threads}"
+                f"app jobs {app_threads()}, kernel {threads}, Dashboard jobs {dash_threads.strip() or 'as the kernel'}"
             )
             errors = out["errors"]
             cold = out["cold"]

@@ -444,3 +444,103 @@ def test_settings_name_the_bad_field():
         assert message in str(e.value), (kwargs, str(e.value))
     code = Settings(csv="my data.csv", target="label", seed=3).to_code()
     assert "data = wb.from_csv('my data.csv', target='label', seed=3)" in code
+
+
+# -- live views whose redraw costs O(new events) (issue 17) ---------------------------------------------------------
+def _live_view(job_id):
+    """An AppTest script: the app's live view of one job (as on the Explore page)."""
+    from workbench.ui.app import live_ui
+
+    live_ui(job_id)
+
+
+def idle_job(label="long"):
+    """A job of the app's registry that trains nothing and runs until stopped: its buffer is filled by the test."""
+    import threading
+
+    from workbench.ui.app import registry
+
+    gate = threading.Event()
+
+    def target(live):
+        live.on_stop(gate.set)
+        gate.wait()
+
+    return registry().start(target, label=label)
+
+
+def live_charts(at):
+    return {
+        json.loads(c.proto.spec)["layout"]["title"]["text"]: {t["name"]: t for t in json.loads(c.proto.spec)["data"]}
+        for c in at.get("plotly_chart")
+    }
+
+
+def test_a_long_runs_figure_holds_at_most_the_point_budget_per_trace_in_the_app():
+    from test_live_history import job_events
+
+    from workbench.ui.live_history import LIVE_BUDGET
+
+    events = job_events(student_steps=30_000, spike_at=17_777, changes=(777, 20_000))
+    student_end = next(i for i, p in enumerate(events) if p.event == "fit_end" and p.role == "student")
+    job = idle_job()
+    try:
+        for p in events[: student_end - 3]:
+            job.run.buffer.append(p)
+        at = AppTest.from_function(_live_view, args=(job.job_id,), default_timeout=60)
+        at.run()
+        assert not at.exception
+        charts = live_charts(at)
+        loss = charts["student training loss"]
+        assert all(0 < len(t["x"]) <= LIVE_BUDGET for t in loss.values())  # the budget, per trace
+        assert loss["total"]["x"][-1] == 29_999 and 17_777 in loss["total"]["x"]  # the newest step, the spike
+        acc = charts["val accuracy"]
+        marks = [x for x in acc["controls changed"]["x"] if x is not None]
+        assert len(acc["student"]["x"]) == 299 and marks == [777, 777, 20_000, 20_000]
+        assert "student: step 29999/30000" in at.get("progress")[0].proto.text
+        # a second viewer reads the same history: the events are taken once, not once per session
+        second = AppTest.from_function(_live_view, args=(job.job_id,), default_timeout=60)
+        for p in events[student_end - 3 : student_end + 1]:
+            job.run.buffer.append(p)
+        second.run()
+        assert len(job.history) == student_end + 1
+        loss = live_charts(second)["student training loss"]
+        assert loss["total"]["x"][-1] == 30_000 and all(len(t["x"]) <= LIVE_BUDGET for t in loss.values())
+        at.run()
+        assert live_charts(at)["student training loss"] == loss
+    finally:
+        job.run.stop()
+        assert job.run.join(10)
+
+
+def test_the_live_interval_grows_with_what_a_redraw_costs():
+    from workbench.ui.app import LIVE_SECONDS, live_interval
+
+    assert LIVE_SECONDS == (1.0, 2.0, 4.0)
+    assert live_interval(0.05) == 1.0  # 5% of a core at one redraw a second
+    assert live_interval(0.15) == 2.0 and live_interval(0.3) == 4.0 and live_interval(3.0) == 4.0
+    assert live_interval(0.09, current=2.0) == 2.0  # not back to 1 s at a cost near the boundary
+    assert live_interval(0.05, current=2.0) == 1.0 and live_interval(0.05, current=4.0) == 1.0
+
+
+def test_an_expensive_redraw_makes_the_live_fragment_redraw_less_often(monkeypatch):
+    import itertools
+
+    from test_live_history import job_events
+
+    from workbench.ui import app
+
+    clock = itertools.count(step=0.5)  # every redraw costs 0.5 CPU seconds
+    monkeypatch.setattr(app, "_cpu_seconds", lambda: next(clock))
+    job = idle_job()
+    try:
+        for p in job_events(student_steps=300)[:250]:  # the teacher's fit and part of the student's
+            job.run.buffer.append(p)
+        at = AppTest.from_function(_live_view, args=(job.job_id,), default_timeout=60)
+        at.run()
+        assert not at.exception
+        assert at.session_state[app.LIVE_EVERY] == 4.0 and at.session_state[app.LIVE_COST] == 0.5
+        assert "student training loss" in live_charts(at)  # still drawn (after one full run with the new interval)
+    finally:
+        job.run.stop()
+        assert job.run.join(10)

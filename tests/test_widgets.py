@@ -14,9 +14,11 @@ from helpers import mlp, toy_data
 
 from workbench import DistillConfig, Settings, as_splits, load_dataset, plots, train
 from workbench.engine.events import EvalEnd, FitEnd, FitStart, StepEnd
+from workbench.engine.live import LiveRun
 from workbench.models.zoo import models_for
 from workbench.ui import live_figure
-from workbench.ui.widgets import DEFAULT_SETTINGS, GIVEN, Dashboard
+from workbench.ui.live_history import LIVE_BUDGET
+from workbench.ui.widgets import DEFAULT_SETTINGS, GIVEN, MAX_REDRAW_SECONDS, REDRAW_SECONDS, Dashboard, redraw_pause
 from workbench.verdict import README_ANCHOR, kd_verdict
 
 
@@ -472,7 +474,7 @@ def test_a_chart_whose_view_stopped_applying_updates_is_replaced_once_the_run_en
 
     for fig in others:
         live_view(fig, others_alive)
-    live_view(loss, alive=lambda: not any(r["role"] == "student" for r in d._drawn.rows))
+    live_view(loss, alive=lambda: not any(key[1] == "student" for key in d._drawn.history.decimators()))
     from ipywidgets.widgets import widget as ipy
 
     opened, real = [], ipy.comm.create_comm
@@ -553,5 +555,105 @@ def test_the_settings_are_the_round_values_a_browser_shows():
         custom = Dashboard(Settings(dataset="moons", lr=0.0042))
         assert custom.lr.value == 0.0042 and custom.settings().lr == 0.0042  # a value given from Python is kept
         custom.close()
+    finally:
+        d.close()
+
+
+# -- live views whose redraw costs O(new events) (issue 17) ---------------------------------------------------------
+def idle_run(name="watched"):
+    """A started LiveRun that trains nothing and runs until stopped: its buffer is filled by the test."""
+    gate = threading.Event()
+
+    def target(live):
+        live.on_stop(gate.set)
+        gate.wait()
+
+    return LiveRun(target, name=name).start()
+
+
+def test_a_long_runs_figure_holds_at_most_the_point_budget_per_trace():
+    from test_live_history import job_events
+
+    changes = (777, 20_000)
+    events = job_events(student_steps=30_000, spike_at=17_777, changes=changes)
+    student_end = next(i for i, p in enumerate(events) if isinstance(p, FitEnd) and p.role == "student")
+    d, run = Dashboard(), idle_run()
+    try:
+        d.watch(run, split="val", follow=False)
+        assert not d.pause_button.disabled and d._drawer is None  # steerable; drawn when redraw() is called
+        for p in events[: student_end - 30]:  # mid-run: the teacher's fit and most of the student's
+            run.buffer.append(p)
+        d.redraw(run)
+        loss = traces(d.loss_fig)
+        assert d.loss_fig.layout.title.text == "student training loss"
+        assert all(0 < len(t.x) <= LIVE_BUDGET for t in loss.values())  # the budget, per trace
+        assert 17_777 in loss["total"].x and max(loss["total"].y) == 1e3  # the spike is kept
+        acc = traces(d.accuracy_fig)
+        ev = [p for p in events[: student_end - 30] if isinstance(p, EvalEnd) and p.role == "student"]
+        assert list(acc["student"].x) == [p.step for p in ev] and len(ev) == 299  # evals whole
+        assert [x for x in acc["controls changed"].x if x is not None] == [777, 777, 20_000, 20_000]
+        assert d.progress.value == d.progress.max - 28 and "student: step 29972/30000" in d.status.value
+        edits = d.accuracy_fig._last_trace_edit_id
+        for p in events[student_end - 30 : student_end - 3]:  # steps only: no eval arrives
+            run.buffer.append(p)
+        d.redraw(run)
+        assert d.accuracy_fig._last_trace_edit_id == edits  # unchanged traces are not sent again
+        assert traces(d.loss_fig)["total"].x[-1] == 29_999  # the newest step is drawn
+        for p in events[student_end - 3 : student_end + 1]:
+            run.buffer.append(p)
+        d.redraw(run)
+        loss = traces(d.loss_fig)
+        assert loss["total"].x[-1] == 30_000 and all(len(t.x) <= LIVE_BUDGET for t in loss.values())
+        assert traces(d.accuracy_fig)["student"].x[-1] == 30_000  # the end of the run, drawn in full
+    finally:
+        run.stop()
+        assert run.join(10)
+        d.close()
+
+
+def test_watch_names_a_bad_run_or_split():
+    d = Dashboard()
+    try:
+        with pytest.raises(ValueError, match="run: expected a LiveRun, got str"):
+            d.watch("my run")
+        with pytest.raises(ValueError, match="split: '' is invalid"):
+            d.watch(LiveRun(lambda live: None), split="")
+    finally:
+        d.close()
+
+
+def test_the_pause_between_redraws_grows_with_what_a_redraw_costs():
+    assert redraw_pause(0.0) == REDRAW_SECONDS == 0.5  # cheap: at most two redraws a second
+    assert redraw_pause(0.2) == pytest.approx(0.2 * 9)  # drawing keeps to 10% of a core
+    assert redraw_pause(10.0) == MAX_REDRAW_SECONDS  # never so long that the charts look dead
+
+
+def test_dashboard_runs_use_the_same_torch_thread_rule_as_the_app(monkeypatch):
+    from workbench.experiment import Experiment
+
+    seen, original = [], Experiment.run
+
+    def run(self, live=None):
+        seen.append(torch.get_num_threads())  # on the training thread
+        return original(self, live)
+
+    def fresh_thread_count():
+        got = []
+        t = threading.Thread(target=lambda: got.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        return got[0]
+
+    monkeypatch.setattr(Experiment, "run", run)
+    before = fresh_thread_count()
+    monkeypatch.setenv("WORKBENCH_TORCH_THREADS", str(before + 2))
+    d = Dashboard(Settings(dataset="moons", teacher="mlp:8", student="mlp:4", epochs=1, teacher_epochs=1))
+    try:
+        assert d.distill() and d.wait(120) and d.job.status == "completed"
+        assert seen == [before + 2]  # job_threads(), as the app's jobs
+        assert fresh_thread_count() == before  # put back: threads started later begin as before
+        monkeypatch.setenv("WORKBENCH_TORCH_THREADS", "many")
+        assert not d.distill() and seen == [before + 2]  # refused before any training
+        assert "WORKBENCH_TORCH_THREADS: &#x27;many&#x27; is invalid; expected a whole number &gt;= 1" in d.status.value
     finally:
         d.close()

@@ -6,6 +6,7 @@ sidebar is in :mod:`workbench.ui.sidebar`."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 
 from .. import plots
 from ..engine.evaluation import predict_logits
-from ..engine.events import EvalEnd, FitEnd, FitStart, StepEnd
+from ..engine.events import FitStart, StepEnd
 from ..models.zoo import is_text
 from ..verdict import README_ANCHOR, kd_verdict, text_verdict
 from . import sidebar
@@ -175,49 +176,93 @@ def apply_live_controls(job: Job) -> None:
         st.error(str(e))
 
 
-@st.fragment(run_every=1.0)
+# The live charts' redraw interval, in seconds: the shortest that keeps redrawing (measured in CPU
+# seconds of the session's thread) under LIVE_SHARE of a core. Streamlit fixes a fragment's
+# run_every when the fragment is declared, i.e. on a full run of the page (the browser swaps its
+# timer when a declaration brings a new interval; a fragment's own reruns bring none): live_ui
+# declares it anew on each full run, and asks for one full run when the interval should change.
+LIVE_SECONDS = (1.0, 2.0, 4.0)
+LIVE_SHARE = 0.1
+LIVE_EVERY, LIVE_COST = "live_every", "live_cost"  # session state: the interval, a redraw's CPU seconds (EMA)
+_cpu_seconds = time.thread_time  # (tests replace it)
+
+
+def live_interval(cost: float, current: float = LIVE_SECONDS[0]) -> float:
+    """The live fragment's interval for redraws costing ``cost`` CPU seconds: the shortest of
+    LIVE_SECONDS with ``cost / interval <= LIVE_SHARE`` (else the longest); a shorter one than
+    ``current`` only once the cost is well below it (a cost near a boundary does not flap)."""
+    need = cost / LIVE_SHARE
+    wanted = next((s for s in LIVE_SECONDS if s >= need), LIVE_SECONDS[-1])
+    if wanted < current and need > 0.7 * wanted:
+        return current
+    return wanted
+
+
 def live_ui(job_id: str) -> None:
-    """Status, progress and curves of a job, redrawn every second from its event buffer."""
+    """Status, progress and curves of a job, redrawn from its event buffer every second, or less
+    often when a redraw costs more than LIVE_SHARE of a core (see :func:`live_interval`)."""
+    every = st.session_state.get(LIVE_EVERY, LIVE_SECONDS[0])
+    st.fragment(run_every=every)(live_fragment)(job_id)
+
+
+def live_fragment(job_id: str) -> None:
+    """One redraw of the live view: the job's shared LiveHistory takes the new events, the charts are
+    drawn from its frame (O(point budget), not O(events))."""
     job = registry().get(job_id)
     if job is None:
         st.info("this job is gone (finished long ago or cleaned up); press Run for a new one")
         return
-    events = job.run.buffer.all()
-    starts = [p for p in events if isinstance(p, FitStart)]
-    status = job.run.status
+    history = job.history
+    history.pull(job.run.buffer)  # only the events since any session's last redraw
+    cpu = _cpu_seconds()  # (after the pull: a reloaded page's first pull catches up once, then it is O(new))
+    status, start = job.run.status, history.latest_start
     loaded = loaded_teacher(job)
-    progress, text = progress_of(starts, [p for p in events if isinstance(p, StepEnd)], loaded)
+    progress, text = progress_of(start, history.last_step, loaded)
     st.progress(progress, text=f"{status} — {text} · job {job_id}")
-    note = teacher_note(starts, loaded)
+    note = teacher_note(history.start_of("teacher"), loaded)
     if note:
         st.caption(note)
     if status == "error":
         st.error(f"the run failed: {job.run.error}")
-    for p in events:
-        if isinstance(p, FitEnd) and p.status in ("diverged", "error"):
-            st.error(f"{p.role} {p.status}: {p.message}")
-    history = plots.as_frame(events)
-    if is_text_job(job, events):
-        text_charts_ui(job, history)
+    for p in history.failures:
+        st.error(f"{p.role} {p.status}: {p.message}")
+    frame = history.frame()
+    if is_text_job(job):
+        text_charts_ui(job, frame)
     else:
-        classifier_charts_ui(starts, history)
+        classifier_charts_ui(start, frame)
+    adapt_interval(_cpu_seconds() - cpu, job.run.done)
     if job.run.done and not st.session_state.get(f"shown-{job_id}"):
         st.session_state[f"shown-{job_id}"] = True
         st.rerun()  # once: draw the results below the live charts
 
 
-def is_text_job(job: Job, events: list[Any]) -> bool:
+def adapt_interval(cost: float, done: bool) -> None:
+    """Keep a running mean of a redraw's CPU seconds; when it calls for another interval, a full run
+    declares the live fragment with it (once per change: at most a few times a run)."""
+    state = st.session_state
+    mean = cost if LIVE_COST not in state else 0.7 * state[LIVE_COST] + 0.3 * cost
+    state[LIVE_COST] = mean
+    current = state.get(LIVE_EVERY, LIVE_SECONDS[0])
+    wanted = live_interval(mean, current)
+    if wanted != current and not done:
+        state[LIVE_EVERY] = wanted
+        st.rerun()
+
+
+def is_text_job(job: Job) -> bool:
     """Whether a job distills a language model (its settings say text, or its evals carry bpc)."""
     settings = job.context.get("settings")
     if isinstance(settings, Settings):
         return settings.is_text
-    return any(isinstance(p, EvalEnd) and p.bpc is not None for p in events)
+    return job.history.has_bpc
 
 
-def classifier_charts_ui(starts: list[FitStart], history: pd.DataFrame) -> None:
-    """Accuracy and loss curves of a classifier job (the teacher's own while it trains)."""
+def classifier_charts_ui(start: FitStart | None, history: pd.DataFrame) -> None:
+    """Accuracy and loss curves of a classifier job (the teacher's own while it trains); ``start``:
+    the latest fit_start."""
     left, right = st.columns(2)
-    if starts and starts[-1].role == "teacher" and starts[-1].steps_planned:  # the teacher trains now
+    if start is not None and start.role == "teacher" and start.steps_planned:  # the teacher trains now
         left.plotly_chart(teacher_figure(history), key="accuracy", width="stretch")
         right.plotly_chart(plots.loss_figure(history, role="teacher"), key="loss", width="stretch")
     else:
@@ -289,26 +334,24 @@ def loaded_teacher(job: Job) -> str | None:
     return loaded.description.replace(Path(loaded.source).name, shown) if shown else loaded.description
 
 
-def progress_of(starts: list[FitStart], steps: list[StepEnd], loaded: str | None = None) -> tuple[float, str]:
-    """The current fit's share done and a line saying which fit it is and where it stands;
-    ``loaded``: the description of a teacher loaded, not trained."""
-    if not starts:
+def progress_of(start: FitStart | None, last: StepEnd | None, loaded: str | None = None) -> tuple[float, str]:
+    """The current fit's share done and a line saying which fit it is and where it stands; ``start``:
+    the latest fit_start, ``last``: that fit's latest step; ``loaded``: the description of a teacher
+    loaded, not trained."""
+    if start is None:
         return 0.0, f"teacher loaded ({loaded}), preparing the student" if loaded else "preparing data and models"
-    cur = starts[-1]
-    if not cur.steps_planned:
-        return 1.0, f"{cur.role}: loaded"
-    last = next((p for p in reversed(steps) if p.run_id == cur.run_id), None)
-    done = last.step if last else 0
-    text = f"{cur.role}: step {done}/{cur.steps_planned}"
-    return min(done / cur.steps_planned, 1.0), text
+    if not start.steps_planned:
+        return 1.0, f"{start.role}: loaded"
+    done = last.step if last is not None and last.run_id == start.run_id else 0
+    text = f"{start.role}: step {done}/{start.steps_planned}"
+    return min(done / start.steps_planned, 1.0), text
 
 
-def teacher_note(starts: list[FitStart], loaded: str | None = None) -> str | None:
+def teacher_note(teacher: FitStart | None, loaded: str | None = None) -> str | None:
     """Where this job's teacher comes from: loaded (a previous run, a file), trained now (once,
-    then cached) or the cache."""
+    then cached) or the cache; ``teacher``: the job's teacher fit_start."""
     if loaded:
         return f"teacher: {loaded}: loaded and used as is, not trained here, so the student starts at once"
-    teacher = next((p for p in starts if p.role == "teacher"), None)
     if teacher is None:
         return None
     if not teacher.steps_planned:
@@ -328,6 +371,7 @@ def teacher_figure(history: pd.DataFrame) -> go.Figure:
     if {"role", "event", "split", "acc"} <= set(history.columns):
         evals = history[(history["role"] == "teacher") & (history["event"] == "eval")]
         for i, (split, rows) in enumerate(evals.groupby("split", sort=False)):
+            rows = rows.dropna(subset=["acc"])  # (a live history's eval rows kept for another column)
             fig.add_trace(
                 go.Scatter(
                     x=rows["step"].tolist(),
@@ -357,7 +401,7 @@ def results_ui(job: Job) -> None:
     experiment = job.context.get("experiment")
     if result is None or experiment is None or result.student is None:
         return
-    if is_text_job(job, []):
+    if is_text_job(job):
         text_results_ui(result, experiment.config.labeled_fraction)
         explorer_ui(experiment)
         return

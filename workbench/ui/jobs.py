@@ -2,7 +2,8 @@
 
 The Streamlit app keeps one :class:`JobRegistry` in ``st.cache_resource``; a browser session
 keeps only a job id (in the page URL), so a page refresh finds its running job again. The
-registry caps concurrent jobs and drops finished or abandoned ones after a while.
+registry caps concurrent jobs and drops finished or abandoned ones after a while. Each job has
+one :class:`~workbench.ui.live_history.LiveHistory` that every session watching it reads.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from ..engine.live import LiveRun
+from .live_history import LiveHistory
 
 
 class TooManyJobs(RuntimeError):
@@ -24,7 +28,8 @@ class TooManyJobs(RuntimeError):
 
 @dataclass
 class Job:
-    """One job: its LiveRun, what it was started with, and when it was last looked at."""
+    """One job: its LiveRun, what it was started with, when it was last looked at, and the history
+    its live views draw (shared by every session watching it; thread-safe)."""
 
     job_id: str
     run: LiveRun
@@ -33,6 +38,7 @@ class Job:
     created: float = field(default_factory=time.time)
     seen: float = field(default_factory=time.time)
     finished: float | None = None
+    history: LiveHistory = field(default_factory=LiveHistory)
 
     def touch(self) -> None:
         self.seen = time.time()
@@ -148,6 +154,27 @@ def job_threads() -> int:
     if value < 1:
         raise ValueError(f"WORKBENCH_TORCH_THREADS: {raw!r} is invalid; expected a whole number >= 1")
     return value
+
+
+def with_job_threads(fn: Callable[[LiveRun], Any], threads: int | None = None) -> Callable[[LiveRun], Any]:
+    """``fn`` for a LiveRun's thread, run with ``threads`` (default :func:`job_threads`) torch threads.
+
+    ``torch.set_num_threads`` sets the count of the calling thread and of threads started after it
+    (threads already running, such as a kernel's, keep theirs): the count before is put back when
+    ``fn`` ends.
+    ``job_threads()`` is read here, so a bad WORKBENCH_TORCH_THREADS is refused before any training.
+    """
+    threads = job_threads() if threads is None else threads
+
+    def target(run: LiveRun) -> Any:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return fn(run)
+        finally:
+            torch.set_num_threads(before)
+
+    return target
 
 
 def _max_running(value: int | None) -> int:

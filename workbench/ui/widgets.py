@@ -3,9 +3,11 @@ weights (also while a run goes on), and watch the distilled student race a scrat
 teacher. Text (the built-in corpus or a .txt file) distills GPTs: the charts show bits per character
 and entropy, and a samples panel each model's latest continuation.
 
-Training runs on a :class:`~workbench.engine.live.LiveRun` thread. A small drawing thread reads its
-event buffer a few times a second and updates the progress bar, status line and plotly
-FigureWidgets under ``batch_update`` (tqdm would land in whatever cell runs at the time).
+Training runs on a :class:`~workbench.engine.live.LiveRun` thread, with the torch threads the app's
+jobs get (:func:`~workbench.ui.jobs.job_threads`). A small drawing thread reads its event buffer
+into a :class:`~workbench.ui.live_history.LiveHistory` (O(new events) a redraw, a point budget per
+trace) and updates the progress bar, status line and plotly FigureWidgets under ``batch_update``
+(tqdm would land in whatever cell runs at the time), pausing longer when a redraw costs more.
 The figures are LiveFigures: the drawing thread's updates and the browser's replies,
 which the kernel's own thread applies, never interleave (see there why that matters).
 """
@@ -27,17 +29,18 @@ import plotly.graph_objects as go
 from .. import plots
 from ..data.datasets import list_datasets, load_dataset
 from ..data.text import from_text
-from ..engine.callbacks import flat_row
 from ..engine.config import KD_DIVERGENCES
 from ..engine.divergences import DIVERGENCES
-from ..engine.events import FitEnd, FitStart, StepEnd
+from ..engine.events import FitEnd
 from ..engine.hints import find_module
 from ..engine.live import LiveRun
 from ..models.zoo import FAMILIES, TEXT_FAMILIES, is_text, models_for
 from ..verdict import README_ANCHOR, kd_verdict, text_verdict
 from . import live_figure
 from .dashboard_pickers import FROM_FILE, FROM_RUN, GIVEN, SOURCES, STYLE, TRUST, ZOO, ModelPicker, zoo_spec_for
+from .jobs import job_threads, with_job_threads
 from .live_figure import DEAF_SECONDS, MAX_REVIVALS, SETTLING_SECONDS, LiveFigure  # (patch them in live_figure)
+from .live_history import LiveHistory
 from .settings import TEXT_SETTINGS, Settings, suggested_model, text_datasets, uploads_folder
 
 __all__ = [
@@ -58,6 +61,10 @@ __all__ = [
 ]
 
 REDRAW_SECONDS = 0.5  # at most two redraws a second: drawing shares the GIL with training
+# Redrawing takes at most DRAW_SHARE of a core (CPU seconds of the drawing thread): after a redraw
+# that cost c, the drawer pauses c * (1 - share) / share, at least REDRAW_SECONDS, at most MAX_REDRAW_SECONDS.
+DRAW_SHARE = 0.1
+MAX_REDRAW_SECONDS = 5.0
 # The first screen: few labels, where the teacher's soft labels clearly beat scratch (docs/results.md:
 # digits MLP-16 with 10% labels); about a minute on a laptop CPU, the teacher trained once and cached.
 DEFAULT_SETTINGS = Settings.for_dataset(
@@ -85,18 +92,22 @@ def lr_options(current: float) -> list[tuple[str, float]]:
     return [(f"{v:g}", v) for v in sorted({*LEARNING_RATES, float(current)})]
 
 
+def redraw_pause(cost: float) -> float:
+    """Seconds the drawer waits after a redraw that cost ``cost`` CPU seconds (see DRAW_SHARE)."""
+    return min(MAX_REDRAW_SECONDS, max(REDRAW_SECONDS, cost * (1 - DRAW_SHARE) / DRAW_SHARE))
+
+
 class _Drawn:
     """What the drawer has read and drawn of one job (a new job never shares it)."""
 
-    def __init__(self, job: LiveRun, cacheable: bool, split: str):
+    def __init__(self, job: LiveRun, cacheable: bool, split: str, text: bool = False):
         self.job, self.cacheable, self.split = job, cacheable, split
-        self.rows: list[dict] = []  # flat event rows (appended, never rebuilt)
-        self.cursor = 0
-        self.start: FitStart | None = None  # the latest fit_start, and its latest step
-        self.last_step: StepEnd | None = None
+        self.history = LiveHistory()  # the job's events, taken as they come; each curve decimated to the budget
+        self.ends_seen = 0  # fit_ends already looked at (for the teacher's note)
         self.teacher_note = ""  # "teacher loaded from the cache" / "teacher trained and cached"
-        self.text = False  # the job's data is text: bits per character, entropy and samples are drawn
+        self.text = text  # the job's data is text: bits per character, entropy and samples are drawn
         self.samples: dict = {}  # the samples panel's content, as last drawn
+        self.traces: dict[int, tuple[LiveFigure, dict]] = {}  # per chart: the figure and the traces last sent
 
 
 class Dashboard(w.VBox):
@@ -625,35 +636,60 @@ class Dashboard(w.VBox):
             self._say("a run is in progress: stop it (or wait) before starting another", "error")
             return False
         try:
+            threads = job_threads()  # the same rule as the app's jobs; a bad value is refused here
             self.experiment = self._build(train_teacher)
         except (ValueError, RuntimeError, ImportError) as e:
             self._say(str(e), "error")
             return False
+        exp = self.experiment
+        job = LiveRun(with_job_threads(lambda live: work(exp, live), threads), name=label)
+        split = "val" if exp.data.val is not None else "test"  # the split the engine evaluates during a fit
+        loaded = exp.loaded.get("teacher")
+        note = ""
+        if loaded is not None and not exp.train_teacher:
+            note = f"teacher loaded: {self.teacher.named(loaded.description)}, not trained"
+        self._watch(job, split, is_text(exp.data), exp.cache and exp.teacher_key is not None, note)
+        self._say(f"{label}: starting" + (f" ({note})" if note else ""))
+        job.start()
+        self._follow(job)
+        return True
+
+    def watch(self, run: LiveRun, split: str = "val", follow: bool = True) -> None:
+        """Draw ``run`` (any LiveRun, started or not) in this Dashboard: progress, status and the charts
+        shown follow its events, evaluated on ``split``; Pause and Stop act on it. ``follow``: redraw on
+        a drawing thread until it ends (False: only when :meth:`redraw` is called)."""
+        if not isinstance(run, LiveRun):
+            raise ValueError(f"run: expected a LiveRun, got {type(run).__name__}")
+        if not isinstance(split, str) or not split:
+            raise ValueError(f"split: {split!r} is invalid; expected the name of the split the run evaluates")
+        if self.job is not None and self.job is not run and not self.job.done:
+            raise RuntimeError("a run is in progress: stop it (or wait) before watching another")
+        self._watch(run, split, self._chart_names()[0] == "bpc_fig", False, "")
+        self._say(f"{run.name or 'run'}: {run.status}")
+        if follow:
+            self._follow(run)
+
+    def _watch(self, job: LiveRun, split: str, text: bool, cacheable: bool, note: str) -> None:
+        """Make ``job`` the Dashboard's job: the last job's drawer ends, the charts start empty."""
         if self._drawer is not None:  # the last job's drawer ends with its final redraw
             self._next_job.set()  # (and stops waiting for the browser to draw it)
             self._drawer.join()
+            self._drawer = None
             self._next_job.clear()
-        exp = self.experiment
-        self.job = LiveRun(lambda live: work(exp, live), name=label)
-        split = "val" if exp.data.val is not None else "test"  # the split the engine evaluates during a fit
+        self.job = job
         with self._draw_lock:
-            self._drawn = _Drawn(self.job, exp.cache and exp.teacher_key is not None, split)
-            self._drawn.text = is_text(exp.data)
-            loaded = exp.loaded.get("teacher")
-            if loaded is not None and not exp.train_teacher:
-                self._drawn.teacher_note = f"teacher loaded: {self.teacher.named(loaded.description)}, not trained"
+            self._drawn = _Drawn(job, cacheable, split, text)
+            self._drawn.teacher_note = note
             self._draw_charts(self._drawn, None)
         self.verdict.value = ""
         self._refused = None
-        self.pause_button.disabled = self.stop_button.disabled = False
+        self.pause_button.disabled = self.stop_button.disabled = job.done
         self.pause_button.description = "Pause"
         self._pick_problem = False
-        note = self._drawn.teacher_note
-        self._say(f"{label}: starting" + (f" ({note})" if note else ""))
-        self.job.start()
-        self._drawer = threading.Thread(target=self._draw_loop, args=(self.job,), daemon=True)
+
+    def _follow(self, job: LiveRun) -> None:
+        self._drawer = threading.Thread(target=self._draw_loop, args=(job,), daemon=True)
         self._drawer.start()
-        return True
 
     def train_teacher(self) -> bool:
         """Train (or load from the cache) the teacher only; a teacher picked from a run or a file is not trained."""
@@ -729,10 +765,15 @@ class Dashboard(w.VBox):
     def _draw_loop(self, job: LiveRun) -> None:
         while True:
             finished = job.done
+            cpu = time.thread_time()
             self.redraw(job)
             if finished:
                 break
-            time.sleep(REDRAW_SECONDS)
+            pause = redraw_pause(time.thread_time() - cpu)
+            if job.status == "created":  # watched before it started
+                time.sleep(pause)
+            else:
+                job.join(pause)  # wakes at once when the run ends: its end is drawn without waiting
         self._settle()
 
     def _settle(self) -> None:
@@ -771,15 +812,11 @@ class Dashboard(w.VBox):
                 return  # no job, or one that a newer job replaced
             d = self._drawn
             finished = job.done  # read before the buffer: a finished job has appended everything
-            new, d.cursor = job.buffer.since(d.cursor)  # only what arrived since the last redraw
-            if not new and not finished:
+            if not d.history.pull(job.buffer) and not finished:  # only what arrived since the last redraw
                 return
-            for p in new:
-                if isinstance(p, FitStart):
-                    d.start, d.last_step = p, None
-                elif isinstance(p, StepEnd) and d.start is not None and p.run_id == d.start.run_id:
-                    d.last_step = p
-                elif isinstance(p, FitEnd) and p.role == "teacher":
+            ends = d.history.fit_ends
+            for p in ends[d.ends_seen :]:
+                if p.role == "teacher":
                     d.teacher_note = (
                         "teacher loaded from the cache"
                         if "teacher cache" in p.message
@@ -787,15 +824,16 @@ class Dashboard(w.VBox):
                         if d.cacheable and p.status == "completed"
                         else ""
                     )
-            d.rows.extend(flat_row(p) for p in new if p.event in ("step", "eval", "epoch"))
-            if d.start is not None:
-                self.progress.max = max(d.start.steps_planned, 1)
-                self.progress.value = d.last_step.step if d.last_step else 0
+            d.ends_seen = len(ends)
+            start, last = d.history.latest_start, d.history.last_step
+            if start is not None:
+                self.progress.max = max(start.steps_planned, 1)
+                self.progress.value = last.step if last else 0
                 if not finished and self._refused:
                     self._say(f"{self._running_status(d)}; refused: {self._refused}", "error")
                 elif not finished:
                     self._say(self._running_status(d))
-            self._draw_charts(d, pd.DataFrame(d.rows))
+            self._draw_charts(d, d.history.frame())
             if finished:
                 self._finish(d)
             self.revive_charts()
@@ -823,7 +861,7 @@ class Dashboard(w.VBox):
 
     def _running_status(self, d: _Drawn) -> str:
         """The status line during a fit: which fit, its step and loss, and where the teacher came from."""
-        cur, last = d.start, d.last_step
+        cur, last = d.history.latest_start, d.history.last_step
         paused = " (paused)" if d.job.status == "paused" else ""
         if cur.role == "teacher":
             head = "teacher: training it once (then cached for later runs)" if d.cacheable else "teacher: training it"
@@ -836,7 +874,8 @@ class Dashboard(w.VBox):
         return text + (f" ({d.teacher_note})" if d.teacher_note else "") + paused
 
     def _draw_charts(self, d: _Drawn, history: pd.DataFrame | None) -> None:
-        """Every curve chart from the job's history (None: empty charts, titled for this job)."""
+        """Every curve chart from the job's history (None: empty charts, titled for this job); only
+        the traces that changed since the last redraw are sent."""
         role = plots.live_role(history)
         if d.text and self.bpc_fig is not None and self.entropy_fig is not None:
             charts = [
@@ -855,10 +894,15 @@ class Dashboard(w.VBox):
                     f"teacher-student agreement ({d.split})",
                 ),
             ]
-        for fig, traces, title in charts:
+        for i, (fig, traces, title) in enumerate(charts):
+            last_fig, last = d.traces.get(i, (None, {}))  # a new widget (swapped, revived) gets every trace
+            changed = traces if last_fig is not fig else {k: v for k, v in traces.items() if last.get(k) != v}
+            if not changed and fig.layout.title.text == title:
+                continue
             with fig.edit():
-                plots.apply_traces(fig, traces)
+                plots.apply_traces(fig, changed)
                 fig.layout.title.text = title
+            d.traces[i] = (fig, traces)
 
     def _draw_samples(self, d: _Drawn, history: pd.DataFrame | None) -> None:
         """The samples panel: the prompt and each model's latest continuation (redrawn when an eval brings one)."""
@@ -881,7 +925,7 @@ class Dashboard(w.VBox):
         """The job ended: say how (and, for a distill run, the verdict); enable the next run."""
         job = d.job
         self.pause_button.disabled = self.stop_button.disabled = True
-        ends = [p for p in job.buffer.all() if isinstance(p, FitEnd)]
+        ends = d.history.fit_ends
         note = f" ({d.teacher_note})" if d.teacher_note else ""
         if job.status == "error":
             self._say(f"{job.name} failed: {job.error}", "error")
