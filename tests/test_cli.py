@@ -303,6 +303,17 @@ def test_distill_text_json_reports_bits_per_character_and_takes_the_text_flags(s
 
 
 @pytest.mark.slow
+def test_distill_text_takes_the_transfer_set_flags(small_text, capsys):
+    flags = ["--generated-blocks", "6", "--generate-temperature", "0.8", "--on-policy", "0.25", "--json"]
+    assert cli.main(TEXT + ["--text", str(small_text), *flags]) == 0
+    res = json.loads(capsys.readouterr().out)
+    cfg = res["config"]
+    assert (cfg["generated_blocks"], cfg["generate_temperature"], cfg["on_policy"]) == (6, 0.8, 0.25)
+    runs = {r["role"]: r for r in res["runs"]}
+    assert all(r["status"] == "completed" for r in runs.values())
+
+
+@pytest.mark.slow
 def test_distill_text_table_shows_bpc_the_cache_and_samples(small_text, capsys):
     assert cli.main(TEXT + ["--text", str(small_text), "--top-k", "4", "--sample-tokens", "8"]) == 0
     out = capsys.readouterr().out

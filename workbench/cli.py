@@ -7,6 +7,7 @@
                       [--csv PATH --target COL] [--runs DIR] [--seed S] [--json]
     workbench distill --dataset shakespeare-char (or --text FILE.txt) --teacher gpt:2,64 --student gpt:1,32
                       [--divergence topk_kl] [--beta 0.5] [--top-k 16|auto|full] [--sample-tokens 100]
+                      [--generated-blocks N [--generate-temperature 1]] [--on-policy 0.25]
     workbench compare --students mlp:4,mlp:16 --methods scratch,kd [--temperatures 1,2,4,8]
     workbench compare --dataset shakespeare-char (or --text FILE.txt) --students "gpt:1,16;gpt:2,32"
 
@@ -101,6 +102,7 @@ _positive = _type(_in_range(0, open_low=True), "a number > 0")
 _alpha = _type(_in_range(0, 1), "a number in [0, 1] (alpha*CE + (1-alpha)*T^2*KL)")
 _fraction = _type(_in_range(0, 1, open_low=True), "a fraction in (0, 1]")
 _beta = _type(_in_range(0, 1), "a number in [0, 1] (JSD's weight of the teacher: 0 forward KL, 1 reverse KL)")
+_share = _type(_in_range(0, 1), "a share in [0, 1] (0: off)")
 _block = _type(_int_at_least(2, 4096), "a block size in [2, 4096] (characters per training block)")
 _positive_int = _type(_int_at_least(1), "an integer >= 1")
 _count = _type(_int_at_least(0), "an integer >= 0")
@@ -454,6 +456,9 @@ def _distill(args: argparse.Namespace) -> int:
             beta=args.beta,
             teacher_top_k=args.top_k,
             sample_tokens=args.sample_tokens,
+            generated_blocks=args.generated_blocks,
+            generate_temperature=args.generate_temperature,
+            on_policy=args.on_policy,
         ).items()
         if v is not None
     }
@@ -465,9 +470,16 @@ def _distill(args: argparse.Namespace) -> int:
                 "caches every class; use --top-k auto or --top-k K"
             )
     if not text:
-        for flag, name in (("--sample-tokens", "sample_tokens"),):
+        for flag, name, what in (
+            ("--sample-tokens", "sample_tokens", "a generated sample at each evaluation"),
+            ("--generated-blocks", "generated_blocks", "blocks the teacher writes for the KD stream"),
+            ("--generate-temperature", "generate_temperature", "the teacher's sampling temperature"),
+            ("--on-policy", "on_policy", "the student's own continuations, scored by the teacher"),
+        ):
             if name in given:
-                raise ValueError(f"{flag}: only used with text (a generated sample at each evaluation)")
+                raise ValueError(f"{flag}: only used with text ({what})")
+    if "generate_temperature" in given and not given.get("generated_blocks"):
+        raise ValueError("--generate-temperature: only used with --generated-blocks N (N >= 1)")
     settings = dict(
         seed=args.seed,
         alpha=args.alpha,
@@ -989,6 +1001,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--sample-tokens", type=_count, default=None, help="text: characters generated at each evaluation (100)"
     )
+    t.add_argument(
+        "--generated-blocks",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="text: N blocks sampled from the teacher (prompts from the train text) added to the KD stream only: "
+        "sequence-level KD (default 0)",
+    )
+    t.add_argument(
+        "--generate-temperature",
+        type=_positive,
+        default=None,
+        metavar="T",
+        help="text: the teacher's sampling temperature for --generated-blocks (default 1)",
+    )
+    t.add_argument(
+        "--on-policy",
+        type=_share,
+        default=None,
+        metavar="SHARE",
+        help="text: the share of each KD batch's blocks whose second half the student samples itself, scored "
+        "by the teacher live: GKD's lambda (default 0; slower: the student generates every step)",
+    )
     t.add_argument("--epochs", type=_positive_int, default=None, help="default 20 / 1")
     t.add_argument("--teacher-epochs", type=_positive_int, default=None, help="default: --epochs")
     t.add_argument("--batch-size", type=_positive_int, default=None, help="default 64 / 32")
@@ -1127,6 +1162,9 @@ _FLAGS = {
     "teacher_top_k": "--top-k",
     "sample_tokens": "--sample-tokens",
     "block_size": "--block-size",
+    "generated_blocks": "--generated-blocks",
+    "generate_temperature": "--generate-temperature",
+    "on_policy": "--on-policy",
 }
 
 
