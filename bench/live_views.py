@@ -81,21 +81,31 @@ def explore_defaults() -> Any:
 
 def plain_fit(settings: Any, runs: RunsFolder) -> Fit:
     """(a): the student fit from Python with no UI, as a script runs it (the baseline fit is left
-    out: it comes after the student's)."""
-    before = runs.names("student")
-    settings.experiment(runs=str(runs.root), baseline=False).run()
+    out: it comes after the student's), on as many torch threads as the UIs give their jobs
+    (``jobs.job_threads``): the same fit, so the ratios measure the UI and nothing else."""
+    import torch
+
+    from workbench.ui.jobs import job_threads
+
+    before, threads = runs.names("student"), torch.get_num_threads()
+    torch.set_num_threads(job_threads())
+    try:
+        settings.experiment(runs=str(runs.root), baseline=False).run()
+    finally:
+        torch.set_num_threads(threads)
     return runs.fit(runs.new_run("student", before, 5), 5)
 
 
 def thread_fit(settings: Any, runs: RunsFolder) -> Fit:
-    """(a'): the same with no UI, on a LiveRun thread as both UIs train. On a busy 2-core machine
-    ``exp.run()`` on the main thread took 7-26x as long as this, on a quiet one about the same
-    (cause not pinned down): the UIs' ratios to both are printed."""
+    """(a'): the same with no UI, on a LiveRun thread as both UIs train, with their torch threads.
+    (Before (a) used the UIs' thread count, ``exp.run()`` on the main thread with torch's default of
+    one thread per core took 7-26x as long as this on a busy 2-core machine: oversubscribed cores.)"""
     from workbench.engine.live import LiveRun
+    from workbench.ui.jobs import with_job_threads
 
     before = runs.names("student")
     exp = settings.experiment(runs=str(runs.root), baseline=False)
-    run = LiveRun(lambda live: exp.run(live), name="bench-no-ui").start()
+    run = LiveRun(with_job_threads(lambda live: exp.run(live)), name="bench-no-ui").start()  # the UIs' threads
     run.join()
     if run.status != "completed":
         raise RuntimeError(f"the no-UI LiveRun ended {run.status}: {run.error}")
@@ -401,7 +411,10 @@ def fit_lines(results: dict) -> list[str]:
             "UIs (which train on LiveRun threads) with (a') as well"
         )
     lines += [f"  NOTE: {n}" for n in notes]
-    lines.append("  (a) exp.run() from Python; (a') the same on a LiveRun thread; target: b/a and c/a <= 1.10x")
+    lines.append(
+        "  (a) exp.run() from Python; (a') the same on a LiveRun thread; both with the UIs' torch threads; "
+        "target: b/a and c/a <= 1.10x"
+    )
     return lines
 
 
@@ -505,10 +518,50 @@ def in_browsers(settings: Any, runs: dict[str, RunsFolder], lab: Path, plan: Pla
                 if moves is not None:
                     log(f"  {[None if v is None else round(v, 3) for v in moves]}")
                     out["moves"][side] = moves
+            log(f"text: {TEXT_DATASET} with the app's default GPTs")
+            out["text"] = stage(
+                "text first points", lambda: text_first_points(app, runs["b"], plan.rounds, plan.cap, log), errors, log
+            )
         finally:
             app_ctx.close()
             lab_ctx.close()
     return out
+
+
+TEXT_DATASET = "shakespeare-char"
+# Any point in the chart titled "... training loss" of a student: a text run's first student points (its bits
+# per character come at evaluations; the loss is logged from the first steps).
+TEXT_STUDENT_POINT = """() => [...document.querySelectorAll('.js-plotly-plot')].some(gd =>
+  ((gd.layout || {}).title || {}).text === 'student training loss' && (gd.data || []).some(t => t.x && t.x.length > 0))"""
+
+
+def text_first_points(app: AppPage, runs: RunsFolder, rounds: int, cap: float, log: Callable) -> list[float | None]:
+    """The app's corpus with its default GPTs: Run -> the student's first training-loss point, in a fresh
+    session each time. The first run trains and caches the teacher (not counted); each run is stopped
+    once the point is drawn."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page, firsts = app.page, []
+    for i in range(rounds + 1):
+        page.goto(app.url)
+        page.get_by_role("heading", name="Knowledge distillation, live").wait_for()
+        page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").filter(has_text="dataset").first.click()
+        page.get_by_role("option", name=TEXT_DATASET, exact=True).click()
+        page.wait_for_timeout(1500)  # the rerun that switches the pickers to GPT sizes
+        t0, _ = app._press_run()
+        first = None
+        try:
+            page.wait_for_function(TEXT_STUDENT_POINT, polling=50, timeout=cap * 1000)
+            first = time.perf_counter() - t0
+        except PlaywrightTimeout:
+            pass
+        app._stop()
+        if i:  # the first run trained the teacher
+            firsts.append(first)
+        log(
+            f"  text run {i} ({'teacher trained, not counted' if not i else 'cached teacher'}): first student point {secs(first)}"
+        )
+    return firsts
 
 
 def app_threads() -> str:
@@ -583,6 +636,11 @@ def main() -> None:
         f"Run -> first student point (cached teacher): app median {secs(firsts['b'])}, dashboard median "
         f"{secs(firsts['c'])} (target <= 2 s); first click of a fresh server/kernel: app "
         f"{secs(cold.get('b'))}, dashboard {secs(cold.get('c'))}"
+    )
+    text = [v for v in res.get("text") or [] if v is not None]
+    print(
+        f"Run -> first student point, text ({TEXT_DATASET}, cached teacher): app "
+        f"{'median ' + secs(statistics.median(text)) if text else 'n/a'} (n={len(text)}; target <= 2 s)"
     )
     target = " (target p95 <= 0.5 s)"
     for side, name in (("b", "app"), ("c", "dashboard")):
