@@ -529,6 +529,7 @@ def in_browsers(settings: Any, runs: dict[str, RunsFolder], lab: Path, plan: Pla
 
 
 TEXT_DATASET = "shakespeare-char"
+TEXT_TEACHER_CAP = 3600.0  # seconds the first text run may take to train and cache its teacher
 # Any point in the chart titled "... training loss" of a student: a text run's first student points (its bits
 # per character come at evaluations; the loss is logged from the first steps).
 TEXT_STUDENT_POINT = """() => [...document.querySelectorAll('.js-plotly-plot')].some(gd =>
@@ -551,7 +552,9 @@ def text_first_points(app: AppPage, runs: RunsFolder, rounds: int, cap: float, l
         t0, _ = app._press_run()
         first = None
         try:
-            page.wait_for_function(TEXT_STUDENT_POINT, polling=50, timeout=cap * 1000)
+            # the first run trains the teacher (one epoch of the corpus: minutes): it must not be cut short,
+            # else nothing is cached and every later run trains it again
+            page.wait_for_function(TEXT_STUDENT_POINT, polling=50, timeout=(cap if i else TEXT_TEACHER_CAP) * 1000)
             first = time.perf_counter() - t0
         except PlaywrightTimeout:
             pass

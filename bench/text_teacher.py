@@ -34,7 +34,7 @@ class Clock:
         self.points: list[tuple[int, float, float, float]] = []
         self.eval_seconds = 0.0
         self._eval_start: float | None = None
-        self.done = False
+        self.should_stop = False  # the engine ends the run when a callback sets this (events.py)
 
     def on_fit_start(self, p) -> None:
         self.t0, self.c0 = time.perf_counter(), time.process_time()
@@ -49,10 +49,7 @@ class Clock:
             self.eval_seconds += time.perf_counter() - self._eval_start
         self.points.append((p.step, time.perf_counter() - self.t0, time.process_time() - self.c0, p.loss))
         print(f"  step {p.step:5d}  {self.points[-1][1]:7.1f} s  val loss {p.loss:.3f} nats", flush=True)
-        self.done = p.loss <= min(THRESHOLDS)
-
-    def should_stop(self) -> bool:
-        return self.done
+        self.should_stop = p.loss <= min(THRESHOLDS)
 
 
 def main() -> None:
