@@ -735,8 +735,10 @@ class Dashboard(w.VBox):
         if hasattr(self, "loss_fig"):  # (also called by __del__, on a Dashboard whose __init__ failed)
             self.stop()
             self.wait(60)
-            for fig in self._figures():
-                fig.close()
+            with self._draw_lock:  # a chart's deaf-check timer may be replacing a chart right now
+                self._closed = True
+                for fig in self._figures():
+                    fig.close()
         super().close()
 
     def _live_control(self, change: dict) -> None:
@@ -843,6 +845,8 @@ class Dashboard(w.VBox):
         widget with the same figure; returns the names of the charts replaced (one at most: the next
         waits until the last new chart has loaded, see LiveFigure.settling)."""
         with self._draw_lock:
+            if getattr(self, "_closed", False):
+                return []  # closed: its boxes can no longer take a new chart
             if any(f.settling for f in self._figures() if f._revival):
                 return []
             for name in self._chart_names():
