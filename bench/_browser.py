@@ -32,14 +32,14 @@ APP_HEADING = "Knowledge distillation, live"
 STUDENT_LAST_X = """(scope) => {
   let last = -1;
   for (const gd of document.querySelectorAll(scope)) {
-    for (const t of (gd.data || [])) {
+    for (const t of (gd._fullData || gd.data || [])) {
       if (t.name === 'student' && t.x && t.x.length) last = Math.max(last, Number(t.x[t.x.length - 1]));
     }
   }
   return last;
 }"""
 # true once a 'student' trace shows a point at a step below `below` (a new run's first points)
-STUDENT_POINT_BELOW = """([scope, below]) => [...document.querySelectorAll(scope)].some(gd => (gd.data || []).some(
+STUDENT_POINT_BELOW = """([scope, below]) => [...document.querySelectorAll(scope)].some(gd => (gd._fullData || gd.data || []).some(
   t => t.name === 'student' && t.x && t.x.length > 0 && Number(t.x[t.x.length - 1]) < below))"""
 APP_PLOTS = ".js-plotly-plot"
 LAB_PLOTS = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output .js-plotly-plot"

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from browser import launch_chromium, serve_streamlit  # noqa: E402
 
 POINTS = """() => [...document.querySelectorAll('.js-plotly-plot')]
-  .map(gd => (gd.data || []).filter(t => t.name === 'student').map(t => (t.x || []).length))
+  .map(gd => (gd._fullData || gd.data || []).filter(t => t.name === 'student').map(t => (t.x || []).length))
   .flat().reduce((a, b) => Math.max(a, b), 0)"""
 
 

@@ -533,7 +533,7 @@ TEXT_TEACHER_CAP = 3600.0  # seconds the first text run may take to train and ca
 # Any point in the chart titled "... training loss" of a student: a text run's first student points (its bits
 # per character come at evaluations; the loss is logged from the first steps).
 TEXT_STUDENT_POINT = """() => [...document.querySelectorAll('.js-plotly-plot')].some(gd =>
-  ((gd.layout || {}).title || {}).text === 'student training loss' && (gd.data || []).some(t => t.x && t.x.length > 0))"""
+  ((gd.layout || {}).title || {}).text === 'student training loss' && (gd._fullData || gd.data || []).some(t => t.x && t.x.length > 0))"""
 
 
 def text_first_points(app: AppPage, runs: RunsFolder, rounds: int, cap: float, log: Callable) -> list[float | None]:

@@ -10,6 +10,7 @@ import types
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import plotly_spec
 from streamlit.testing.v1 import AppTest
 
 APP = str(pathlib.Path(__file__).parent.parent / "app.py")
@@ -124,9 +125,8 @@ def test_a_short_run_produces_history_and_results(at):
     assert [m.label for m in at.metric] == ["teacher test accuracy", "student test accuracy", "baseline test accuracy"]
     charts = at.get("plotly_chart")
     assert len(charts) >= 4  # accuracy, loss, explorer, boundaries
-    import json
 
-    acc = json.loads(charts[0].proto.spec)
+    acc = plotly_spec(charts[0].proto.spec)
     student = [t for t in acc["data"] if t.get("name") == "student"][0]
     assert len(student["x"]) == 3  # one eval per epoch
     assert not at.exception
@@ -333,10 +333,10 @@ def test_the_teacher_curves_are_drawn_while_it_trains(at):
         "two teacher evaluations",
     )
     at.run()
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    spec = plotly_spec(at.get("plotly_chart")[0].proto.spec)
     teacher = [t for t in spec["data"] if t.get("name") == "teacher val"]
     assert teacher and len(teacher[0]["x"]) >= 2
-    assert "teacher training loss" in json.dumps(json.loads(at.get("plotly_chart")[1].proto.spec)["layout"])
+    assert "teacher training loss" in json.dumps(plotly_spec(at.get("plotly_chart")[1].proto.spec)["layout"])
     assert any("trained once" in c.value and "cached" in c.value for c in at.caption)
 
 
@@ -471,7 +471,7 @@ def idle_job(label="long"):
 
 def live_charts(at):
     return {
-        json.loads(c.proto.spec)["layout"]["title"]["text"]: {t["name"]: t for t in json.loads(c.proto.spec)["data"]}
+        plotly_spec(c.proto.spec)["layout"]["title"]["text"]: {t["name"]: t for t in plotly_spec(c.proto.spec)["data"]}
         for c in at.get("plotly_chart")
     }
 

@@ -9,9 +9,10 @@ from browser import launch_chromium, screenshot, serve_streamlit
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
-# Points per named trace of every plotly chart on the page (plotly keeps `data` on its div).
+# Points per named trace of every plotly chart on the page: plotly.js keeps the traces it drew in `_fullData` on
+# its div (`data` holds numeric arrays as sent, typed-array specs {dtype, bdata}).
 TRACE_POINTS = """(name) => [...document.querySelectorAll('.js-plotly-plot')]
-  .map(gd => (gd.data || []).filter(t => t.name === name).map(t => (t.x || []).length))
+  .map(gd => (gd._fullData || gd.data || []).filter(t => t.name === name).map(t => (t.x || []).length))
   .flat().reduce((a, b) => Math.max(a, b), 0)"""
 
 

@@ -3,10 +3,10 @@ an uploaded .txt), GPT-only pickers, text defaults, the divergence and beta in S
 code" and as live controls. The browser test is test_app_text_browser.py."""
 
 import ast
-import json
 import os
 
 import pytest
+from helpers import plotly_spec
 from streamlit.testing.v1 import AppTest
 from test_app import APP, code, job_of, stop_all_jobs, wait_done, wait_for
 
@@ -236,7 +236,7 @@ def test_a_short_text_run_draws_bits_per_character_samples_and_results(at):
     assert job.run.status == "completed" and not at.exception
     assert [m.label for m in at.metric] == [f"{r} test bits per character" for r in ("teacher", "student", "baseline")]
     charts = {
-        json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec) for c in at.get("plotly_chart")
+        plotly_spec(c.proto.spec)["layout"]["title"]["text"]: plotly_spec(c.proto.spec) for c in at.get("plotly_chart")
     }
     bpc = {t["name"]: t for t in charts["val bits per character"]["data"]}
     evals = [p for p in job.run.buffer.all() if p.event == "eval" and p.role == "student" and p.split == "val"]

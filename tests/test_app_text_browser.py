@@ -14,7 +14,7 @@ TEXT = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog, and runs
 BPC_POINTS = """() => {
   const gd = [...document.querySelectorAll('.js-plotly-plot')]
     .find(g => ((g.layout || {}).title || {}).text && g.layout.title.text.includes('bits per character'));
-  return gd ? Object.fromEntries(gd.data.map(t => [t.name, (t.x || []).length])) : {};
+  return gd ? Object.fromEntries((gd._fullData || gd.data).map(t => [t.name, (t.x || []).length])) : {};
 }"""
 
 

@@ -12,6 +12,7 @@ import threading
 import pandas as pd
 import pytest
 import torch
+from helpers import plotly_spec
 from streamlit.testing.v1 import AppTest
 
 from workbench import plots
@@ -52,7 +53,7 @@ def start_tiny_sweep(app: AppTest, seeds: int):
 
 
 def chart_specs(app: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    return [plotly_spec(c.proto.spec) for c in app.get("plotly_chart")]
 
 
 def table_with(app: AppTest, column: str):

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 import torch.nn as nn
+from helpers import as_list
 
 from workbench import DistillConfig, Distiller, plots, train
 
@@ -63,7 +64,7 @@ def test_accuracy_figure_matches_history(runs):
     h = runs["history"]
     fig = plots.accuracy_figure(h)
     assert [t.name for t in fig.data] == ["student", "baseline", "teacher", "teacher training", "controls changed"]
-    assert not _trace(fig, "teacher training").x  # the student's steps are not the teacher's
+    assert not as_list(_trace(fig, "teacher training").x)  # the student's steps are not the teacher's
     for role in ("student", "baseline"):
         ref = _evals(h, role)
         assert list(_trace(fig, role).x) == ref.step.tolist() and len(ref) == 4
@@ -133,7 +134,13 @@ def test_apply_traces_updates_a_figure_in_place(runs):
         )
     full = plots.accuracy_figure(payloads)
     for a, b in zip(fig.data, full.data):
-        assert (a.name, a.x, a.y, a.showlegend, a.hovertext) == (b.name, b.x, b.y, b.showlegend, b.hovertext)
+        assert (a.name, as_list(a.x), as_list(a.y), a.showlegend, a.hovertext) == (
+            b.name,
+            as_list(b.x),
+            as_list(b.y),
+            b.showlegend,
+            b.hovertext,
+        )
 
 
 def test_loss_figure(runs):
@@ -286,7 +293,7 @@ def test_empty_inputs_give_empty_figures(empty):
         plots.overlay_figure({}),
     ]
     for fig in figs:
-        assert all(len(t.x or ()) == 0 for t in fig.data)
+        assert all(len(as_list(t.x)) == 0 for t in fig.data)
         assert fig.layout.xaxis.title.text == "step" or fig.layout.xaxis2.title.text == "step"
     assert plots.accuracy_traces(empty)["teacher"] == ([], [])
     assert plots.teacher_accuracy(empty) is None

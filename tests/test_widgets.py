@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 import torch.nn as nn
-from helpers import mlp, toy_data
+from helpers import as_list, mlp, toy_data, widget_message
 
 from workbench import DistillConfig, Settings, as_splits, load_dataset, plots, train
 from workbench.engine.events import EvalEnd, FitEnd, FitStart, StepEnd
@@ -315,7 +315,7 @@ class FakeComm:
         self.sent = []
 
     def send(self, data=None, buffers=None, **kwargs):
-        self.sent.append(data)
+        self.sent.append(widget_message(data, buffers))
 
     def on_msg(self, *args):
         pass
@@ -371,7 +371,7 @@ def opened_state(fig_factory):
     real = ipy.comm.create_comm
 
     def create_comm(**kwargs):
-        sent.append(kwargs.get("data", {}).get("state", {}))
+        sent.append(widget_message(kwargs.get("data", {}), kwargs.get("buffers")).get("state", {}))
         return real(**kwargs)
 
     ipy.comm.create_comm = create_comm
@@ -478,12 +478,16 @@ def test_a_chart_whose_view_stopped_applying_updates_is_replaced_once_the_run_en
     from ipywidgets.widgets import widget as ipy
 
     opened, real = [], ipy.comm.create_comm
-    monkeypatch.setattr(ipy.comm, "create_comm", lambda **kw: opened.append(kw["data"]["state"]) or real(**kw))
+    monkeypatch.setattr(
+        ipy.comm,
+        "create_comm",
+        lambda **kw: opened.append(widget_message(kw["data"], kw.get("buffers"))["state"]) or real(**kw),
+    )
     assert d.distill() and d.wait(120)
     assert d.loss_fig is not loss and d.loss_fig in d._charts.children and loss not in d._charts.children
     # the new widget opened with the final state: a browser draws it even if that model drops every later message
     last = [st["_widget_data"] for st in opened if "_widget_data" in st][-1]
-    final = {t.name: list(t.y) for t in loss.data}
+    final = {t.name: as_list(t.y) for t in loss.data}
     assert {t["name"]: list(t.get("y", [])) for t in last} == final and len(final["total"]) > 4
     assert all(a is b for a, b in zip([d.accuracy_fig, d.agreement_fig, d.explorer_fig], others))  # kept up
     assert d.revive_charts() == []  # the new widget has no view yet: nothing to replace
@@ -511,7 +515,7 @@ def test_the_teacher_is_drawn_live_and_the_status_says_it_is_trained_once_then_c
     assert "teacher done" in d.status.value and "(teacher trained and cached)" in d.status.value
     assert d.distill() and d.wait(120)
     assert "distill done" in d.status.value and "(teacher loaded from the cache)" in d.status.value
-    assert not traces(d.accuracy_fig)["teacher training"].x  # the student's chart: the teacher is a line
+    assert not as_list(traces(d.accuracy_fig)["teacher training"].x)  # the student's chart: the teacher is a line
     assert d.loss_fig.layout.title.text == "student training loss"
 
 

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from helpers import as_list
 
 import workbench as wb
 from workbench.engine.config import KD_DIVERGENCES
@@ -60,7 +61,7 @@ def upload(dash, name, content):
 
 def points(fig, name) -> int:
     trace = next(t for t in fig.data if t.name == name)
-    return sum(v is not None for v in (trace.y or ()))
+    return sum(v is not None for v in as_list(trace.y))
 
 
 def test_text_data_offers_gpt_sizes_only_and_swaps_the_charts(dashboards, tmp_path):

@@ -7,6 +7,7 @@ name, so a live widget assigns them into the existing traces of a figure built a
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
@@ -98,9 +100,17 @@ def apply_traces(fig: go.Figure, traces: Traces, text: Mapping[str, list] | None
         for trace in fig.data:
             if trace.name in traces:
                 x, y = traces[trace.name]
-                trace.x, trace.y, trace.showlegend = x, y, bool(len(x))  # reads see old values here
+                trace.x, trace.y, trace.showlegend = numeric(x), numeric(y), bool(len(x))  # reads see old values here
             if text and trace.name in text:
                 trace.hovertext = text[trace.name]
+
+
+@functools.cache
+def _white() -> go.layout.Template:
+    """plotly_white's layout with its line and bar defaults: the whole template (defaults for every trace
+    type) took ~15 ms to validate per figure, most of a live redraw; these figures draw lines and bars."""
+    white = pio.templates["plotly_white"]
+    return go.layout.Template(layout=white.layout, data={"scatter": white.data.scatter, "bar": white.data.bar})
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, name: str, y_range: list | None = None) -> go.Figure:
@@ -112,15 +122,31 @@ def _layout(fig: go.Figure, title: str, x: str, y: str, name: str, y_range: list
         showlegend=True,
         legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
         margin=dict(l=50, r=20, t=60, b=40),
-        template="plotly_white",
+        template=_white(),
     )
     if y_range is not None:
         fig.update_yaxes(range=y_range)
     return fig
 
 
+def numeric(values: Any) -> Any:
+    """``values`` as a 1-D numpy array when they are all numbers, else as given (e.g. ``None`` gaps).
+
+    Plotly validates an array at once and sends it as a typed array (base64): a 6-trace chart of 1,000
+    points each was ~3x cheaper to build and serialise than from lists (live views redraw it every second).
+    """
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
+        return values
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError):
+        return values
+    return array if array.ndim == 1 and array.dtype.kind in "iuf" else values
+
+
 def _line(name: str, xy: tuple[list, list], mode: str = "lines+markers", **style: Any) -> go.Scatter:
-    return go.Scatter(x=xy[0], y=xy[1], name=name, mode=mode, showlegend=bool(len(xy[0])), **style)
+    x, y = numeric(xy[0]), numeric(xy[1])
+    return go.Scatter(x=x, y=y, name=name, mode=mode, showlegend=bool(len(xy[0])), **style)
 
 
 # -- accuracy ----------------------------------------------------------------------------------
@@ -292,8 +318,8 @@ def overlay_figure(
         raw, smoothed = downsample(x, y, max_points), downsample(x, smooth(y, smoothing), max_points)
         fig.add_trace(
             go.Scatter(
-                x=raw[0],
-                y=raw[1],
+                x=numeric(raw[0]),
+                y=numeric(raw[1]),
                 name=f"{name} (raw)",
                 mode="lines",
                 opacity=0.25,
@@ -304,7 +330,12 @@ def overlay_figure(
         )
         fig.add_trace(
             go.Scatter(
-                x=smoothed[0], y=smoothed[1], name=name, mode="lines", line=dict(color=color, width=2), legendgroup=name
+                x=numeric(smoothed[0]),
+                y=numeric(smoothed[1]),
+                name=name,
+                mode="lines",
+                line=dict(color=color, width=2),
+                legendgroup=name,
             )
         )
     bounded = metric in ("acc", "teacher_acc", "agreement", "batch_acc", "train_acc")

@@ -374,8 +374,8 @@ def teacher_figure(history: pd.DataFrame) -> go.Figure:
             rows = rows.dropna(subset=["acc"])  # (a live history's eval rows kept for another column)
             fig.add_trace(
                 go.Scatter(
-                    x=rows["step"].tolist(),
-                    y=rows["acc"].tolist(),
+                    x=rows["step"].to_numpy(),
+                    y=rows["acc"].to_numpy(dtype=float),
                     mode="lines+markers",
                     name=f"teacher {split}",
                     line=dict(color=plots.PALETTE[(i + 3) % 10]),
