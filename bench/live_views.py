@@ -529,11 +529,12 @@ def in_browsers(settings: Any, runs: dict[str, RunsFolder], lab: Path, plan: Pla
 
 
 TEXT_DATASET = "shakespeare-char"
+TEXT_TEACHER = "2,64"  # the teacher sizes the app's pickers show for text (Settings.for_dataset)
 TEXT_TEACHER_CAP = 3600.0  # seconds the first text run may take to train and cache its teacher
-# Any point in the chart titled "... training loss" of a student: a text run's first student points (its bits
+# Any point in the chart titled "student training loss" (Streamlit's theme wraps titles in <b>): a text run's first student points (its bits
 # per character come at evaluations; the loss is logged from the first steps).
 TEXT_STUDENT_POINT = """() => [...document.querySelectorAll('.js-plotly-plot')].some(gd =>
-  ((gd.layout || {}).title || {}).text === 'student training loss' && (gd._fullData || gd.data || []).some(t => t.x && t.x.length > 0))"""
+  (((gd.layout || {}).title || {}).text || '').includes('student training loss') && (gd._fullData || gd.data || []).some(t => t.x && t.x.length > 0))"""
 
 
 def text_first_points(app: AppPage, runs: RunsFolder, rounds: int, cap: float, log: Callable) -> list[float | None]:
@@ -541,14 +542,18 @@ def text_first_points(app: AppPage, runs: RunsFolder, rounds: int, cap: float, l
     session each time. The first run trains and caches the teacher (not counted); each run is stopped
     once the point is drawn."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect
 
     page, firsts = app.page, []
+    sidebar = page.get_by_test_id("stSidebar")
     for i in range(rounds + 1):
         page.goto(app.url)
         page.get_by_role("heading", name="Knowledge distillation, live").wait_for()
-        page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").filter(has_text="dataset").first.click()
+        sidebar.get_by_test_id("stSelectbox").filter(has_text="dataset").first.click()
         page.get_by_role("option", name=TEXT_DATASET, exact=True).click()
-        page.wait_for_timeout(1500)  # the rerun that switches the pickers to GPT sizes
+        # the rerun that switches the pickers to GPT sizes (a click on Run during it was lost)
+        expect(sidebar.get_by_role("textbox", name="teacher sizes")).to_have_value(TEXT_TEACHER, timeout=60_000)
+        page.wait_for_timeout(500)
         t0, _ = app._press_run()
         first = None
         try:

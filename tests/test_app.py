@@ -16,6 +16,23 @@ from streamlit.testing.v1 import AppTest
 APP = str(pathlib.Path(__file__).parent.parent / "app.py")
 
 
+def test_the_app_turns_off_streamlits_full_collection_after_each_run():
+    # Streamlit runs gc.collect(2) after every script run; the live fragment reruns every second or so, and a
+    # full collection of the server (~400,000 objects) held the GIL ~450 ms each time while the training waited
+    import gc
+
+    from streamlit import config
+
+    config.set_option("runner.postScriptGC", True)
+    try:
+        app = AppTest.from_file(APP, default_timeout=60)
+        app.run()
+        assert not app.exception
+        assert config.get_option("runner.postScriptGC") is False
+    finally:
+        gc.unfreeze()
+
+
 @pytest.fixture
 def at():
     app = AppTest.from_file(APP, default_timeout=60)

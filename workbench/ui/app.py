@@ -5,6 +5,7 @@ sidebar is in :mod:`workbench.ui.sidebar`."""
 
 from __future__ import annotations
 
+import gc
 import re
 import time
 from pathlib import Path
@@ -38,7 +39,24 @@ def registry() -> JobRegistry:
     return JobRegistry()
 
 
+def no_collection_after_each_run() -> None:
+    """Turn off Streamlit's ``gc.collect(2)`` after every script run, and move what is loaded now out of
+    the collector's way (``gc.freeze``, once per server).
+
+    The live fragment reruns every second or so, and a full collection of this process (torch, pandas,
+    plotly: ~400,000 objects) took ~450 ms here, holding the GIL while the training thread waited: it
+    was most of what watching a run cost the run. Python's own generational collector still runs.
+    """
+    from streamlit import config
+
+    if config.get_option("runner.postScriptGC"):
+        config.set_option("runner.postScriptGC", False)
+        gc.collect()
+        gc.freeze()
+
+
 def main() -> None:
+    no_collection_after_each_run()
     st.set_page_config(page_title="KD Workbench", page_icon=":material/school:", layout="wide")
     here = Path(__file__).resolve().parent
     pages = [
