@@ -202,6 +202,9 @@ def test_the_divergence_beta_and_t_steer_a_running_text_job(at):
     at.button(key="run").click().run()
     job = job_of(at)
     wait_for(lambda: len(student_steps(job)) >= 2, "student steps")
+    # paused, the job cannot end while the page reruns below (on a busy CI machine it once did: its controls
+    # were no longer steered and no refusal was shown); a paused job takes live controls like a running one
+    job.run.pause()
     assert job.run.controls.current.divergence == "topk_kl"
     at.sidebar.select_slider(key="temperature").set_value(2.0).run()  # the default: T is live
     assert not at.error and job.run.controls.current.temperature == 2.0
@@ -218,6 +221,7 @@ def test_the_divergence_beta_and_t_steer_a_running_text_job(at):
     assert (w.divergence, w.temperature) == ("jsd", 2.0)  # the T shown in the sidebar goes along now
     at.sidebar.slider(key="beta").set_value(0.2).run()
     assert job.run.controls.current.beta == 0.2
+    job.run.resume()
     wait_for(
         lambda: any(p.controls_changed and p.divergence == "jsd" and p.beta == 0.2 for p in student_steps(job)),
         "a step with the new divergence and beta",

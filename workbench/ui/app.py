@@ -95,6 +95,9 @@ def explore_page() -> None:
         )
     if st.session_state.pop(sidebar.MOVED, False) and job is not None and not job.run.done:
         apply_live_controls(job)  # only a control moved in this session steers the job
+    refused = st.session_state.get(REFUSED)
+    if refused and job is not None and not job.run.done and refused[:2] == (job.job_id, sidebar.live_weights()):
+        st.error(refused[2])  # until the controls move: a rerun (e.g. the live fragment's) keeps saying it
     if controls_ui(job, can_run=settings is not None) and settings is not None:
         job = start_job(reg, settings, choice.data)
         if job is not None:
@@ -182,16 +185,21 @@ def start_job(reg: JobRegistry, settings: Settings, data: Any) -> Job | None:
     return job
 
 
+REFUSED = "controls_refused"  # session state: (job id, the live widgets' values, why the job refused them)
+
+
 def apply_live_controls(job: Job) -> None:
-    """Send the live widgets' temperature, weights, divergence and beta to the running job's next step."""
+    """Send the live widgets' temperature, weights, divergence and beta to the running job's next step;
+    a refusal is kept in the session (shown by the page while the widgets hold the refused values)."""
     wanted = sidebar.live_weights()
+    st.session_state.pop(REFUSED, None)
     w = job.run.controls.current if job.run.controls is not None else None
     if w is not None and (w.temperature, w.ce, w.kd, w.mse, w.divergence, w.beta) == tuple(wanted.values()):
         return  # moved and moved back: nothing changes, and no "controls changed" mark
     try:
         job.run.set_controls(**wanted)
-    except ValueError as e:
-        st.error(str(e))
+    except ValueError as e:  # the job goes on with the values it had
+        st.session_state[REFUSED] = (job.job_id, wanted, str(e))
 
 
 # The live charts' redraw interval, in seconds: the shortest that keeps redrawing (measured in CPU
