@@ -460,6 +460,7 @@ def live_view(fig, alive=lambda: True):
 
 def test_a_chart_whose_view_stopped_applying_updates_is_replaced_once_the_run_ends(monkeypatch):
     monkeypatch.setattr(live_figure, "DEAF_SECONDS", 1e9)  # nothing is replaced during the run
+    monkeypatch.setattr(live_figure, "SETTLING_SECONDS", live_figure.SETTLING_SECONDS)
     d = Dashboard(Settings(dataset="moons", teacher="mlp:16", student="mlp:4", epochs=2, teacher_epochs=1, log_every=1))
     for fig in d._figures():  # probes sent and answered: every view is live before the run
         answer(fig)
@@ -469,7 +470,8 @@ def test_a_chart_whose_view_stopped_applying_updates_is_replaced_once_the_run_en
 
     def others_alive():
         if d.job.done:  # the last redraw: now the settle that follows it may replace a chart
-            live_figure.DEAF_SECONDS = 0.3  # (monkeypatch restores it)
+            live_figure.DEAF_SECONDS = 0.3  # (monkeypatch restores both)
+            live_figure.SETTLING_SECONDS = 1.0  # the replacement never gets a view here: settle waits this out
         return True
 
     for fig in others:
