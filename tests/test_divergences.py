@@ -215,6 +215,46 @@ def test_finite_difference_gradcheck_topk_tail():
     assert torch.autograd.gradcheck(lambda x: topk_forward_kl(x, record, 1.5, mode="tail"), (s,))
 
 
+def _tail_buckets_reference(s, t, k, T, mask):
+    """Top-k forward KL with a tail bucket, built in float64 from both full softmaxes with autograd."""
+    p, q = torch.softmax(t.double() / T, -1), torch.softmax(s.double() / T, -1)
+    top = torch.topk(t.double(), k, dim=-1).indices
+    off = torch.ones_like(p).scatter(-1, top, 0.0)
+    p_b = torch.cat([p.gather(-1, top), (p * off).sum(-1, keepdim=True)], -1)
+    q_b = torch.cat([q.gather(-1, top), (q * off).sum(-1, keepdim=True)], -1)
+    per = torch.where(p_b > 0, p_b * (p_b.log() - q_b.log()), torch.zeros_like(p_b)).sum(-1)
+    return T * T * per[mask].mean()
+
+
+@pytest.mark.parametrize(("k", "T"), [(1, 1.0), (3, 2.0), (8, 1.0)])
+def test_topk_tail_loss_and_gradient_match_autograd_through_the_buckets(k, T):
+    """The tail mode's closed-form gradient vs autograd through a float64 reference, with masked tokens."""
+    s = logits(2, 5, 9, seed=60).requires_grad_(True)
+    t = logits(2, 5, 9, seed=61, scale=3.0)
+    mask = torch.tensor([[True, True, False, True, True], [False, True, True, True, False]])
+    loss = topk_forward_kl(s, top_k_record(t, k, T), T, mask, mode="tail")
+    ref_s = s.detach().double().requires_grad_(True)
+    ref = _tail_buckets_reference(ref_s, t, k, T, mask)
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-7)
+    (got,) = torch.autograd.grad(loss, s)
+    (want,) = torch.autograd.grad(ref, ref_s)
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-7)
+    assert torch.equal(got[~mask], torch.zeros_like(got[~mask]))
+
+
+def test_topk_tail_whose_student_tail_underflows_float32_keeps_its_exact_loss_and_gradient():
+    """Off-S student logits 100 nats down: exp underflows in float32, the tail mass is taken in log space."""
+    t = torch.tensor([[5.0, 4.0, -1.0, -2.0], [0.0, 3.0, 1.0, -4.0]])
+    s = torch.tensor([[0.0, 0.0, -100.0, -101.0], [-120.0, 2.0, 1.0, -130.0]], requires_grad=True)
+    loss = topk_forward_kl(s, top_k_record(t, 2), 1.0, mode="tail")
+    ref_s = s.detach().double().requires_grad_(True)
+    ref = _tail_buckets_reference(ref_s, t, 2, 1.0, torch.ones(2, dtype=torch.bool))
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-6)
+    (got,) = torch.autograd.grad(loss, s)
+    (want,) = torch.autograd.grad(ref, ref_s)
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6)
+
+
 def test_teacher_gets_no_gradient():
     s = logits(3, 4, seed=26).requires_grad_(True)
     t = logits(3, 4, seed=27).requires_grad_(True)

@@ -136,6 +136,17 @@ def test_target_rows_drop_ignored_positions_in_order():
     assert labels.tolist() == [1, 0, 1]
 
 
+def test_rows_of_fully_labelled_blocks_are_a_view_in_the_order_of_a_gather():
+    logits = torch.randn(2, 3, 4, requires_grad=True)
+    y = torch.tensor([[1, 2, 0], [3, 0, 1]])
+    flat, labels = target_rows(logits, y)
+    assert flat.data_ptr() == logits.data_ptr()  # a view: no copy, no boolean gather
+    torch.testing.assert_close(flat, logits[y != IGNORE_INDEX])
+    assert labels.tolist() == [1, 2, 0, 3, 0, 1]
+    flat.sum().backward()
+    torch.testing.assert_close(logits.grad, torch.ones_like(logits))
+
+
 @pytest.mark.parametrize(
     ("divergence", "beta", "reference"),
     [

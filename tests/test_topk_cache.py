@@ -321,3 +321,14 @@ def test_text_defaults_distill_a_tiny_gpt_with_a_topk_teacher():
     res, rec = run(teacher, student, text, cfg)
     assert res.steps.divergence.unique().tolist() == ["topk_kl"]
     assert np.isfinite(res.summary["val_bpc"]) and "top-4 of" in rec.of("fit_start")[0].message
+
+
+def test_record_rows_match_a_selection_whether_or_not_the_mask_marks_every_position():
+    values = torch.randn(2, 3, 4).sort(dim=-1, descending=True).values
+    record = TopKRecord(values, torch.randint(0, 9, (2, 3, 4)), torch.randn(2, 3), 2.0, 9)
+    for mask in (torch.ones(2, 3, dtype=torch.bool), torch.tensor([[True, False, True], [False, True, True]])):
+        got, expected = record.rows(mask), record.select(mask)
+        for name in ("values", "indices", "logsumexp"):
+            torch.testing.assert_close(getattr(got, name), getattr(expected, name), rtol=0, atol=0)
+        assert (got.temperature, got.vocab_size) == (2.0, 9)
+        assert got.values.shape == (int(mask.sum()), 4)

@@ -580,7 +580,7 @@ class Distiller:
         if self.sequence:  # (B, L, V) -> rows of the target tokens: every term is a mean per token
             kd_positions = (y_ce != IGNORE_INDEX) if x_kd is None else kd_mask  # (B, L)
             t_kd = None if t_kd is None else rows(t_kd, kd_positions)  # (N_kd, V)
-            record = None if record is None else record.select(kd_positions)  # (N_kd, k)
+            record = None if record is None else record.rows(kd_positions)  # (N_kd, k)
             s_kd = None if x_kd is None else rows(s_kd, kd_positions)  # one stream: the CE rows below
             s_ce, y_ce = target_rows(s_ce, y_ce)  # (N, V), (N,)
         loss, terms = distill_loss(

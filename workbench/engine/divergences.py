@@ -261,6 +261,20 @@ class TopKRecord:
             self.values[index], self.indices[index], self.logsumexp[index], self.temperature, self.vocab_size
         )
 
+    def rows(self, mask: torch.Tensor) -> TopKRecord:
+        """The record of the positions a bool ``mask`` of its leading shape marks, as rows (N, k);
+        a view when it marks every position."""
+        if bool(mask.all()):
+            k = self.k
+            return TopKRecord(
+                self.values.reshape(-1, k),
+                self.indices.reshape(-1, k),
+                self.logsumexp.reshape(-1),
+                self.temperature,
+                self.vocab_size,
+            )
+        return self.select(mask)
+
     def as_dict(self) -> dict[str, Any]:
         """Tensors and plain numbers only: loadable with ``torch.load(weights_only=True)``."""
         return {
@@ -342,8 +356,8 @@ def topk_forward_kl(
     ``q_i = q_i / sum_{j in S} q_j``; works at any T.
     ``"tail"``: exact teacher probabilities ``p_i = exp(t_i / T - logsumexp)`` on S plus one
     tail bucket ``p_tail = 1 - sum_S p_i`` (via ``log1p(-exp)``), against the student's
-    ``q_i`` on S and ``q_tail = sum_{c not in S} q_c`` (a log-sum-exp over the other classes:
-    no cancellation). Needs ``T == teacher.temperature``. With k = V both modes equal
+    ``q_i`` on S and ``q_tail = sum_{c not in S} q_c`` (summed over the other classes: no
+    cancellation). Needs ``T == teacher.temperature``. With k = V both modes equal
     :func:`forward_kl`.
     """
     _check_temperature(T)
@@ -356,18 +370,67 @@ def topk_forward_kl(
             f" the tail mass is known only at the record's T (make the record at "
             f"this T, or use mode='renorm')"
         )
-    log_q = F.log_softmax(s / T, dim=-1)  # (N, V)
-    log_q_top = log_q.gather(-1, indices)  # (N, k)
+    if T != 1.0:  # at T = 1 (the text default) skip two (N, V) divisions: a KD step is many small ops
+        s, values = s / T, values / T
+    if mode == "tail" and teacher.k < teacher.vocab_size:  # a closed-form gradient (see _TailKL)
+        log_p_top = values - lse.unsqueeze(-1)  # (N, k)
+        log_p_tail = _log1mexp(torch.logsumexp(log_p_top, dim=-1))  # (N,)
+        return (T * T) * _mean_over_positions(_TailKL.apply(s, log_p_top, log_p_tail, indices))
+    log_q_top = F.log_softmax(s, dim=-1).gather(-1, indices)  # (N, k)
     if mode == "renorm":
-        per_position = _kl_rows(F.log_softmax(values / T, dim=-1), F.log_softmax(log_q_top, dim=-1))
-        return (T * T) * _mean_over_positions(per_position)
-    log_p_top = values / T - lse.unsqueeze(-1)  # (N, k)
-    per_position = _kl_rows(log_p_top, log_q_top)
-    if teacher.k < teacher.vocab_size:  # with k = V the tail is empty on both sides
-        log_p_tail = _log1mexp(torch.logsumexp(log_p_top, dim=-1))
-        log_q_tail = torch.logsumexp(log_q.scatter(-1, indices, float("-inf")), dim=-1)
-        per_position = per_position + _kl_rows(log_p_tail.unsqueeze(-1), log_q_tail.unsqueeze(-1))
+        per_position = _kl_rows(F.log_softmax(values, dim=-1), F.log_softmax(log_q_top, dim=-1))
+    else:  # k = V: the tail is empty on both sides, plain KL over the classes
+        per_position = _kl_rows(values - lse.unsqueeze(-1), log_q_top)
     return (T * T) * _mean_over_positions(per_position)
+
+
+def _log_tail_mass(log_q: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``log sum_{c not in S} q_c`` per row, from log-probabilities ``log_q`` (N, V) and the ids S (N, k):
+    a sum of positive terms (no cancellation); rows whose tail underflows float32's exp take a log-sum-exp."""
+    off = log_q.scatter(-1, indices, float("-inf"))  # (N, V): the classes off S
+    mass = off.exp().sum(-1)  # log_q <= 0: no overflow
+    small = mass < 1e-30  # (its terms may have underflowed): rare, e.g. a student far from the teacher
+    log_mass = mass.log()
+    if bool(small.any()):
+        log_mass = torch.where(small, torch.logsumexp(off, dim=-1), log_mass)
+    return log_mass
+
+
+class _TailKL(torch.autograd.Function):
+    """Per row ``KL(p || q)`` over the k ids S and one tail bucket, from the scaled student logits
+    ``z = s / T`` (N, V), with its gradient in closed form (a step costs about half the tensor passes
+    of autograd through log_softmax, gather, scatter and logsumexp):
+
+        L = sum_{i in S} p_i (log p_i - log q_i) + p_tail (log p_tail - log q_tail),  q = softmax(z)
+        dL/dz_c = q_c - r_c,  r_c = p_c on S,  r_c = p_tail q_c / q_tail off S  (sum_c r_c = 1)
+
+    ``log_p_top`` (N, k), ``log_p_tail`` (N,) and ``indices`` (N, k) are the teacher's: no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, z, log_p_top, log_p_tail, indices):  # noqa: D102
+        log_q = F.log_softmax(z, dim=-1)  # (N, V)
+        log_q_top = log_q.gather(-1, indices)  # (N, k)
+        log_q_tail = _log_tail_mass(log_q, indices)  # (N,)
+        per_position = _kl_rows(
+            torch.cat([log_p_top, log_p_tail.unsqueeze(-1)], dim=-1),  # (N, k + 1): the tail bucket last
+            torch.cat([log_q_top, log_q_tail.unsqueeze(-1)], dim=-1),
+        )
+        # log(p_tail / q_tail); p_tail = 0 (teacher sure of S) gives r = 0 off S, even where q_tail = 0
+        log_ratio = torch.where(torch.isneginf(log_p_tail), log_p_tail, log_p_tail - log_q_tail)
+        ctx.save_for_backward(log_q, log_p_top, log_ratio, indices)
+        return per_position
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: D102
+        log_q, log_p_top, log_ratio, indices = ctx.saved_tensors
+        g = grad.unsqueeze(-1)  # (N, 1)
+        q = log_q.exp()
+        # off S: q_c - p_tail q_c / q_tail = q_c - exp(log q_c + log p_tail - log q_tail); both <= 1, no overflow
+        out = (q - (log_q + log_ratio.unsqueeze(-1)).exp()).mul_(g)
+        on_s = (log_q.gather(-1, indices).exp() - log_p_top.exp()).mul_(g)  # on S: q_i - p_i
+        return out.scatter_(-1, indices, on_s), None, None, None
 
 
 def topk_forward_kl_tail(

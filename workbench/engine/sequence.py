@@ -39,14 +39,19 @@ def is_sequence(data: DataSplits) -> bool:
 
 
 def rows(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """(B, L, V) logits -> (N, V) rows of the positions ``mask`` (B, L) marks (all B*L when None)."""
+    """(B, L, V) logits -> (N, V) rows of the positions ``mask`` (B, L) marks (all B*L when None).
+
+    A mask that marks every position gives a view (no boolean gather, and none in the backward
+    pass): fixed text blocks have a target at every position."""
     flat, flat_mask = flatten_positions(logits, mask)
-    return flat if flat_mask is None else flat[flat_mask]
+    return flat if flat_mask is None or bool(flat_mask.all()) else flat[flat_mask]
 
 
 def target_rows(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, L, V) logits and (B, L) targets -> rows (N, V) and labels (N,) of the N target positions."""
     mask = targets != IGNORE_INDEX  # (B, L)
+    if bool(mask.all()):
+        return rows(logits, None), targets.reshape(-1)
     return rows(logits, mask), targets[mask]
 
 
