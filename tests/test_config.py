@@ -10,8 +10,8 @@ from workbench.engine.config import DistillConfig
 @pytest.mark.parametrize(
     "field,value,valid",
     [
-        ("temperature", 0, "> 0"),
-        ("temperature", -2.0, "> 0"),
+        ("temperature", 0, r"in \(0, 1000\]"),
+        ("temperature", -2.0, r"in \(0, 1000\]"),
         ("w_kd", -0.1, ">= 0"),
         ("w_ce", -1, ">= 0"),
         ("w_mse", float("nan"), "finite"),
@@ -65,8 +65,12 @@ def test_text_transfer_fields_default_off_validate_and_round_trip():
     assert d.on_policy == 1.0 and isinstance(d.on_policy, float)
     assert DistillConfig.from_dict(d.to_dict()) == d
     for field, value, valid in (
-        ("generated_blocks", -3, r"an integer >= 0"),
-        ("generate_temperature", -1.0, r"a number > 0"),
+        ("generated_blocks", -3, r"an integer in \[0, 20,000\]"),
+        ("generated_blocks", 10**6, r"an integer in \[0, 20,000\]"),
+        ("generate_temperature", -1.0, r"a number in \[0.01, 100\]"),
+        ("generate_temperature", 1e-300, r"a number in \[0.01, 100\]"),
+        ("sample_tokens", 10**7, r"an integer in \[0, 2000\]"),
+        ("temperature", 5000.0, r"a number in \(0, 1000\]"),
         ("on_policy", 2, r"a share in \[0, 1\]"),
     ):
         with pytest.raises(ValueError, match=rf"^{field}: {value!r} is invalid; expected {valid}"):

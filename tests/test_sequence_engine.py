@@ -261,7 +261,7 @@ def test_controls_validate_divergence_and_beta_and_change_nothing_on_error():
         ({"divergence": None}, "divergence: None is invalid"),
         ({"beta": -0.1}, r"beta: -0.1 is invalid; expected a number in \[0, 1\]"),
         ({"beta": "half"}, "beta: 'half' is invalid"),
-        ({"sample_tokens": -1}, "sample_tokens: -1 is invalid; expected an integer >= 0"),
+        ({"sample_tokens": -1}, r"sample_tokens: -1 is invalid; expected an integer in \[0, 2000\]"),
     ],
 )
 def test_config_errors_name_the_field(changes, match):

@@ -392,10 +392,10 @@ def test_on_policy_runs_are_seeded_and_differ_from_off_policy(text):
 @pytest.mark.parametrize(
     "field,value,valid",
     [
-        ("generated_blocks", -1, ">= 0"),
-        ("generated_blocks", 2.5, ">= 0"),
-        ("generated_blocks", True, ">= 0"),
-        ("generate_temperature", 0, "> 0"),
+        ("generated_blocks", -1, r"\[0, 20,000\]"),
+        ("generated_blocks", 2.5, r"\[0, 20,000\]"),
+        ("generated_blocks", True, r"\[0, 20,000\]"),
+        ("generate_temperature", 0, r"\[0.01, 100\]"),
         ("generate_temperature", float("nan"), "finite"),
         ("on_policy", -0.1, r"\[0, 1\]"),
         ("on_policy", 1.5, r"\[0, 1\]"),
@@ -421,8 +421,14 @@ def test_teacher_text_and_unlabeled_blocks_refuse_bad_input(text):
     teacher = gpt(text.num_classes, 1, width=32)
     with pytest.raises(ValueError, match=r"^blocks: 0 is invalid; expected an integer >= 1"):
         wb.teacher_text(text, teacher, blocks=0)
-    with pytest.raises(ValueError, match=r"^temperature: 0 is invalid; expected a number > 0"):
+    with pytest.raises(ValueError, match=r"^temperature: 0 is invalid; expected a number in \[0.01, 100\]"):
         wb.teacher_text(text, teacher, blocks=2, temperature=0)
+    with pytest.raises(ValueError, match=r"^temperature: 1e-300 is invalid"):  # softmax(logits / T) would be NaN
+        wb.teacher_text(text, teacher, blocks=2, temperature=1e-300)
+    with pytest.raises(ValueError, match=r"^blocks: 1000000 is invalid; expected at most 20,000"):
+        wb.teacher_text(text, teacher, blocks=10**6)
+    with pytest.raises(ValueError, match=r"^batch_size: -1 is invalid; expected an integer >= 1"):
+        wb.teacher_text(text, teacher, blocks=2, batch_size=-1)
     with pytest.raises(ValueError, match=r"^data: .* expected token data"):
         wb.teacher_text(wb.as_splits(toy_data()), teacher, blocks=2)
     with pytest.raises(ValueError, match=r"^teacher: expected a torch.nn.Module"):

@@ -606,6 +606,25 @@ def _last_sample(fit: Any) -> str | None:
     return str(samples.iloc[-1]) if len(samples) else None
 
 
+def _check_results_csv(path: Path | None) -> None:
+    """``compare --csv``: a new file, or a result table an earlier compare wrote (rewritten); never any
+    other file (e.g. the ``--text`` corpus itself), checked before the sweep trains anything."""
+    from .sweeps.sweep import COLUMNS
+
+    if path is None or not path.exists():
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        header = ""
+    if not header.startswith(",".join(COLUMNS[:3])):
+        raise ValueError(
+            f"--csv: {str(path)!r} exists and is not a result table written by compare; it is never "
+            f"overwritten: pick a new file name (or delete the file first)"
+        )
+
+
 def _compare(args: argparse.Namespace) -> int:
     from .data.datasets import load_dataset
     from .engine.config import DistillConfig
@@ -614,6 +633,7 @@ def _compare(args: argparse.Namespace) -> int:
     from .sweeps.sweep import Sweep
     from .ui.settings import DEFAULT_TEACHERS
 
+    _check_results_csv(args.csv)
     text = bool(args.text) or _is_text(args.dataset)
     if args.block_size is not None and not text:
         raise ValueError("--block-size: only used with text (--dataset shakespeare-char or --text FILE.txt)")
@@ -820,6 +840,10 @@ def _export(args: argparse.Namespace) -> int:
     out = args.out
     if out is not None and args.format != "hf" and out.is_dir():  # --format hf writes a folder
         raise ValueError(f"--out: {str(out)!r} is an existing folder; expected a file name to write")
+    if out is not None and args.format != "hf" and out.exists():
+        raise ValueError(
+            f"--out: {str(out)!r} exists; export never overwrites a file: pick a new file name (or delete it first)"
+        )
     facts = export_run(args.run, args.format, args.runs, out)
     print(json.dumps(facts, indent=2, default=str))
     return 0

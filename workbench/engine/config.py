@@ -79,10 +79,15 @@ def check_alpha(alpha: Any) -> float:
     return float(plain_scalar(alpha))
 
 
+MAX_TEMPERATURE = 1000.0  # past this softmax(z / T) is uniform to float32 precision, and T^2 overflows soon after
+MAX_SAMPLE_TOKENS = 2000  # an eval's generated sample: one token at a time, for each model, at every eval
+MAX_GENERATED_BLOCKS = 20_000  # teacher-generated blocks (the built-in corpus has about 14,000 training blocks)
+
+
 def check_weights(temperature: Any, w_ce: Any, w_kd: Any, w_mse: Any, w_hint: Any) -> None:
     """Validate a temperature and loss weights (shared by the config and live controls)."""
-    if _number("temperature", temperature) <= 0:
-        raise _bad("temperature", temperature, "expected a number > 0 (typical: 1 to 20)")
+    if not 0 < _number("temperature", temperature) <= MAX_TEMPERATURE:
+        raise _bad("temperature", temperature, f"expected a number in (0, {MAX_TEMPERATURE:g}] (typical: 1 to 20)")
     ws = {"w_ce": w_ce, "w_kd": w_kd, "w_mse": w_mse, "w_hint": w_hint}
     for name, w in ws.items():
         if _number(name, w) < 0:
@@ -200,8 +205,13 @@ class DistillConfig:
             _positive_int(name, getattr(self, name))
         for name in ("max_steps", "eval_every"):
             _positive_int(name, getattr(self, name), allow_none=True)
-        if isinstance(self.sample_tokens, bool) or not isinstance(self.sample_tokens, int) or self.sample_tokens < 0:
-            raise _bad("sample_tokens", self.sample_tokens, "expected an integer >= 0 (0: no generated sample)")
+        n = self.sample_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_SAMPLE_TOKENS:
+            raise _bad(
+                "sample_tokens",
+                n,
+                f"expected an integer in [0, {MAX_SAMPLE_TOKENS}] (characters each eval generates per model; 0: none)",
+            )
         check_divergence(self.divergence, self.beta)
         set_("beta", float(self.beta))
         self._check_text_transfer()
@@ -288,13 +298,17 @@ class DistillConfig:
     def _check_text_transfer(self) -> None:
         """``generated_blocks``, ``generate_temperature`` and ``on_policy`` (token data's transfer set)."""
         n = self.generated_blocks
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise _bad("generated_blocks", n, "expected an integer >= 0 (teacher-generated blocks; 0: none)")
-        if _number("generate_temperature", self.generate_temperature) <= 0:
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_GENERATED_BLOCKS:
+            raise _bad(
+                "generated_blocks",
+                n,
+                f"expected an integer in [0, {MAX_GENERATED_BLOCKS:,}] (teacher-generated blocks; 0: none)",
+            )
+        if not 0.01 <= _number("generate_temperature", self.generate_temperature) <= 100:
             raise _bad(
                 "generate_temperature",
                 self.generate_temperature,
-                "expected a number > 0 (the teacher samples from softmax(logits / T); typical 0.5 to 1.5)",
+                "expected a number in [0.01, 100] (the teacher samples from softmax(logits / T); typical 0.5 to 1.5)",
             )
         if not 0 <= _number("on_policy", self.on_policy) <= 1:
             raise _bad(

@@ -10,7 +10,6 @@ the config), generated once per teacher and cached beside its outputs.
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch.nn as nn
 
 from ..data.splits import DataSplits, Split
 from .batches import continue_blocks
-from .config import DEFAULT_TOP_K, FULL_OUTPUTS_BUDGET, DistillConfig
+from .config import DEFAULT_TOP_K, FULL_OUTPUTS_BUDGET, MAX_GENERATED_BLOCKS, DistillConfig
 from .divergences import TOPK_DIVERGENCES, TopKRecord, top_k_record
 from .evaluation import logits_of
 from .losses import LossWeights
@@ -250,11 +249,21 @@ def teacher_text(
         )
     if not isinstance(teacher, nn.Module):
         raise ValueError(f"teacher: expected a torch.nn.Module, got {type(teacher).__name__}")
-    for name, value, low in (("blocks", blocks, 1), ("seed", seed, 0), ("prompt_tokens", prompt_tokens, 1)):
+    checks = (
+        ("blocks", blocks, 1),
+        ("seed", seed, 0),
+        ("prompt_tokens", prompt_tokens, 1),
+        ("batch_size", batch_size, 1),
+    )
+    for name, value, low in checks:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name}: {value!r} is invalid; expected an integer >= {low}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
-        raise ValueError(f"temperature: {temperature!r} is invalid; expected a number > 0 (typical 0.5 to 1.5)")
+    if blocks > MAX_GENERATED_BLOCKS:
+        raise ValueError(f"blocks: {blocks!r} is invalid; expected at most {MAX_GENERATED_BLOCKS:,}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.01 <= temperature <= 100:
+        raise ValueError(
+            f"temperature: {temperature!r} is invalid; expected a number in [0.01, 100] (typical 0.5 to 1.5)"
+        )
     if data.train.x.shape[1] < 2:
         raise ValueError(f"data: blocks of {data.train.x.shape[1]} token cannot hold a prompt and a sampled token")
     generated = generate_blocks(
