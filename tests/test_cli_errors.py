@@ -260,3 +260,22 @@ def test_an_api_error_past_parsing_names_the_flag():
     assert cli._error_line(ValueError("device: 'cuda' is not available")) == "--device: 'cuda' is not available"
     assert cli._error_line(ValueError("columns ['a']: missing values")) == "columns ['a']: missing values"
     assert cli._error_line(RuntimeError("first line\nsecond line")) == "first line"
+
+
+def test_a_fit_that_did_not_complete_says_why_on_stderr(capsys):
+    from types import SimpleNamespace
+
+    fits = {
+        "teacher": SimpleNamespace(status="completed", message=""),
+        "student": SimpleNamespace(status="error", message="RuntimeError: probability tensor contains nan"),
+        "baseline": SimpleNamespace(status="diverged", message="loss is nan at step 3\x1b[2J"),
+    }
+    assert cli._status(SimpleNamespace(fits=fits, student=fits["student"])) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "student: error: RuntimeError: probability tensor contains nan",
+        "baseline: diverged: loss is nan at step 3\\x1b[2J",  # a terminal escape is shown, not run
+    ]
+    fits = {role: SimpleNamespace(status="completed", message="") for role in ("teacher", "student")}
+    assert cli._status(SimpleNamespace(fits=fits, student=fits["student"])) == 0
+    assert capsys.readouterr().err == ""

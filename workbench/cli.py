@@ -309,6 +309,12 @@ def _verdict(result: Any, cfg: Any, extra_unlabeled: int = 0) -> str | None:
 
 
 def _status(result: Any) -> int:
+    """0 when every fit completed, else 1, with each other fit's status and reason on stderr (the table
+    only says ``error`` or ``diverged``)."""
+    for role, fit in result.fits.items():
+        if fit.status != "completed":
+            reason = f": {printable(fit.message)}" if getattr(fit, "message", "") else ""
+            print(f"{role}: {fit.status}{reason}", file=sys.stderr)
     return 0 if result.student is not None and all(r.status == "completed" for r in result.fits.values()) else 1
 
 
