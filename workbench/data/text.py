@@ -15,7 +15,7 @@ import gzip
 import hashlib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -284,10 +284,14 @@ def from_text(
 ) -> DataSplits:
     """A user's text (a str, or a ``Path``/str naming an existing UTF-8 file) as next-character
     blocks; line endings are normalised to ``\\n``."""
-    if isinstance(text_or_path, Path) or (isinstance(text_or_path, str) and _is_file(text_or_path)):
+    if not isinstance(name, str) or not name.strip():
+        raise _bad("name", name, "expected a non-empty str naming the dataset, e.g. 'my-poems'")
+    if isinstance(text_or_path, Path) or (isinstance(text_or_path, str) and _exists_as(text_or_path, Path.is_file)):
         path = Path(text_or_path)
         text, spec = read_text_file(path), {"source": "file", "path": str(path)}
     elif isinstance(text_or_path, str):
+        if _exists_as(text_or_path, Path.is_dir):
+            raise _bad("text_or_path", text_or_path, "is a folder; expected a UTF-8 text file or the text itself")
         if _looks_like_path(text_or_path):
             raise _bad(
                 "text_or_path",
@@ -305,16 +309,23 @@ def from_text(
 
 
 def _looks_like_path(s: str) -> bool:
-    """True for one short line ending in a file suffix such as ``.txt`` (too short to be a corpus)."""
-    return "\n" not in s and len(s) < 260 and re.search(r"\.[A-Za-z][A-Za-z0-9]{0,4}$", s.strip()) is not None
+    """True for one short line ending in a file suffix such as ``.txt`` (too short to be a corpus),
+    or one line without whitespace that holds a path separator or starts with ``~`` or ``./``."""
+    if "\n" in s or len(s) >= 4096:
+        return False
+    if len(s) < 260 and re.search(r"\.[A-Za-z][A-Za-z0-9]{0,4}$", s.strip()):
+        return True
+    s = s.strip()
+    return not re.search(r"\s", s) and ("/" in s or "\\" in s or s.startswith(("~", "./")))
 
 
-def _is_file(s: str) -> bool:
-    """True when ``s`` is short, on one line and names an existing file."""
+def _exists_as(s: str, kind: Callable[[Path], bool]) -> bool:
+    """True when ``s`` is short, on one line and names an existing file (``Path.is_file``) or folder
+    (``Path.is_dir``)."""
     if "\n" in s or "\x00" in s or len(s) >= 4096:
         return False
     try:
-        return Path(s).is_file()
+        return kind(Path(s))
     except OSError:  # e.g. a name longer than the file system allows: text, not a path
         return False
 

@@ -92,8 +92,11 @@ class Controls:
         alpha: float | None = None,
         divergence: str | None = None,
         beta: float | None = None,
+        **unknown: Any,
     ) -> LossWeights:
-        """Set some of the values; raises ``ValueError`` (and changes nothing) on a bad one."""
+        """Set some of the values; raises ``ValueError`` (and changes nothing) on a bad one or an unknown name."""
+        if unknown:
+            raise ValueError(f"controls: unknown name(s) {sorted(unknown)}; valid: {', '.join(CONTROLS)}")
         with self._lock:
             w = self.current
             if alpha is not None:

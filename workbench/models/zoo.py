@@ -221,6 +221,18 @@ def build_model(
     """A fresh model of ``family`` for the data (or an input shape); ``model.spec`` rebuilds it.
 
     For gpt, ``num_classes`` is the vocabulary size and the shape is ``(block_size,)``."""
+    if isinstance(family, str) and ":" in family and family.partition(":")[0].strip() in ALL_FAMILIES:
+        try:
+            name, sizes = parse_model(family)
+        except ValueError:
+            name, sizes = family.partition(":")[0].strip(), {}
+        call = ", ".join([repr(name), "data", *(f"{k}={v!r}" for k, v in sizes.items())])
+        raise _bad(
+            "family",
+            family,
+            f"build_model takes a family name ({', '.join(ALL_FAMILIES)}) with sizes as keywords, e.g. "
+            f"build_model({call}); spec strings like {family!r} go to Experiment / make_model",
+        )
     shape = _input_shape(data)
     _check_fits(family, data, shape)
     if num_classes is None and isinstance(data, DataSplits):
