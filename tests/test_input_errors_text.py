@@ -1,6 +1,7 @@
 """Hostile input to from_text, LiveRun.set_controls / Controls.update and build_model: each mistake
 raises a ``ValueError`` that names the field, the value and what is valid."""
 
+import numpy as np
 import pytest
 from helpers import mlp, toy_data
 
@@ -124,3 +125,24 @@ def test_build_model_explains_spec_strings():
         wb.build_model("gtp:1,16", data)
     # the spelled-out call works
     assert wb.build_model("gpt", data, n_layer=1, n_embd=16).spec["n_embd"] == 16
+
+
+def test_a_run_teacher_trained_on_another_vocabulary_of_the_same_size_is_refused(tmp_path):
+    """Same vocabulary size, other characters: the ids would mean other characters (it was accepted)."""
+    from workbench.experiment import load_source
+
+    def text(chars: str, seed: int) -> str:
+        g = np.random.default_rng(seed)
+        return "".join(g.choice(list(chars), 400))
+
+    mine, other = (
+        from_text(text(c, i), block_size=8, name=n)
+        for i, (c, n) in enumerate([("abcdef \n", "mine"), ("uvwxyz \n", "other")])
+    )
+    assert mine.num_classes == other.num_classes == 8
+    cfg = wb.DistillConfig.for_text(max_steps=1, epochs=1, eval_every=None, sample_tokens=0)
+    wb.Experiment(mine, "gpt:1,8", "gpt:1,8", cfg, runs=tmp_path, baseline=False).run()
+    (teacher_run,) = [p.parent.name for p in tmp_path.glob("*/config.json") if '"role": "teacher"' in p.read_text()]
+    assert load_source(f"run:{teacher_run}", mine, "--teacher", root=tmp_path).tokenizer is not None  # its own text
+    with pytest.raises(ValueError, match=r"^--teacher: .* another vocabulary \(8 characters .* than data 'other'"):
+        load_source(f"run:{teacher_run}", other, "--teacher", root=tmp_path)

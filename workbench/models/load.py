@@ -65,6 +65,7 @@ class LoadedModel:
     source: str
     spec: dict[str, Any] | None = None
     hf_task: str | None = None
+    tokenizer: dict[str, Any] | None = None  # a run's: the text data it was trained on (token ids mean these)
 
 
 def load_model(
@@ -139,8 +140,14 @@ def _load_run(source: str, run_id: str, root: str | os.PathLike | None) -> Loade
         )
         raise ValueError(f"source: {source!r} cannot be loaded: {why}; expected a finished run of a zoo model")
     spec = dict(rec.model.spec)
+    tokenizer = (rec.config.get("data_spec") or {}).get("tokenizer")
     return LoadedModel(
-        rec.model.eval(), f"{_spec_label(spec)} from run {run_id}, {hf.params_text(rec.model)}", "run", source, spec
+        rec.model.eval(),
+        f"{_spec_label(spec)} from run {run_id}, {hf.params_text(rec.model)}",
+        "run",
+        source,
+        spec,
+        tokenizer=tokenizer if isinstance(tokenizer, dict) else None,
     )
 
 
@@ -372,6 +379,17 @@ def check_compatible(loaded: LoadedModel, data: DataSplits, role: str = "teacher
         raise ValueError(
             f"{here} was built for inputs of shape {built_for}, but data {data.name!r} has inputs "
             f"of shape {tuple(data.input_shape)}{fix}"
+        )
+    ours = data.spec.get("tokenizer")
+    if loaded.tokenizer is not None and isinstance(ours, dict) and loaded.tokenizer != ours:
+
+        def chars(tokenizer: dict) -> str:
+            c = str(tokenizer.get("chars", ""))
+            return f"{len(c)} characters {c[:20]!r}" + ("..." if len(c) > 20 else "")
+
+        raise ValueError(
+            f"{here} was trained on text with another vocabulary ({chars(loaded.tokenizer)}) than data "
+            f"{data.name!r} ({chars(ours)}): its token ids would mean other characters{fix}"
         )
     if isinstance(loaded.module, hf.HFLogits):  # its config says what fits: clearer than a failed forward
         hf_here = f"{role}: HF folder {loaded.source!r}" if loaded.kind == "hf" else here
