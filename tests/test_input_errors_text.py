@@ -146,3 +146,16 @@ def test_a_run_teacher_trained_on_another_vocabulary_of_the_same_size_is_refused
     assert load_source(f"run:{teacher_run}", mine, "--teacher", root=tmp_path).tokenizer is not None  # its own text
     with pytest.raises(ValueError, match=r"^--teacher: .* another vocabulary \(8 characters .* than data 'other'"):
         load_source(f"run:{teacher_run}", other, "--teacher", root=tmp_path)
+
+
+@pytest.mark.parametrize("spec", ["gpt:1,1000000000", "gpt:1,4000000"])
+def test_a_model_too_large_to_build_is_a_value_error_naming_the_field(spec):
+    """Tensors whose sizes overflow, or that do not fit in memory: torch's RuntimeError named the field nowhere."""
+    from workbench.experiment import estimate_params, make_model
+
+    data = from_text("abcdefgh " * 100, block_size=8)
+    if spec == "gpt:1,1000000000":  # counted on the meta device: the sizes overflow before any memory is asked
+        with pytest.raises(ValueError, match=r"^--student: 'gpt:1,1000000000' is too large to build here \("):
+            estimate_params(spec, data, "--student")
+    with pytest.raises(ValueError, match=rf"^student: '{spec}' is too large to build here \(.*\); expected a smaller"):
+        make_model(spec, data, "student", 0)

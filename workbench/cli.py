@@ -468,6 +468,11 @@ def _distill(args: argparse.Namespace) -> int:
         ).items()
         if v is not None
     }
+    if args.beta is not None and args.divergence != "jsd":
+        raise ValueError(
+            f"--beta: only used with --divergence jsd (the teacher's weight in the mixture); "
+            f"the divergence is {args.divergence or 'the default'}"
+        )
     if given.get("teacher_top_k") == "full":
         given["teacher_top_k"] = None  # every class
         if given.get("divergence", "").startswith("topk_"):

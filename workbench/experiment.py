@@ -24,6 +24,7 @@ from .engine.distiller import Distiller, FitResult, resolve_device
 from .engine.evaluation import Evaluator
 from .engine.events import Dispatcher, FitEnd, FitStart, frozen_map
 from .engine.sequence import SequenceEvaluator, is_sequence
+from .models.hf import first_line
 from .models.load import LoadedModel, load_model
 from .models.zoo import build_model, count_params, parse_model
 from .store.cache import OutputCache, TeacherCache, check_cache_root, check_folder, teacher_key
@@ -166,6 +167,18 @@ def make_model(
         return build_model(family, data, **size)
     except ValueError as e:
         raise ValueError(f"{field_name}: {e}") from None
+    except (RuntimeError, MemoryError) as e:  # sizes whose tensors overflow, or do not fit in memory
+        if not _too_large(e):
+            raise
+        raise ValueError(
+            f"{field_name}: {arg!r} is too large to build here ({first_line(e)}); expected a smaller model"
+        ) from None
+
+
+def _too_large(e: BaseException) -> bool:
+    """An error of building a model whose tensors cannot be allocated (or whose sizes overflow)."""
+    text = str(e).lower()
+    return isinstance(e, MemoryError) or any(w in text for w in ("overflow", "allocate", "out of memory"))
 
 
 @dataclass
