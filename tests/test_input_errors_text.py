@@ -159,3 +159,21 @@ def test_a_model_too_large_to_build_is_a_value_error_naming_the_field(spec):
             estimate_params(spec, data, "--student")
     with pytest.raises(ValueError, match=rf"^student: '{spec}' is too large to build here \(.*\); expected a smaller"):
         make_model(spec, data, "student", 0)
+
+
+def test_an_experiment_refuses_a_gpt_module_of_another_vocabulary_or_block_size():
+    """It failed with torch's raw IndexError (or the GPT's own idx message) in the sanity gate, naming no role."""
+    from workbench.models.gpt import GPT
+
+    data = from_text("abcdefghijklmnopqrstuvwxyz0123" * 100, block_size=16)
+    cfg = wb.DistillConfig.for_text(max_steps=2, epochs=1, eval_every=None, sample_tokens=0)
+    k = data.num_classes
+    for teacher, words in (
+        (GPT(k - 8, 16, 1, 2, 16), r"IndexError: index out of range"),
+        (GPT(k, 8, 1, 2, 16), r"block_size=8"),
+    ):
+        with pytest.raises(ValueError, match=rf"^teacher: the GPT given does not accept blocks of data .*{words}"):
+            wb.Experiment(data, teacher, "gpt:1,8", cfg, baseline=False)
+    with pytest.raises(ValueError, match=r"^student: the GPT given"):
+        wb.Experiment(data, "gpt:1,8", GPT(k - 8, 16, 1, 2, 8), cfg, baseline=False)
+    wb.Experiment(data, GPT(k, 16, 1, 2, 16), "gpt:1,8", cfg, baseline=False)  # one that fits is taken

@@ -21,7 +21,7 @@ from .engine import distributed
 from .engine.callbacks import History
 from .engine.config import DistillConfig
 from .engine.distiller import Distiller, FitResult, resolve_device
-from .engine.evaluation import Evaluator
+from .engine.evaluation import Evaluator, predict_logits
 from .engine.events import Dispatcher, FitEnd, FitStart, frozen_map
 from .engine.sequence import SequenceEvaluator, is_sequence
 from .models.hf import first_line
@@ -175,6 +175,28 @@ def make_model(
         ) from None
 
 
+def _check_token_module(module: nn.Module, data: DataSplits, role: str) -> None:
+    """A module given for token data runs on two blocks and predicts over the data's vocabulary
+    (an embedding of another vocabulary or block size failed deep in torch, or in a later step)."""
+    train = data.train
+    if not isinstance(train, Split):
+        return
+    x, k = train.x[:2], data.num_classes
+    try:
+        logits = predict_logits(module, x)
+    except Exception as e:
+        raise ValueError(
+            f"{role}: the {type(module).__name__} given does not accept blocks of data {data.name!r} "
+            f"(shape {tuple(x.shape)}, token ids 0..{k - 1}): {first_line(e)}; expected a model built for "
+            f"this data (its vocabulary of {k} and block size {x.shape[1]})"
+        ) from None
+    if tuple(logits.shape) != (*x.shape, k):
+        raise ValueError(
+            f"{role}: the {type(module).__name__} given outputs logits of shape {tuple(logits.shape)} for "
+            f"blocks of shape {tuple(x.shape)}; data {data.name!r} needs {(*x.shape, k)} (a vocabulary of {k})"
+        )
+
+
 def _too_large(e: BaseException) -> bool:
     """An error of building a model whose tensors cannot be allocated (or whose sizes overflow)."""
     text = str(e).lower()
@@ -313,6 +335,8 @@ class Experiment:
 
     def _model(self, arg: ModelArg, role: str, seed: int, trusted: bool) -> nn.Module:
         """``make_model`` for ``role``; a loaded model is kept in ``self.loaded[role]``."""
+        if isinstance(arg, nn.Module) and is_sequence(self.data):
+            _check_token_module(arg, self.data, role)
         if isinstance(arg, nn.Module) or not is_source(arg):
             return make_model(arg, self.data, role, seed)
         self.loaded[role] = load_source(arg, self.data, role, trusted=trusted, root=self.runs)
