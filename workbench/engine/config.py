@@ -79,6 +79,7 @@ def check_alpha(alpha: Any) -> float:
     return float(plain_scalar(alpha))
 
 
+FLOAT32_MAX = 3.4028234663852886e38
 MAX_TEMPERATURE = 1000.0  # past this softmax(z / T) is uniform to float32 precision, and T^2 overflows soon after
 MAX_SAMPLE_TOKENS = 2000  # an eval's generated sample: one token at a time, for each model, at every eval
 MAX_GENERATED_BLOCKS = 20_000  # teacher-generated blocks (the built-in corpus has about 14,000 training blocks)
@@ -216,8 +217,8 @@ class DistillConfig:
         set_("beta", float(self.beta))
         self._check_text_transfer()
         check_top_k(self.teacher_top_k)
-        if _number("lr", self.lr) <= 0:
-            raise _bad("lr", self.lr, "expected a learning rate > 0 (typical: 1e-4 to 1e-1)")
+        if not 0 < _number("lr", self.lr) <= FLOAT32_MAX:  # the optimizers' float32 math overflowed mid-run
+            raise _bad("lr", self.lr, f"expected a learning rate in (0, {FLOAT32_MAX:.3g}] (typical: 1e-4 to 1e-1)")
         if _number("weight_decay", self.weight_decay) < 0:
             raise _bad("weight_decay", self.weight_decay, "expected a number >= 0")
         if not 0 <= _number("momentum", self.momentum) < 1:
