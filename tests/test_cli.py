@@ -302,6 +302,13 @@ def test_distill_text_json_reports_bits_per_character_and_takes_the_text_flags(s
     )
 
 
+def test_top_k_full_alone_distills_text_with_plain_kl(small_text, capsys):
+    """The text default divergence reads top-k outputs: --top-k full alone used to be refused in API words."""
+    assert cli.main(TEXT + ["--text", str(small_text), "--top-k", "full", "--sample-tokens", "0", "--json"]) == 0
+    cfg = json.loads(capsys.readouterr().out)["config"]
+    assert (cfg["divergence"], cfg["teacher_top_k"]) == ("kl", None)
+
+
 @pytest.mark.slow
 def test_distill_text_takes_the_transfer_set_flags(small_text, capsys):
     flags = ["--generated-blocks", "6", "--generate-temperature", "0.8", "--on-policy", "0.25", "--json"]

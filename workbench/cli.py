@@ -475,6 +475,8 @@ def _distill(args: argparse.Namespace) -> int:
         )
     if given.get("teacher_top_k") == "full":
         given["teacher_top_k"] = None  # every class
+        if text and "divergence" not in given:  # the text default reads top-k outputs: full ones take plain KL
+            given["divergence"] = "kl"
         if given.get("divergence", "").startswith("topk_"):
             raise ValueError(
                 f"--divergence: {args.divergence!r} needs the teacher's cached top-k outputs, but --top-k full "
@@ -1030,8 +1032,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_top_k,
         default=None,
         metavar="K|auto|full",
-        help="teacher outputs cached on the fixed blocks: the top K logits per position, full (every class) "
-        "or auto (default: full while it fits 64 MB, else the top 16)",
+        help="teacher outputs cached on the fixed blocks: the top K logits per position, full (every class; "
+        "the divergence then defaults to kl) or auto (default: full while it fits 64 MB, else the top 16)",
     )
     t.add_argument(
         "--sample-tokens", type=_count, default=None, help="text: characters generated at each evaluation (100)"
