@@ -257,6 +257,23 @@ def test_a_second_session_on_the_job_url_shows_its_settings_and_changes_nothing(
     assert job.run.controls.current.temperature == 4.0
 
 
+def test_a_visit_to_the_compare_page_keeps_the_settings_and_the_running_job(at):
+    """Streamlit drops the state of widgets a page does not draw, and the sidebar's page links drop the URL's
+    ?job=: coming back showed the defaults and no job (Run enabled beside the job still running)."""
+    job = long_moons_run(at, temperature=12.0)
+    assert job is not None and not job.run.done
+    at.switch_page("workbench/ui/compare_entry.py").run()
+    assert not at.exception and at.title[0].value == "Compare student sizes"
+    for key in list(at.query_params):  # what a click on the page link does to the address
+        del at.query_params[key]
+    at.switch_page("workbench/ui/explore_entry.py").run()
+    assert not at.exception
+    assert at.sidebar.selectbox(key="dataset").value == "moons"
+    assert at.sidebar.select_slider(key="temperature").value == 12.0
+    assert at.sidebar.number_input(key="epochs").value == 2000
+    assert job_of(at) is job and at.button(key="run").disabled  # the same job, and no second one
+
+
 def test_pause_button_says_resume_while_paused(at):
     job = long_moons_run(at)
     wait_for(lambda: any(p.event == "step" for p in job.run.buffer.all()), "a step")

@@ -91,6 +91,14 @@ def test_compare_page_runs_a_tiny_sweep():
     # the runs on disk were drawn again after the sweep: the teacher and 8 fits, none running
     assert runs_caption(app).endswith(": 9 completed")
 
+    # a visit to the Explore page (whose link drops ?sweep= from the address) and back: the sweep is shown again
+    app.switch_page("workbench/ui/explore_entry.py").run()
+    for key in list(app.query_params):
+        del app.query_params[key]
+    app.switch_page(COMPARE).run()
+    assert not app.exception and app.query_params.get("sweep") in (job.job_id, [job.job_id])
+    assert len(chart_specs(app)) == 2
+
 
 @pytest.mark.slow
 def test_compare_page_stop_keeps_the_finished_fits(monkeypatch):

@@ -58,6 +58,7 @@ def no_collection_after_each_run() -> None:
 def main() -> None:
     no_collection_after_each_run()
     st.set_page_config(page_title="KD Workbench", page_icon=":material/school:", layout="wide")
+    sidebar.keep_state()  # the Explore page's settings outlive a visit to the Compare page
     here = Path(__file__).resolve().parent
     pages = [
         st.Page(str(here / "explore_entry.py"), title="Explore", icon=":material/science:", default=True),
@@ -75,6 +76,8 @@ def explore_page() -> None:
     )
     reg = registry()
     job_id = st.query_params.get("job")
+    if job_id is None and reg.get(st.session_state.get(ADOPTED)) is not None:
+        job_id = st.query_params["job"] = st.session_state[ADOPTED]  # back from another page: its job again
     job = reg.get(job_id)
     sidebar.seed_state()
     if job is not None and st.session_state.get(ADOPTED) != job.job_id:

@@ -45,6 +45,7 @@ STUDENTS = ["mlp:2", "mlp:4", "mlp:8", "mlp:16", "mlp:32", "mlp:64", "mlp:128"]
 TEXT_STUDENTS = ["gpt:1,16", "gpt:1,32", "gpt:2,32", "gpt:2,64", "gpt:4,64"]
 TEXT_DEFAULT_STUDENTS = ["gpt:1,16", "gpt:1,32", "gpt:2,32"]
 TEXT_EPOCHS = 1  # DistillConfig.for_text's: one pass over the corpus per fit
+SWEEP_SHOWN = "sw_shown"  # session state: the sweep this page shows (a page switch drops its URL)
 TEACHER_KEY = "sw_teacher"  # the prefix of the teacher pickers' widget keys on this page
 
 
@@ -316,9 +317,13 @@ def compare_page(reg: Any) -> None:
         job = start_sweep(reg, {**spec, "teacher_label": choice.label})
         if job is not None:
             st.query_params.from_dict({"sweep": job.job_id})
+            st.session_state[SWEEP_SHOWN] = job.job_id
             st.rerun()
     job_id = st.query_params.get("sweep")
+    if job_id is None and reg.get(st.session_state.get(SWEEP_SHOWN)) is not None:
+        job_id = st.query_params["sweep"] = st.session_state[SWEEP_SHOWN]  # back from another page: its sweep
     if job_id:
+        st.session_state[SWEEP_SHOWN] = job_id
         job = reg.get(job_id)
         sweep_live_ui(reg, job_id, sweep_state(job) if job is not None and job.label == "sweep" else None)
     runs_ui()

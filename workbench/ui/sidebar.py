@@ -117,9 +117,16 @@ def seed_state() -> None:
         state.setdefault(f"{role}_source", ZOO)
         if f"{role}_family" not in state:
             set_model(role, default_model(role, state["dataset"]))
-    # Streamlit drops the value of a widget that a run does not draw (the settings while a CSV is
-    # missing, the family while a run is picked); set again from here, each value outlives that.
-    for key in [*DEFAULTS, *(f"{role}_{k}" for role in ("teacher", "student") for k in KEPT)]:
+    keep_state()
+
+
+def keep_state() -> None:
+    """Streamlit drops the value of a widget that a run does not draw (the settings while a CSV is
+    missing, the family while a run is picked, every one of them while the Compare page is shown);
+    set again from here on every run of every page, each value outlives that. (The widgets take no
+    default argument: their values come from :func:`seed_state`.)"""
+    state = st.session_state
+    for key in ["target", *DEFAULTS, *(f"{role}_{k}" for role in ("teacher", "student") for k in KEPT)]:
         if key in state:
             state[key] = state[key]
 
