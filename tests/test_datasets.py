@@ -325,7 +325,11 @@ def test_from_dataframe_with_string_target():
         ),
         (lambda df: df.head(6), {}, r"X: '6 rows'.*at least 10"),
         (lambda df: df, {"features": ["a", "zzz"]}, r"features: \['a', 'zzz'\].*available columns"),
-        (lambda df: df.assign(species=df["a"]), {}, r"fractional"),
+        (
+            lambda df: df.assign(species=df["a"]),
+            {},
+            r"^target: 'species' is invalid; column 'species' holds fractional numbers \(e\.g\. .*pick the label column",
+        ),
         (
             lambda df: df.assign(species=[f"id{i}" for i in range(len(df))]),
             {},

@@ -555,7 +555,16 @@ def from_dataframe(df: Any, target: str, *, features: list[str] | None = None, *
     with_nan = [c for c in features + [target] if df[c].isna().any()]
     if with_nan:
         raise ValueError(f"columns {with_nan}: missing values; fill or drop those rows first")
-    codes, names = _encode_labels(df[target].to_numpy(), map_numbers=True)
+    labels = df[target].to_numpy()
+    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):  # NaN is refused above
+        example = next(float(v) for v in labels if v != round(v))
+        raise _bad(
+            "target",
+            target,
+            f"column {target!r} holds fractional numbers (e.g. {example:g}), not class labels; "
+            f"pick the label column (whole numbers or strings); columns: {columns}",
+        )
+    codes, names = _encode_labels(labels, map_numbers=True)
     if len(df) >= MIN_ROWS:  # fewer rows: from_arrays says so first
         _check_labels_repeat(len(names), len(df), "target", target)
     unlabeled = kwargs.pop("unlabeled", None)
