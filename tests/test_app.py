@@ -155,7 +155,7 @@ def test_stop_works(at):
     at.button(key="run").click().run()
     job = job_of(at)
     t0 = time.monotonic()
-    while not any(p.event == "step" for p in job.run.buffer.all()):
+    while not any(p.event == "step" and p.role == "student" for p in job.run.buffer.all()):  # the teacher is done
         assert time.monotonic() - t0 < 300
         time.sleep(0.05)
     at.run()
@@ -164,6 +164,8 @@ def test_stop_works(at):
     assert job.run.join(120) and job.run.status == "stopped"
     at.run()
     assert at.button(key="run").disabled is False
+    (warning,) = [w.value for w in at.warning if w.value.startswith("Stopped before the end")]
+    assert "the student trained only part of the way" in warning and "no verdict" in warning
 
 
 def test_live_temperature_change_reaches_the_job(at):

@@ -430,6 +430,9 @@ def results_ui(job: Job) -> None:
     experiment = job.context.get("experiment")
     if result is None or experiment is None or result.student is None:
         return
+    note = stopped_note(result)
+    if note:
+        st.warning(note)
     if is_text_job(job):
         text_results_ui(result, experiment.config.labeled_fraction)
         explorer_ui(experiment)
@@ -446,6 +449,17 @@ def results_ui(job: Job) -> None:
     explorer_ui(experiment)
     if experiment.data.input_shape == (2,):
         boundary_ui(experiment, result)
+
+
+def stopped_note(result: Any) -> str | None:
+    """What a stopped job's numbers are: models trained part of the way, and no verdict without a baseline."""
+    stopped = [role for role, fit in result.fits.items() if fit.status == "stopped"]
+    if not stopped:
+        return None
+    note = f"Stopped before the end: the {' and '.join(stopped)} trained only part of the way, so the numbers below are not final"
+    if "baseline" not in result.fits:
+        note += "; the scratch baseline did not run, so there is no verdict"
+    return note + ". Press Run for a full run."
 
 
 def text_results_ui(result: Any, labeled_fraction: float = 1.0) -> None:
