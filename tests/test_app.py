@@ -147,6 +147,10 @@ def test_a_short_run_produces_history_and_results(at):
     student = [t for t in acc["data"] if t.get("name") == "student"][0]
     assert len(student["x"]) == 3  # one eval per epoch
     assert not at.exception
+    assert not [i for i in at.info if i.value.startswith("Below: the last run")]
+    at.sidebar.selectbox(key="dataset").set_value("spirals").run()  # the results shown are moons' now
+    (note,) = [i.value for i in at.info if i.value.startswith("Below: the last run")]
+    assert note == "Below: the last run, on moons. Press Run to run spirals with the settings in the sidebar."
 
 
 def test_stop_works(at):

@@ -106,6 +106,11 @@ def explore_page() -> None:
         if job is not None:
             st.rerun()  # a full rerun carries the new job id into the page URL
     if job is not None:
+        shown = job.context.get("dataset_choice")
+        if job.run.done and shown is not None and shown != choice.name:
+            st.info(
+                f"Below: the last run, on {shown}. Press Run to run {choice.name} with the settings in the sidebar."
+            )
         live_ui(job.job_id)
         if job.run.done:
             results_ui(job)
@@ -532,7 +537,9 @@ def explorer_ui(experiment: Any) -> None:
     split = data.test if data.test is not None else data.train
     i = st.slider("test block" if is_text(data) else "test input", 0, len(split) - 1, 0, key="explore_input")
     logits = predict_logits(experiment.teacher, split.x[i : i + 1])[0]  # the teacher's device; its mode restored
-    T = st.session_state.get("temperature", 4.0)
+    T = float(st.session_state.get("temperature", 4.0))
+    if T == 1.0:  # (text's default) the same distribution twice: show a softer one beside it
+        T = 4.0
     if is_text(data):  # (L, V): the distribution of the character after the block's last one
         names = [repr(c)[1:-1] if not c.isprintable() or c == " " else c for c in data.class_names]
         target = int(split.y[i, -1])
