@@ -923,6 +923,8 @@ def _app(args: argparse.Namespace) -> int:
         "false",
         "--browser.gatherUsageStats",
         "false",
+        "--client.toolbarMode",
+        "viewer",  # no Deploy button or developer menu
     ]
     host = "127.0.0.1" if args.address == "0.0.0.0" else args.address
     print(f"KD Workbench: http://{host}:{args.port} (Ctrl+C stops it)", flush=True)

@@ -518,8 +518,8 @@ DIVERGENCES: dict[str, Divergence] = {
         Divergence(
             "topk_kl",
             topk_forward_kl,
-            "T^2 * KL(p || q), p and q renormalised over the teacher's top-k classes "
-            "(option mode='tail': + one tail bucket)",
+            "T^2 * KL(p || q) over the teacher's top-k classes, p and q both renormalised over them "
+            "(topk_kl_tail keeps the rest of the mass as one more class instead)",
             needs_full_teacher=False,
             takes_beta=False,
             options=("mode",),
