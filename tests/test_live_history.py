@@ -69,7 +69,7 @@ def synthetic_run(
                 role=role,
                 step=step,
                 epoch=(step - 1) // 100 + 1,
-                seconds=step * 1e-3,
+                seconds=step * 1e-2,  # a small model: 100 steps a second
                 lr=1e-3,
                 loss=loss,
                 terms=frozen_map(terms),
@@ -106,7 +106,7 @@ def synthetic_run(
                     acc=acc,
                     loss=loss,
                     n=32,
-                    seconds=step * 1e-3,
+                    seconds=step * 1e-2,  # a small model: 100 steps a second
                     teacher_acc=0.9 if role == "student" else None,
                     agreement=min(1.0, acc + 0.02) if role == "student" else None,
                     kl=loss / 4 if role == "student" else None,
@@ -122,7 +122,7 @@ def synthetic_run(
                     loss=loss,
                     terms=frozen_map(terms),
                     train_acc=None,
-                    seconds=step * 1e-3,
+                    seconds=step * 1e-2,  # a small model: 100 steps a second
                     epoch_seconds=0.1,
                 )
             )
@@ -133,7 +133,7 @@ def synthetic_run(
         message="the loss became nan" if status == "diverged" else "",
         step=steps,
         epoch=steps // 100,
-        seconds=steps * 1e-3,
+        seconds=steps * 1e-2,
         best={},
         final={"test_acc": 0.8},
     )

@@ -373,6 +373,28 @@ def test_bpc_marks_live_control_changes(text_history):
     assert "divergence=jsd (beta=0.3)" in plots.controls_markers(history)[2][0]
 
 
+def test_a_burst_of_control_changes_is_one_mark_with_its_last_values():
+    """Four arrow-key presses on the T slider (10 steps a second: 0.5-0.8 s apart) drew four lines over the
+    chart; a change 37 s later keeps its own."""
+    from workbench.engine.events import StepEnd
+
+    changes = {310: 2.0, 315: 3.0, 322: 3.5, 330: 4.0, 700: 6.0}
+    history, T = [], 1.0
+    for n in range(1, 1001):
+        T = changes.get(n, T)
+        history.append(
+            StepEnd(
+                run_id="student-1", role="student", step=n, epoch=1, seconds=n / 10, lr=1e-3, loss=1.0,
+                terms={"ce": 1.0}, batch_acc=0.1, temperature=T, w_ce=0.5, w_kd=0.5, w_mse=0.0, w_hint=0.0,
+                samples=64, controls_changed=n in changes,
+            )
+        )  # fmt: skip
+    x, y, text = plots.controls_markers(history)
+    assert x == [330, 330, None, 700, 700, None] and y == [0.0, 1.0, None] * 2
+    assert text[0] == "step 330: T=4, w_ce=0.5, w_kd=0.5, w_mse=0, w_hint=0, divergence=kl (4 changes from step 310)"
+    assert text[3] == "step 700: T=6, w_ce=0.5, w_kd=0.5, w_mse=0, w_hint=0, divergence=kl"
+
+
 def test_entropy_traces(text_history):
     t = plots.entropy_traces(text_history)
     assert t == {

@@ -162,19 +162,44 @@ def teacher_accuracy(history: HistoryLike, split: str = "val") -> float | None:
     return None
 
 
+# Live-control changes this close in time and in steps (a share of the run's logged steps) draw one mark:
+# a burst, such as a slider moved key by key; changes a script makes a few steps apart keep a mark each.
+MARK_SECONDS, MARK_SHARE = 2.0, 0.05
+
+
 def controls_markers(history: HistoryLike, role: str = "student") -> tuple[list, list, list[str]]:
-    """Vertical segments (x, y in [0, 1], hover text) at the steps that first used new live controls."""
+    """Vertical segments (x, y in [0, 1], hover text) at the steps that first used new live controls.
+
+    A burst of changes (each within MARK_SECONDS and MARK_SHARE of the run's logged steps of the one
+    before, e.g. a slider moved by several arrow-key presses) is one mark, at its last change, with its
+    values."""
     steps = _rows(_last_run(as_frame(history), role), "step")
     if "controls_changed" not in steps:
         return [], [], []
+    rows = steps[steps["controls_changed"].eq(True)].to_dict("records")
+    window = MARK_SHARE * float(steps["step"].max()) if rows else 0.0
+    bursts: list[list[dict]] = []
+    for r in rows:
+        last = bursts[-1][-1] if bursts else None
+        if (
+            last is not None
+            and r["step"] - last["step"] <= window
+            and abs(float(r.get("seconds", 0.0)) - float(last.get("seconds", 0.0))) <= MARK_SECONDS
+        ):
+            bursts[-1].append(r)
+        else:
+            bursts.append([r])
     x, y, text = [], [], []
-    for r in steps[steps["controls_changed"].eq(True)].to_dict("records"):
+    for burst in bursts:
+        r = burst[-1]
         label = (
             f"step {int(r['step'])}: T={r['temperature']:g}, w_ce={r['w_ce']:g}, w_kd={r['w_kd']:g}, "
             f"w_mse={r['w_mse']:g}, w_hint={r['w_hint']:g}"
         )
         if isinstance(r.get("divergence"), str):  # the KD divergence is a live control too
             label += f", divergence={r['divergence']}" + (f" (beta={r['beta']:g})" if r["divergence"] == "jsd" else "")
+        if len(burst) > 1:
+            label += f" ({len(burst)} changes from step {int(burst[0]['step'])})"
         x += [int(r["step"]), int(r["step"]), None]
         y += [0.0, 1.0, None]
         text += [label, label, ""]
