@@ -96,3 +96,38 @@ class Recorder:
 
     def of(self, kind):
         return [p for k, p in self.calls if k == kind]
+
+
+class SlowSteps:
+    """A callback that slows each reported step (picklable: it can go into a child process)."""
+
+    def __init__(self, seconds=0.01):
+        self.seconds = seconds
+
+    def on_step_end(self, p):
+        import time
+
+        time.sleep(self.seconds)
+
+
+class ChildProbe:
+    """A job target that reports what it finds where it runs (for ProcessRun tests)."""
+
+    def __init__(self, what):
+        self.what = what
+
+    def __call__(self, live):
+        import os
+        import time
+
+        if self.what == "threads":
+            return torch.get_num_threads()
+        if self.what == "env":
+            return os.environ.get("WORKBENCH_PROBE"), os.getcwd(), os.getpid()
+        if self.what == "raise":
+            raise RuntimeError("probe: failed on purpose")
+        if self.what == "wait":  # until stopped (or killed)
+            while not live.stopped:
+                time.sleep(0.01)
+            return "stopped"
+        raise ValueError(self.what)

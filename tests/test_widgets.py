@@ -659,11 +659,15 @@ def test_dashboard_runs_use_the_same_torch_thread_rule_as_the_app(monkeypatch):
         return got[0]
 
     monkeypatch.setattr(Experiment, "run", run)
+    monkeypatch.setenv(
+        "WORKBENCH_JOB_PROCESS", "0"
+    )  # on a thread, where the patched run is (a child: test_process_run)
     before = fresh_thread_count()
     monkeypatch.setenv("WORKBENCH_TORCH_THREADS", str(before + 2))
     d = Dashboard(Settings(dataset="moons", teacher="mlp:8", student="mlp:4", epochs=1, teacher_epochs=1))
     try:
         assert d.distill() and d.wait(120) and d.job.status == "completed"
+        assert "WORKBENCH_JOB_PROCESS=0" in d.job.reason
         assert seen == [before + 2]  # job_threads(), as the app's jobs
         assert fresh_thread_count() == before  # put back: threads started later begin as before
         monkeypatch.setenv("WORKBENCH_TORCH_THREADS", "many")

@@ -94,6 +94,7 @@ class LiveRun:
         if not (isinstance(target, Distiller) or callable(target)):
             raise ValueError(f"target: expected a Distiller or a callable, got {type(target).__name__}")
         self.name = name
+        self.reason = ""  # a UI's note on how this run trains (e.g. why on a thread, not a process)
         self.buffer = EventBuffer()
         self.result: Any = None
         self.error: str | None = None

@@ -38,6 +38,7 @@ from ..engine.config import DEFAULT_W_KD, DistillConfig
 from ..engine.distiller import Distiller
 from ..engine.evaluation import predict_logits
 from ..engine.hints import find_module
+from ..engine.process_run import PRELOAD
 from ..experiment import Experiment, make_model
 from ..models.zoo import build_model_from_spec, count_macs, count_params, measure_latency
 from ..store.cache import OutputCache, TeacherCache, digest, tensor_digest
@@ -163,7 +164,8 @@ def _pool_context():
 
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = get_context("forkserver")
-        ctx.set_forkserver_preload(["workbench.sweeps.sweep"])  # read when the server starts
+        # read when the server starts (one per process, shared with the UIs' jobs: theirs too)
+        ctx.set_forkserver_preload(["workbench.sweeps.sweep", *PRELOAD])
         return ctx
     return get_context("spawn")
 

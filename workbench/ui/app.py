@@ -19,10 +19,11 @@ import torch
 from .. import plots
 from ..engine.evaluation import predict_logits
 from ..engine.events import FitStart, StepEnd
+from ..engine.process_run import ExperimentJob
 from ..models.zoo import is_text
 from ..verdict import README_ANCHOR, kd_verdict, text_verdict
 from . import sidebar
-from .jobs import Job, JobRegistry, TooManyJobs, job_threads
+from .jobs import Job, JobRegistry, TooManyJobs, job_threads, warm_up_jobs
 from .settings import Settings
 from .sidebar import UPLOAD, UPLOAD_TEXT
 
@@ -36,6 +37,7 @@ def registry() -> JobRegistry:
     """One job registry per server: jobs outlive page refreshes and are shared by no one else.
     Its jobs run with :func:`~workbench.ui.jobs.job_threads` torch threads."""
     torch.set_num_threads(job_threads())
+    warm_up_jobs()  # the fork server imports torch: seconds, before the first Run rather than after it
     return JobRegistry()
 
 
@@ -168,8 +170,9 @@ def start_job(reg: JobRegistry, settings: Settings, data: Any) -> Job | None:
     try:
         experiment = settings.experiment(data=data, runs=True)
         job = reg.start(
-            experiment.run,
+            ExperimentJob(experiment),
             label="distill",
+            process=True,
             settings=settings,
             experiment=experiment,
             dataset_choice=UPLOAD
@@ -206,7 +209,7 @@ def apply_live_controls(job: Job) -> None:
         return  # moved and moved back: nothing changes, and no "controls changed" mark
     try:
         job.run.set_controls(**wanted)
-    except ValueError as e:  # the job goes on with the values it had
+    except (ValueError, TimeoutError) as e:  # the job goes on with the values it had
         st.session_state[REFUSED] = (job.job_id, wanted, str(e))
 
 

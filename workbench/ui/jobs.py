@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
+from ..engine import process_run
 from ..engine.live import LiveRun
+from ..engine.process_run import ProcessRun, UnpicklableTarget
 from .live_history import LiveHistory
 
 
@@ -68,8 +70,9 @@ class JobRegistry:
         with self._lock:
             return [j for j in self._jobs.values() if not j.run.done]
 
-    def start(self, target: Callable[[LiveRun], Any], label: str = "", **context: Any) -> Job:
-        """Start ``target`` on a LiveRun; raises :class:`TooManyJobs` past the cap."""
+    def start(self, target: Callable[[LiveRun], Any], label: str = "", process: bool = False, **context: Any) -> Job:
+        """Start ``target`` on a LiveRun (``process``: in a child process where it can, see
+        :func:`job_run`); raises :class:`TooManyJobs` past the cap."""
         self.cleanup()
         with self._lock:
             if self._closed.is_set():
@@ -80,7 +83,8 @@ class JobRegistry:
                     f"the server is running {busy} jobs, its limit (WORKBENCH_MAX_JOBS="
                     f"{self.max_running}); try again when one finishes"
                 )
-            job = Job(secrets.token_urlsafe(8), LiveRun(target, name=label), label, dict(context))
+            run = job_run(target, label) if process else LiveRun(target, name=label)
+            job = Job(secrets.token_urlsafe(8), run, label, dict(context))
             self._jobs[job.job_id] = job
         job.run.start()
         self._start_reaper()
@@ -154,6 +158,48 @@ def job_threads() -> int:
     if value < 1:
         raise ValueError(f"WORKBENCH_TORCH_THREADS: {raw!r} is invalid; expected a whole number >= 1")
     return value
+
+
+def job_process() -> bool:
+    """Whether UI jobs train in a child process: ``$WORKBENCH_JOB_PROCESS`` (1, the default, or 0)."""
+    raw = os.environ.get("WORKBENCH_JOB_PROCESS", "").strip()
+    if raw in ("", "1"):
+        return True
+    if raw == "0":
+        return False
+    raise ValueError(f"WORKBENCH_JOB_PROCESS: {raw!r} is invalid; expected 1 (jobs train in a child process) or 0")
+
+
+def warm_up_jobs() -> None:
+    """Start the jobs' fork server on a background thread (it imports torch: seconds), so the first
+    Run starts at once; nothing when jobs train on threads (or the setting is bad: Run says so)."""
+    try:
+        if not job_process():
+            return
+    except ValueError:
+        return
+    threading.Thread(target=process_run.warm_up, name="workbench-warm-up", daemon=True).start()
+
+
+def job_run(target: Callable[[LiveRun], Any], name: str = "", threads: int | None = None) -> LiveRun:
+    """A UI job for ``target(live)``: a :class:`~workbench.engine.process_run.ProcessRun` (training in a
+    child process, with ``threads`` torch threads, default :func:`job_threads`) when ``target`` pickles
+    and :func:`job_process` allows it; else a LiveRun thread with those torch threads (``reason`` on the
+    returned run says why it is not a process).
+
+    Why a process: a training thread shares the GIL with the server's threads (Streamlit's script
+    runs, a kernel's comms); with a page open and drawing, a fit took 1.5-2x as long as without.
+    """
+    threads = job_threads() if threads is None else threads
+    why = "WORKBENCH_JOB_PROCESS=0"
+    if job_process():
+        try:
+            return ProcessRun(target, name=name, threads=threads)
+        except UnpicklableTarget as e:
+            why = str(e)
+    run = LiveRun(with_job_threads(target, threads), name=name)
+    run.reason = f"trains on a thread: {why}"
+    return run
 
 
 def with_job_threads(fn: Callable[[LiveRun], Any], threads: int | None = None) -> Callable[[LiveRun], Any]:

@@ -34,11 +34,12 @@ from ..engine.divergences import DIVERGENCES
 from ..engine.events import FitEnd
 from ..engine.hints import find_module
 from ..engine.live import LiveRun
+from ..engine.process_run import ExperimentJob
 from ..models.zoo import FAMILIES, TEXT_FAMILIES, is_text, models_for
 from ..verdict import README_ANCHOR, kd_verdict, text_verdict
 from . import live_figure
 from .dashboard_pickers import FROM_FILE, FROM_RUN, GIVEN, SOURCES, STYLE, TRUST, ZOO, ModelPicker, zoo_spec_for
-from .jobs import job_threads, with_job_threads
+from .jobs import job_run, job_threads, warm_up_jobs
 from .live_figure import DEAF_SECONDS, MAX_REVIVALS, SETTLING_SECONDS, LiveFigure  # (patch them in live_figure)
 from .live_history import LiveHistory
 from .settings import TEXT_SETTINGS, Settings, suggested_model, text_datasets, uploads_folder
@@ -132,6 +133,7 @@ class Dashboard(w.VBox):
         self._teacher = teacher  # the teacher known so far (given, or the latest run's), for the explorer
         self._loaded: dict[str, Any] = {}  # built-in datasets loaded for their shape and the explorer
         self._drawer: threading.Thread | None = None
+        warm_up_jobs()  # so the first Distill does not wait for torch to load in the jobs' fork server
         self._drawn: _Drawn | None = None
         self._draw_lock = threading.RLock()  # one redraw at a time (the drawer's or a caller's)
         self._root = runs if isinstance(runs, (str, os.PathLike)) else None  # where runs and uploads are kept
@@ -631,7 +633,9 @@ class Dashboard(w.VBox):
             find_module(exp.teacher, exp.config.hint_teacher, "hint_teacher")
         return exp
 
-    def _start(self, work, label: str, train_teacher: bool | None = None) -> bool:
+    def _start(self, method: str, label: str, train_teacher: bool | None = None) -> bool:
+        """Start ``experiment.<method>(live)`` as the Dashboard's job (in a child process where it can
+        be sent there, see :func:`~workbench.ui.jobs.job_run`)."""
         if self.job is not None and not self.job.done:
             self._say("a run is in progress: stop it (or wait) before starting another", "error")
             return False
@@ -642,7 +646,7 @@ class Dashboard(w.VBox):
             self._say(str(e), "error")
             return False
         exp = self.experiment
-        job = LiveRun(with_job_threads(lambda live: work(exp, live), threads), name=label)
+        job = job_run(ExperimentJob(exp, method), label, threads)
         split = "val" if exp.data.val is not None else "test"  # the split the engine evaluates during a fit
         loaded = exp.loaded.get("teacher")
         note = ""
@@ -700,11 +704,11 @@ class Dashboard(w.VBox):
                 "error",
             )
             return False
-        return self._start(lambda exp, live: exp.prepare_teacher(live), "teacher", train_teacher=True)
+        return self._start("prepare_teacher", "teacher", train_teacher=True)
 
     def distill(self) -> bool:
         """Train or load the teacher, then the distilled student and the scratch baseline."""
-        return self._start(lambda exp, live: exp.run(live), "distill")
+        return self._start("run", "distill")
 
     def toggle_pause(self) -> None:
         if self.job is None or self.job.done:
@@ -757,7 +761,7 @@ class Dashboard(w.VBox):
                 self.job.set_controls(alpha=self.alpha.value)
             elif self.mode.value == "weights":
                 self.job.set_controls(**{k: s.value for k, s in self.w.items()})
-        except ValueError as e:  # the run goes on with the values it had
+        except (ValueError, TimeoutError) as e:  # the run goes on with the values it had
             self._refused = str(e)
             self._say(f"refused (the run goes on): {e}", "error")
         else:
