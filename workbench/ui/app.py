@@ -199,6 +199,19 @@ def start_job(reg: JobRegistry, settings: Settings, data: Any) -> Job | None:
 REFUSED = "controls_refused"  # session state: (job id, the live widgets' values, why the job refused them)
 
 
+def _steer_now() -> None:
+    """A live control moved (its on_change, before the page's script runs again): steer this page's
+    running job now; the page then has nothing left to apply."""
+    job_id = st.query_params.get("job") or st.session_state.get(ADOPTED)
+    job = registry().get(job_id)
+    if job is not None and not job.run.done and st.session_state.get(ADOPTED) == job.job_id:
+        st.session_state.pop(sidebar.MOVED, None)
+        apply_live_controls(job)
+
+
+sidebar.on_controls_moved(_steer_now)
+
+
 def apply_live_controls(job: Job) -> None:
     """Send the live widgets' temperature, weights, divergence and beta to the running job's next step;
     a refusal is kept in the session (shown by the page while the widgets hold the refused values)."""

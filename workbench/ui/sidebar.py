@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,8 +198,19 @@ def _dataset_changed() -> None:
     state["last_dataset"] = new
 
 
+_on_moved: list[Callable[[], Any]] = []  # the app's: steer the running job from the widget's callback
+
+
+def on_controls_moved(fn: Callable[[], Any]) -> None:
+    """Call ``fn`` when a live control moves, in the widget's callback: before the page's script runs
+    again (which takes a while on a busy machine), so the job gets the value at once."""
+    _on_moved[:] = [fn]
+
+
 def _controls_moved() -> None:
     st.session_state[MOVED] = True
+    for fn in _on_moved:
+        fn()
 
 
 def live_weights() -> dict[str, Any]:
