@@ -3,9 +3,10 @@
 One command measures, side by side on this machine (browser, servers and training share its cores):
 
 1. the same student fit -- the Explore page's default run (cached teacher) and a ~2,000-step
-   run of the same settings -- timed (a) from Python with no UI (``exp.run()``), (a') the same on
-   a LiveRun thread, as both UIs train, (b) in the Streamlit app with a Chromium page open and
-   drawing, (c) in ``wb.Dashboard`` in JupyterLab with the page open and drawing. A fit's time
+   run of the same settings -- timed (a) from Python with no UI (``exp.run()``), (a') the same
+   started as both UIs start their jobs (a child process, ``workbench.ui.jobs.job_run``), (b) in
+   the Streamlit app with a Chromium page open and drawing, (c) in ``wb.Dashboard`` in JupyterLab
+   with the page open and drawing. A fit's time
    is the engine's ``FitEnd.seconds`` read from the run store (the job's baseline fit that
    follows is stopped, not timed); rounds rotate the order, ratios are the median of each
    round's b/a, c/a, b/a' and c/a';
@@ -97,15 +98,16 @@ def plain_fit(settings: Any, runs: RunsFolder) -> Fit:
 
 
 def thread_fit(settings: Any, runs: RunsFolder) -> Fit:
-    """(a'): the same with no UI, on a LiveRun thread as both UIs train, with their torch threads.
-    (Before (a) used the UIs' thread count, ``exp.run()`` on the main thread with torch's default of
-    one thread per core took 7-26x as long as this on a busy 2-core machine: oversubscribed cores.)"""
-    from workbench.engine.live import LiveRun
-    from workbench.ui.jobs import with_job_threads
+    """(a'): the same with no UI, started as both UIs start their jobs (``jobs.job_run``: a child
+    process, with their torch threads). (Before (a) used the UIs' thread count, ``exp.run()`` on the
+    main thread with torch's default of one thread per core took 7-26x as long as a job on a busy
+    2-core machine: oversubscribed cores.)"""
+    from workbench.engine.process_run import ExperimentJob
+    from workbench.ui.jobs import job_run
 
     before = runs.names("student")
     exp = settings.experiment(runs=str(runs.root), baseline=False)
-    run = LiveRun(with_job_threads(lambda live: exp.run(live)), name="bench-no-ui").start()  # the UIs' threads
+    run = job_run(ExperimentJob(exp), "bench-no-ui").start()  # as the UIs' jobs
     run.join()
     if run.status != "completed":
         raise RuntimeError(f"the no-UI LiveRun ended {run.status}: {run.error}")
@@ -407,12 +409,12 @@ def fit_lines(results: dict) -> list[str]:
                 notes += [note] if note not in notes else []
     if slow_main:
         notes.append(
-            f"(a) on the main thread took {' / '.join(slow_main)} the time of (a') on a LiveRun thread: compare the "
-            "UIs (which train on LiveRun threads) with (a') as well"
+            f"(a) on the main thread took {' / '.join(slow_main)} the time of (a') as a UI job: compare the "
+            "UIs with (a') as well"
         )
     lines += [f"  NOTE: {n}" for n in notes]
     lines.append(
-        "  (a) exp.run() from Python; (a') the same on a LiveRun thread; both with the UIs' torch threads; "
+        "  (a) exp.run() from Python; (a') the same started as the UIs' jobs (a child process); both with the UIs' torch threads; "
         "target: b/a and c/a <= 1.10x"
     )
     return lines
